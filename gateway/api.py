@@ -1,0 +1,83 @@
+"""The OpenAI-compatible API blueprint: /chat/completions and /models (served with and without /v1)."""
+
+import json
+
+from flask import Blueprint, Response, current_app, g, request
+
+from .completions import completion_chunks
+from .errors import InvalidRequest
+from .forwarding import build_call
+from .identity import client_values
+from .runtime import Gateway
+from .schemas import validate_chat_request
+from .streams import EventSource, first_event, sse_body
+
+bp = Blueprint("api", __name__)
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def gateway() -> Gateway:
+    return current_app.extensions["gateway"]
+
+
+def json_response(data, status=200) -> Response:
+    body = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return Response(body, status=status, mimetype="application/json")
+
+
+def _request_json():
+    raw = request.get_data(cache=False)  # over max_request_bytes: Werkzeug raises 413 here
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        reason = "it is not UTF-8" if isinstance(exc, UnicodeDecodeError) else "it is not valid JSON"
+        if isinstance(exc, RecursionError):
+            reason = "it is nested too deeply"
+        raise InvalidRequest(f"Invalid request: the body could not be read as JSON: {reason}.") from None
+
+
+@bp.post("/chat/completions")
+def chat_completions():
+    gw = gateway()
+    chat = validate_chat_request(_request_json())
+    model = gw.model(chat["model"])
+    backend = gw.backend_for(model)
+    values = client_values(request.headers, chat)
+    values["request_id"] = g.request_id
+    call = build_call(chat, model, backend.config, values)
+
+    if not chat.get("stream"):
+        return json_response(backend.complete(call))
+
+    if backend.streaming:
+        produce = lambda: backend.stream(call)  # noqa: E731
+    else:
+        produce = lambda: completion_chunks(backend.complete(call), call.include_usage)  # noqa: E731
+    source = EventSource(produce)
+    heartbeat = gw.settings.heartbeat_seconds
+    first = first_event(source, heartbeat)  # a failure by now is still a real HTTP status
+    response = Response(sse_body(source, first, heartbeat, gw.config.secrets), mimetype="text/event-stream", headers=SSE_HEADERS)
+    # A body generator that never started does not run its `finally`: close the source here too.
+    response.call_on_close(source.close)
+    return response
+
+
+def _model_entry(model, created: int) -> dict:
+    entry = {"id": model.id, "object": "model", "created": created, "owned_by": "llm-gateway"}
+    if model.name:
+        entry["name"] = model.name
+    return entry
+
+
+@bp.get("/models")
+def list_models():
+    gw = gateway()
+    created = int(gw.started)
+    return json_response({"object": "list", "data": [_model_entry(m, created) for m in gw.config.models.values()]})
+
+
+@bp.get("/models/<path:model_id>")
+def get_model(model_id):
+    gw = gateway()
+    return json_response(_model_entry(gw.model(model_id), int(gw.started)))

@@ -1,0 +1,215 @@
+"""Calling a backend over HTTP with requests: one pooled Session per backend, errors translated once.
+
+Everything that can go wrong on the wire becomes one of the `BackendError`s here, by what it
+means rather than by its class (under gevent a TLS read timeout is an `SSLError`, a read timeout
+mid-body is a `ConnectionError`). Redirects are never followed: requests would carry our secret
+headers to whatever host the redirect names.
+"""
+
+import http.client
+import json
+import os
+import re
+from urllib.parse import urlsplit
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from requests.utils import get_environ_proxies
+
+from .. import errors
+from ..completions import complete_envelope, completion_chunks, completion_problem
+from ..config import BackendConfig
+from ..forwarding import UpstreamCall
+from ..sse import DONE_PAYLOAD, SSEDecoder
+from .base import Backend
+
+_READ_SIZE = 65536
+_ERROR_BODY_LIMIT = 65536  # enough for any error message; a huge error page is not read whole
+_FINISHED = re.compile(rb'"finish_reason"\s*:\s*"')
+# What reading a body can raise: requests wraps only what goes through its own methods, and the
+# relay reads the raw urllib3 response for speed.
+_WIRE_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
+
+
+def _environment_proxies(url: str) -> dict:
+    # Read once at start-up: requests would read the environment again on every call.
+    return get_environ_proxies(url) or {}
+
+
+def _environment_ca_bundle():
+    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+
+
+class HttpBackend(Backend):
+    def __init__(self, config: BackendConfig, pool_size: int):
+        super().__init__(config)
+        self.url = config.url
+        self.timeout = (config.connect_timeout, config.read_timeout)
+        session = requests.Session()
+        session.trust_env = False  # proxies and CA are resolved once, below
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        session.proxies = {"http": config.proxy, "https": config.proxy} if config.proxy else _environment_proxies(config.url)
+        session.verify = False if not config.verify else (config.ca_bundle or _environment_ca_bundle())
+        if config.client_cert:
+            session.cert = (config.client_cert, config.client_key) if config.client_key else config.client_cert
+        self.session = session
+
+    # --- the two calls ---------------------------------------------------------------------------
+
+    def complete(self, call: UpstreamCall) -> dict:
+        response = self._post(call, accept="application/json")
+        try:
+            try:
+                raw = response.content
+            except _WIRE_ERRORS as exc:
+                raise self._translate(exc) from None
+            return self._completion(raw, call.model_id)
+        finally:
+            response.close()
+
+    def stream(self, call: UpstreamCall):
+        response = self._post(call, accept="text/event-stream")
+        try:
+            content_type = response.headers.get("Content-Type", "")
+            if not content_type.startswith("text/event-stream"):
+                # A backend configured as streaming that answered with one JSON body after all.
+                if "json" in content_type:
+                    yield from completion_chunks(self._completion(response.content, call.model_id), call.include_usage)
+                    return
+                raise errors.BackendInvalidAnswer(self.name, f"answered a streaming request with {content_type or 'no content type'}, not an event stream")
+            yield from self._relay(response)
+        except _WIRE_ERRORS as exc:
+            raise self._translate(exc) from None
+        finally:
+            response.close()
+
+    def close(self) -> None:
+        self.session.close()
+
+    # --- the wire --------------------------------------------------------------------------------
+
+    def _post(self, call: UpstreamCall, accept: str) -> requests.Response:
+        headers = {"Content-Type": "application/json", "Accept": accept, **call.headers}
+        if call.stream:
+            headers["Accept-Encoding"] = "identity"  # a compressed event stream would arrive in lumps
+        data = json.dumps(call.body, separators=(",", ":")).encode("utf-8")
+        try:
+            response = self.session.post(self.url, data=data, headers=headers, timeout=self.timeout, allow_redirects=False, stream=True)
+        except requests.RequestException as exc:
+            raise self._translate(exc) from None
+        if response.status_code >= 300:
+            try:
+                raise self._status_error(response)
+            finally:
+                response.close()
+        return response
+
+    def _relay(self, response: requests.Response):
+        """The data of each event as it arrives; ends only at [DONE] or a finished answer."""
+        decoder = SSEDecoder()
+        read = response.raw.read1
+        finished = False
+        while True:
+            chunk = read(_READ_SIZE)
+            events = decoder.feed(chunk) if chunk else decoder.close()
+            for payload in events:
+                if payload == DONE_PAYLOAD:
+                    return
+                if not finished and _FINISHED.search(payload):
+                    finished = True
+                yield payload
+            if not chunk:
+                break
+        if not finished:
+            raise errors.BackendInvalidAnswer(self.name, "ended its stream before the answer was finished")
+
+    def _completion(self, raw: bytes, model_id: str) -> dict:
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise errors.BackendInvalidAnswer(self.name, "answered with something that is not JSON") from None
+        problem = completion_problem(data)
+        if problem:
+            raise errors.BackendInvalidAnswer(self.name, f"answered with JSON that is not a chat completion: it {problem}")
+        return complete_envelope(data, model_id)
+
+    # --- failures, translated once ---------------------------------------------------------------
+
+    def _status_error(self, response: requests.Response) -> errors.BackendError:
+        status = response.status_code
+        if 300 <= status < 400:
+            target = urlsplit(response.headers.get("Location", ""))
+            where = target.netloc.rsplit("@", 1)[-1] or "another path"
+            return errors.BackendRedirected(
+                self.name, f"answered with a redirect (HTTP {status}) to {where}; the gateway does not follow redirects, so secret headers stay with the configured host"
+            )
+        message = self._error_message(response)
+        detail = f": {message}" if message else ""
+        if status in (401, 403):
+            return errors.BackendAuthRejected(self.name, f"rejected the gateway's credentials (HTTP {status}); check the backend's headers in the config{detail}")
+        if status == 429:
+            retry_after = response.headers.get("Retry-After")
+            return errors.BackendRateLimited(self.name, f"is rate limiting requests (HTTP 429){detail}", headers={"Retry-After": retry_after} if retry_after else None)
+        if status < 500:
+            return errors.BackendRejected(self.name, f"rejected the request (HTTP {status}){detail}", status=status)
+        return errors.BackendServerError(self.name, f"failed (HTTP {status}){detail}")
+
+    @staticmethod
+    def _error_message(response: requests.Response) -> str:
+        """The backend's own words about a failure, if it gave any in a form we can read."""
+        try:
+            raw = response.raw.read(_ERROR_BODY_LIMIT, decode_content=True)
+        except Exception:  # noqa: BLE001 - an unreadable error body just means no detail
+            return ""
+        content_type = response.headers.get("Content-Type", "")
+        if "json" in content_type:
+            try:
+                data = json.loads(raw)
+            except ValueError:
+                return ""
+            if isinstance(data, dict):
+                error = data.get("error")
+                for candidate in (error.get("message") if isinstance(error, dict) else error, data.get("message"), data.get("detail")):
+                    if isinstance(candidate, str) and candidate:
+                        return candidate[:1000]
+            return ""
+        if content_type.startswith("text/plain"):
+            return raw.decode("utf-8", errors="replace").strip()[:1000]
+        return ""
+
+    def _translate(self, exc: Exception) -> errors.BackendError:
+        text = str(exc)
+        connect_s, read_s = self.timeout
+        if isinstance(exc, requests.ConnectTimeout):
+            return errors.BackendTimeout(self.name, f"did not accept a connection within {connect_s:g} s (connect_timeout)")
+        if isinstance(exc, requests.ReadTimeout) or "timed out" in text.lower():
+            return errors.BackendTimeout(self.name, f"sent nothing for {read_s:g} s (read_timeout)")
+        if isinstance(exc, requests.exceptions.SSLError):
+            return errors.BackendTLSError(self.name, _tls_reason(text))
+        if isinstance(exc, requests.exceptions.ProxyError):
+            return errors.BackendUnreachable(self.name, "could not be reached through the proxy")
+        if isinstance(exc, (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError, http.client.IncompleteRead, ConnectionResetError)):
+            return errors.BackendDropped(self.name, "closed the connection before its answer was complete")
+        if isinstance(exc, (requests.ConnectionError, OSError)):
+            if "refused" in text.lower():
+                return errors.BackendUnreachable(self.name, f"refused the connection at {self.config.location}")
+            if "Name or service not known" in text or "nodename nor servname" in text or "getaddrinfo" in text:
+                return errors.BackendUnreachable(self.name, f"could not be found: the host of {self.config.location} does not resolve")
+            return errors.BackendUnreachable(self.name, f"could not be reached at {self.config.location}")
+        return errors.BackendUnreachable(self.name, f"could not be called ({type(exc).__name__})")
+
+
+def _tls_reason(text: str) -> str:
+    lowered = text.lower()
+    if "certificate verify failed" in lowered:
+        if "hostname mismatch" in lowered or "doesn't match" in lowered:
+            return "presented a certificate for another host name"
+        if "expired" in lowered:
+            return "presented an expired certificate"
+        return "presented a certificate the gateway does not trust (set ca_bundle to the in-house CA)"
+    if "certificate required" in lowered or "handshake failure" in lowered:
+        return "demands a client certificate the gateway did not present or it did not accept (set client_cert)"
+    return "failed the TLS handshake"

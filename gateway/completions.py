@@ -1,0 +1,88 @@
+"""The shapes of chat completions: checking a backend's answer, and turning one into stream chunks.
+
+A non-streaming backend answers with one `chat.completion`. For a client that asked to stream,
+`completion_chunks` turns it into the chunks a streaming backend would have sent (role, reasoning,
+content, `tool_calls` deltas with `index`, finish, optional usage), at once and without sleeps:
+the answer is complete, and holding it back would only make the user wait.
+"""
+
+import json
+import time
+import uuid
+
+
+def _dumps(obj) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def completion_problem(data) -> str | None:
+    """What makes `data` not a usable chat completion, or None if it is one."""
+    if not isinstance(data, dict):
+        return "is not a JSON object"
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return "has no choices"
+    for choice in choices:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            return "has a choice without a message"
+        if not isinstance(message.get("content"), (str, type(None))):
+            return "has a message whose content is not a string"
+        tool_calls = message.get("tool_calls")
+        if tool_calls is not None and not (
+            isinstance(tool_calls, list) and all(isinstance(c, dict) and isinstance(c.get("function"), dict) for c in tool_calls)
+        ):
+            return "has malformed tool_calls"
+    return None
+
+
+def complete_envelope(data: dict, model_id: str) -> dict:
+    """Fills what a lax backend leaves out so clients get a whole `chat.completion`."""
+    data = {
+        "id": data.get("id") or f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": data.get("created") or int(time.time()),
+        "model": data.get("model") or model_id,
+        **{k: v for k, v in data.items() if k not in ("id", "object", "created", "model")},
+    }
+    for index, choice in enumerate(data["choices"]):
+        choice.setdefault("index", index)
+        choice.setdefault("finish_reason", "tool_calls" if choice["message"].get("tool_calls") else "stop")
+        choice["message"].setdefault("role", "assistant")
+    return data
+
+
+def completion_chunks(data: dict, include_usage: bool):
+    """The `chat.completion.chunk` payloads (JSON bytes) that stream one complete answer."""
+    head = {"id": data["id"], "object": "chat.completion.chunk", "created": data["created"], "model": data["model"]}
+
+    def chunk(index, delta, finish_reason=None):
+        return _dumps({**head, "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason}]})
+
+    for choice in data["choices"]:
+        index, message = choice["index"], choice["message"]
+        tool_calls = message.get("tool_calls")
+        yield chunk(index, {"role": message.get("role", "assistant"), "content": None if tool_calls and not message.get("content") else ""})
+        for key in ("reasoning_content", "reasoning"):
+            if message.get(key):
+                yield chunk(index, {key: message[key]})
+        if message.get("content"):
+            yield chunk(index, {"content": message["content"]})
+        if tool_calls:
+            yield chunk(index, {"tool_calls": [_tool_call_delta(i, call) for i, call in enumerate(tool_calls)]})
+        yield chunk(index, {}, choice["finish_reason"])
+    if include_usage and isinstance(data.get("usage"), dict):
+        yield _dumps({**head, "choices": [], "usage": data["usage"]})
+
+
+def _tool_call_delta(position: int, call: dict) -> dict:
+    function = call["function"]
+    arguments = function.get("arguments")
+    if not isinstance(arguments, str):  # some backends send the arguments as an object
+        arguments = "" if arguments is None else json.dumps(arguments, ensure_ascii=False)
+    return {
+        "index": call.get("index", position),
+        "id": call.get("id") or f"call_{uuid.uuid4().hex[:24]}",
+        "type": call.get("type", "function"),
+        "function": {"name": function.get("name", ""), "arguments": arguments},
+    }

@@ -1,0 +1,298 @@
+"""The gateway's configuration: a TOML file, `${VAR}` from the environment, one marshmallow schema.
+
+Everything is checked once, at start-up; a bad file stops start-up with one message naming the
+file, each bad key and the reason. No Flask and no requests here: the gunicorn master imports this
+module to check the config before any worker starts, and it must not import `ssl` or `requests`
+before gevent has patched them (see STACK-NOTES).
+"""
+
+import dataclasses
+import os
+import re
+import tomllib
+from urllib.parse import urlsplit
+
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
+
+from .fields import StrictBool, StrictNumber
+from .templating import HeaderSet, HeaderTemplate, TemplateError, is_header_name
+
+DEMO_CONFIG_TOML = """
+# Built-in demo: used when no config file is given, so a newcomer sees the gateway work first.
+[backends.demo]
+url = "demo://echo"
+streaming = true
+
+[[models]]
+id = "demo-echo"
+backend = "demo"
+name = "Demo echo (no backend configured yet)"
+"""
+DEMO_SOURCE = "built-in demo config"
+DEFAULT_CONFIG_FILE = "gateway.toml"
+
+_ENV_REFERENCE = re.compile(r"\$\{([^}]*)\}")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ConfigError(Exception):
+    """The config cannot be used. `str()` is the whole message for the operator."""
+
+
+@dataclasses.dataclass(frozen=True)
+class GatewaySettings:
+    api_keys: tuple = ()
+    heartbeat_seconds: float = 10.0
+    cors_origins: tuple = ()
+    max_request_bytes: int = 20_000_000
+    user_jwt_secret: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendConfig:
+    name: str
+    url: str
+    headers: HeaderSet
+    streaming: bool = False
+    connect_timeout: float = 5.0
+    read_timeout: float = 300.0
+    max_concurrency: int = 64
+    tools: str = "pass"
+    content: str = "parts"
+    drop_params: tuple = ()
+    ca_bundle: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    proxy: str | None = None
+    verify: bool = True
+
+    @property
+    def location(self) -> str:
+        """Scheme, host and port only: what may be shown or logged (never path, query or userinfo)."""
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{host}{port}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    id: str
+    backend: str
+    upstream: str
+    name: str | None = None
+    system_prompt: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    gateway: GatewaySettings
+    backends: dict  # name -> BackendConfig
+    models: dict  # id -> ModelConfig, in file order
+    source: str  # the file it came from, or DEMO_SOURCE
+    secrets: frozenset  # every value that came from ${VAR}: redacted wherever text leaves us
+
+    @property
+    def demo(self) -> bool:
+        return self.source == DEMO_SOURCE
+
+
+# --- the schema -------------------------------------------------------------------------------
+
+
+class _Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+def _url(value):
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https", "demo") or not parts.netloc:
+        raise ValidationError("must be an http:// or https:// URL with a host")
+
+
+def _header_template(value):
+    try:
+        HeaderTemplate(value)
+    except TemplateError as exc:
+        raise ValidationError(str(exc)) from None
+
+
+def _header_name(value):
+    if not is_header_name(value):
+        raise ValidationError(f"{value!r} is not a valid HTTP header name")
+
+
+class GatewaySchema(_Strict):
+    api_keys = fields.List(fields.String(validate=validate.Length(min=1)))
+    heartbeat_seconds = StrictNumber(minimum=0, exclusive=True)
+    cors_origins = fields.List(fields.String(validate=validate.Length(min=1)))
+    max_request_bytes = StrictNumber(integer=True, minimum=1)
+    user_jwt_secret = fields.String(validate=validate.Length(min=1))
+
+
+class BackendSchema(_Strict):
+    url = fields.String(required=True, validate=_url)
+    streaming = StrictBool()
+    connect_timeout = StrictNumber(minimum=0, exclusive=True)
+    read_timeout = StrictNumber(minimum=0, exclusive=True)
+    max_concurrency = StrictNumber(integer=True, minimum=1)
+    tools = fields.String(validate=validate.OneOf(["pass", "drop"]))
+    content = fields.String(validate=validate.OneOf(["parts", "text"]))
+    drop_params = fields.List(fields.String())
+    ca_bundle = fields.String()
+    client_cert = fields.String()
+    client_key = fields.String()
+    proxy = fields.String(validate=_url)
+    verify = StrictBool()
+    headers = fields.Dict(
+        keys=fields.String(validate=_header_name), values=fields.String(validate=_header_template)
+    )
+
+
+class ModelSchema(_Strict):
+    id = fields.String(required=True, validate=validate.Length(min=1))
+    backend = fields.String(required=True)
+    upstream = fields.String(validate=validate.Length(min=1))
+    name = fields.String()
+    system_prompt = fields.String()
+
+
+class ConfigSchema(_Strict):
+    gateway = fields.Nested(GatewaySchema)
+    backends = fields.Dict(keys=fields.String(), values=fields.Nested(BackendSchema), required=True)
+    models = fields.List(fields.Nested(ModelSchema), required=True, validate=validate.Length(min=1))
+
+    @validates_schema
+    def _models_name_real_backends(self, data, **kwargs):
+        backends = data.get("backends", {})
+        seen = set()
+        for index, model in enumerate(data.get("models", [])):
+            if model["backend"] not in backends:
+                known = ", ".join(sorted(backends)) or "none"
+                raise ValidationError(
+                    f"names backend {model['backend']!r}, which is not defined (defined: {known})",
+                    f"models.{index}.backend",
+                )
+            if model["id"] in seen:
+                raise ValidationError(f"duplicate model id {model['id']!r}", f"models.{index}.id")
+            seen.add(model["id"])
+
+    @post_load
+    def _build(self, data, **kwargs):
+        gateway = data.get("gateway", {})
+        gateway = GatewaySettings(
+            **{
+                **gateway,
+                **{k: tuple(gateway[k]) for k in ("api_keys", "cors_origins") if k in gateway},
+            }
+        )
+        backends = {}
+        for name, raw in data["backends"].items():
+            raw = dict(raw)
+            raw["headers"] = HeaderSet(raw.get("headers", {}))
+            if "drop_params" in raw:
+                raw["drop_params"] = tuple(raw["drop_params"])
+            backends[name] = BackendConfig(name=name, **raw)
+        models = {
+            m["id"]: ModelConfig(upstream=m.get("upstream", m["id"]), **{k: v for k, v in m.items() if k != "upstream"})
+            for m in data["models"]
+        }
+        return gateway, backends, models
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def _expand_env(value, path, environ, errors, secrets):
+    """Replaces ${VAR} in every string of the parsed TOML, recording each key whose VAR is unset."""
+    if isinstance(value, str):
+
+        def substitute(match):
+            name = match.group(1)
+            if not _ENV_NAME.match(name):
+                errors.append(f"{path}: ${{{name}}} is not a valid environment variable reference")
+                return ""
+            if name not in environ:
+                errors.append(f"{path}: environment variable {name} is not set")
+                return ""
+            secrets.add(environ[name])
+            return environ[name]
+
+        return _ENV_REFERENCE.sub(substitute, value)
+    if isinstance(value, dict):
+        return {k: _expand_env(v, f"{path}.{k}" if path else k, environ, errors, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, f"{path}.{i}", environ, errors, secrets) for i, v in enumerate(value)]
+    return value
+
+
+def _flatten(messages, path=""):
+    """marshmallow's nested error map as ("models.0.backend", "reason") pairs."""
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            # "_schema" is a whole-object error; "key" and "value" are how a Dict field nests its entries
+            key = "" if key in ("_schema", "value", "key") else str(key)
+            yield from _flatten(value, f"{path}.{key}" if path and key else path or key)
+    elif isinstance(messages, list) and messages and all(isinstance(m, str) for m in messages):
+        yield path, " ".join(messages)
+    elif isinstance(messages, list):
+        for item in messages:
+            yield from _flatten(item, path)
+    else:
+        yield path, str(messages)
+
+
+def _describe(path, reason):
+    if reason.startswith("Unknown field"):
+        reason = "unknown key"
+    return f"{path}: {reason}" if path else reason
+
+
+def parse_config(text: str, source: str, environ=None) -> Config:
+    """Validates config text; raises ConfigError naming `source`, each bad key and why."""
+    environ = os.environ if environ is None else environ
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    errors, secrets = [], set()
+    raw = _expand_env(raw, "", environ, errors, secrets)
+    if errors:
+        raise ConfigError(f"{source}: " + "; ".join(errors))
+    try:
+        gateway, backends, models = ConfigSchema().load(raw)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(path, reason) for path, reason in _flatten(exc.messages))
+        raise ConfigError(f"{source}: {problems}") from None
+    secrets |= {key for key in gateway.api_keys}
+    if gateway.user_jwt_secret:
+        secrets.add(gateway.user_jwt_secret)
+    # Very short values (a "1" from ${DEBUG}) would blank out unrelated text: not worth redacting.
+    return Config(gateway, backends, models, source, frozenset(s for s in secrets if len(s) >= 4))
+
+
+def config_path(environ=None) -> str | None:
+    """The file GATEWAY_CONFIG names, else gateway.toml if it exists, else None (demo mode)."""
+    environ = os.environ if environ is None else environ
+    path = environ.get("GATEWAY_CONFIG")
+    if path:
+        return path
+    return DEFAULT_CONFIG_FILE if os.path.exists(DEFAULT_CONFIG_FILE) else None
+
+
+def load_config(environ=None) -> Config:
+    environ = os.environ if environ is None else environ
+    path = config_path(environ)
+    if path is None:
+        return parse_config(DEMO_CONFIG_TOML, DEMO_SOURCE, environ)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: the config file is not UTF-8 text") from None
+    return parse_config(text, path, environ)

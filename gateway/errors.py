@@ -1,0 +1,191 @@
+"""The error tree, and the one place failures become OpenAI-shaped answers.
+
+Every failure the gateway knows about is a `GatewayError` carrying its HTTP status, OpenAI's
+`type`, `code` and `param`, and a message that says which side failed: the client, the gateway, or
+backend 'name'. Before a stream's first byte it becomes a JSON answer with that status; after it,
+an in-stream error event. Text is redacted on the way out, so a backend that echoes our ticket in
+its error message cannot leak it.
+"""
+
+import json
+
+
+class GatewayError(Exception):
+    """Base of every failure we answer on purpose. `kind` is a short label for logs and metrics."""
+
+    status = 500
+    type = "server_error"
+    code = None
+    kind = "gateway_error"
+
+    def __init__(self, message, *, param=None, code=None, headers=None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+# --- the client's side --------------------------------------------------------------------------
+
+
+class InvalidRequest(GatewayError):
+    """Malformed JSON or a schema violation; `param` names the field (e.g. `messages.2.role`)."""
+
+    status = 400
+    type = "invalid_request_error"
+    kind = "invalid_request"
+
+
+class Unauthorized(GatewayError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+    kind = "unauthorized"
+
+
+class NotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+    kind = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+    kind = "model_not_found"
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+    kind = "method_not_allowed"
+
+
+class RequestTooLarge(GatewayError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+    kind = "request_too_large"
+
+
+# --- the gateway's side -------------------------------------------------------------------------
+
+
+class GatewayBusy(GatewayError):
+    """This worker already runs `max_concurrency` requests for the backend: safe to retry later."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "gateway_concurrency_limit"
+    kind = "concurrency_limit"
+
+
+class InternalError(GatewayError):
+    """A bug of ours. The client gets the request id to quote; the log gets the traceback."""
+
+    kind = "internal_error"
+
+
+# --- the backend's side -------------------------------------------------------------------------
+
+
+class BackendError(GatewayError):
+    """The backend failed us. `kind` is what happened, as counted in logs and metrics."""
+
+    status = 502
+    type = "backend_error"
+    code = "backend_error"
+
+    def __init__(self, backend, message, **kwargs):
+        super().__init__(f"Backend '{backend}' {message}", **kwargs)
+        self.backend = backend
+
+
+class BackendUnreachable(BackendError):
+    code = "backend_unreachable"
+    kind = "refused"
+
+
+class BackendDropped(BackendError):
+    """The connection broke before the answer was complete."""
+
+    code = "backend_connection_dropped"
+    kind = "dropped"
+
+
+class BackendTimeout(BackendError):
+    status = 504
+    code = "backend_timeout"
+    kind = "timeout"
+
+
+class BackendServerError(BackendError):
+    """A 5xx from the backend."""
+
+    code = "backend_server_error"
+    kind = "5xx"
+
+
+class BackendInvalidAnswer(BackendError):
+    """A 2xx that is not a chat completion (HTML, truncated JSON, a stream that stopped short)."""
+
+    code = "backend_invalid_answer"
+    kind = "invalid_answer"
+
+
+class BackendAuthRejected(BackendError):
+    """The backend said 401/403 to the credentials from our config: the operator must fix them."""
+
+    code = "backend_auth_rejected"
+    kind = "auth_rejected"
+
+
+class BackendRateLimited(BackendError):
+    status = 429
+    type = "rate_limit_error"
+    code = "backend_rate_limited"
+    kind = "rate_limited"
+
+
+class BackendRejected(BackendError):
+    """Another 4xx: the backend did not like the request; its status and message are passed on."""
+
+    code = "backend_rejected_request"
+    kind = "rejected"
+
+    def __init__(self, backend, message, *, status, **kwargs):
+        super().__init__(backend, message, **kwargs)
+        self.status = status
+        self.type = "invalid_request_error"
+
+
+class BackendRedirected(BackendError):
+    code = "backend_redirect"
+    kind = "redirect"
+
+
+class BackendTLSError(BackendError):
+    code = "backend_tls_error"
+    kind = "tls"
+
+
+# --- rendering ----------------------------------------------------------------------------------
+
+
+def redact(text: str, secrets) -> str:
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, "[redacted]")
+    return text
+
+
+def error_json(error: GatewayError, secrets=()) -> bytes:
+    body = error.body()
+    body["error"]["message"] = redact(body["error"]["message"], secrets)
+    return json.dumps(body, ensure_ascii=False).encode("utf-8")

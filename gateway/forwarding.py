@@ -1,0 +1,55 @@
+"""What goes to the backend for one client request: the body and the headers.
+
+The whole conversation, in order, with every role and field; the model the user picked mapped to
+its `upstream` name; the model's system prompt first in the one leading system message; sampling
+and unknown fields passed on, minus the backend's `drop_params`; `stream` set to what the backend
+is asked for. The client's dict is never changed: the body is a shallow copy with new values.
+"""
+
+import dataclasses
+
+from .config import BackendConfig, ModelConfig
+
+
+@dataclasses.dataclass(slots=True)
+class UpstreamCall:
+    body: dict  # the JSON body for the backend
+    headers: dict  # rendered from the backend's templates
+    stream: bool  # the backend is asked to stream
+    include_usage: bool  # the client asked for a usage chunk at the end of its stream
+    model_id: str  # the model id the client picked (not the upstream name)
+
+
+def merge_system_prompt(messages: list, prompt: str) -> list:
+    """The model's prompt at the start of the single leading system message."""
+    if messages and messages[0].get("role") == "system":
+        first = messages[0]
+        content = first.get("content")
+        if isinstance(content, list):
+            merged = [{"type": "text", "text": prompt}, *content]
+        elif content:
+            merged = f"{prompt}\n\n{content}"
+        else:
+            merged = prompt
+        return [{**first, "content": merged}, *messages[1:]]
+    return [{"role": "system", "content": prompt}, *messages]
+
+
+def build_call(chat: dict, model: ModelConfig, backend: BackendConfig, values: dict) -> UpstreamCall:
+    """The backend's request for a validated client request; `values` fill the header templates."""
+    client_stream = bool(chat.get("stream"))
+    backend_stream = client_stream and backend.streaming
+    body = dict(chat)
+    body["model"] = model.upstream
+    if model.system_prompt:
+        body["messages"] = merge_system_prompt(chat["messages"], model.system_prompt)
+    for name in backend.drop_params:
+        body.pop(name, None)
+    body["stream"] = backend_stream
+    if not backend_stream:
+        # stream_options is only valid with stream: true; a non-streaming call never carries it
+        body.pop("stream_options", None)
+    options = chat.get("stream_options")
+    include_usage = bool(client_stream and isinstance(options, dict) and options.get("include_usage"))
+    values = {**values, "model": model.id}
+    return UpstreamCall(body, backend.headers.render(values), backend_stream, include_usage, model.id)

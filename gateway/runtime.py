@@ -1,0 +1,33 @@
+"""What one worker process serves: the config, its backends and models, built once at start-up."""
+
+import time
+
+from .backends import Backend, build_backend
+from .config import Config, ModelConfig
+from .errors import ModelNotFound
+
+
+class Gateway:
+    def __init__(self, config: Config):
+        self.config = config
+        self.settings = config.gateway
+        # A backend never has more requests in flight per worker than max_concurrency, so that
+        # is all the pooled connections it can use.
+        self.backends = {name: build_backend(cfg, cfg.max_concurrency) for name, cfg in config.backends.items()}
+        self.started = time.time()
+
+    def model(self, model_id: str) -> ModelConfig:
+        try:
+            return self.config.models[model_id]
+        except KeyError:
+            raise ModelNotFound(
+                f"The model '{model_id}' does not exist on this gateway; GET /v1/models lists the ones it serves.",
+                param="model",
+            ) from None
+
+    def backend_for(self, model: ModelConfig) -> Backend:
+        return self.backends[model.backend]
+
+    def close(self) -> None:
+        for backend in self.backends.values():
+            backend.close()

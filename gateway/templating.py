@@ -1,0 +1,112 @@
+"""Per-request header templates: `{uuid}`, `{user.email|anonymous}`, `{{` for a literal brace.
+
+Templates are compiled once when the config is loaded; rendering one is a walk over a short list.
+Rendered values are made safe for an HTTP header here, at the one place they are produced: HTTP
+carries ASCII, so a value holding anything else (non-ASCII names, CR/LF) is sent percent-encoded
+as UTF-8, the way Open WebUI sends `X-OpenWebUI-User-Name`. That also makes header injection
+impossible. Imports nothing of Flask or requests (the gunicorn master validates configs with it).
+"""
+
+import re
+import uuid
+from urllib.parse import quote
+
+PLACEHOLDERS = frozenset(
+    {"uuid", "request_id", "model", "user.id", "user.email", "user.name", "user.role", "chat_id"}
+)
+
+_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}|]*)(?:\|([^{}]*))?\}|[{}]")
+# Printable ASCII stays as it is, except '%' itself once a value needs encoding (so it decodes back).
+_SAFE_WHEN_ENCODING = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+class TemplateError(ValueError):
+    """The template text is not valid; the message says why."""
+
+
+class HeaderTemplate:
+    """One header value template, compiled: a tuple of literal strings and (name, fallback) pairs."""
+
+    __slots__ = ("parts", "constant")
+
+    def __init__(self, text: str):
+        parts = []
+        literal = []
+        position = 0
+        for match in _TOKEN.finditer(text):
+            literal.append(text[position : match.start()])
+            position = match.end()
+            token = match.group(0)
+            if token in ("{{", "}}"):
+                literal.append(token[0])
+                continue
+            if token in ("{", "}"):
+                raise TemplateError(f"unbalanced '{token}' (write '{token * 2}' for a literal brace)")
+            name = match.group(1).strip()
+            if name not in PLACEHOLDERS:
+                known = ", ".join("{" + p + "}" for p in sorted(PLACEHOLDERS))
+                raise TemplateError(f"unknown placeholder {{{name}}}; known: {known}")
+            if literal:
+                parts.append("".join(literal))
+                literal = []
+            parts.append((name, match.group(2) or ""))
+        literal.append(text[position:])
+        if "".join(literal):
+            parts.append("".join(literal))
+        self.parts = tuple(parts)
+        self.constant = all(isinstance(p, str) for p in parts)
+
+    def render(self, values: dict) -> str:
+        out = []
+        for part in self.parts:
+            if part.__class__ is str:
+                out.append(part)
+                continue
+            name, fallback = part
+            if name == "uuid":
+                out.append(str(uuid.uuid4()))
+            else:
+                out.append(values.get(name) or fallback)
+        return "".join(out)
+
+
+def header_safe(value: str) -> str:
+    """The value as it can travel in an HTTP header: trimmed, and percent-encoded if it must be."""
+    value = value.strip()
+    if value.isascii() and value.isprintable():
+        return value
+    return quote(value, safe=_SAFE_WHEN_ENCODING, encoding="utf-8", errors="surrogatepass")
+
+
+def is_header_name(name: str) -> bool:
+    return bool(_HEADER_NAME.match(name))
+
+
+class HeaderSet:
+    """A backend's header templates; `render` gives the headers for one request."""
+
+    __slots__ = ("_constant", "_templates")
+
+    def __init__(self, templates: dict):
+        constant, dynamic = {}, []
+        for name, text in templates.items():
+            if not is_header_name(name):
+                raise TemplateError(f"{name!r} is not a valid HTTP header name")
+            template = HeaderTemplate(text)
+            if template.constant:
+                value = header_safe(template.render({}))
+                if value:
+                    constant[name] = value
+            else:
+                dynamic.append((name, template))
+        self._constant = constant
+        self._templates = tuple(dynamic)
+
+    def render(self, values: dict) -> dict:
+        headers = dict(self._constant)
+        for name, template in self._templates:
+            value = header_safe(template.render(values))
+            if value:  # a header that renders empty is not sent
+                headers[name] = value
+        return headers

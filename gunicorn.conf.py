@@ -1,0 +1,60 @@
+"""gunicorn settings for llm-gateway: plain assignments, each saying what it means for gevent workers.
+
+Nothing here may import requests, ssl or the app: the gevent worker monkey-patches the standard
+library when it starts, and anything the master imported before that stays unpatched (blocking).
+The config check below imports only gateway.config, which is kept free of those imports.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+# Where to listen: GATEWAY_BIND (host:port, unix:PATH or fd://N).
+bind = [os.environ.get("GATEWAY_BIND", "127.0.0.1:8000")]
+
+# One process per CPU; each serves many requests at once on greenlets.
+workers = int(os.environ.get("GATEWAY_WORKERS") or os.cpu_count() or 1)
+
+# The gevent worker: requests to backends block only their own greenlet.
+worker_class = "gevent"
+
+# Open connections one worker handles at once (each open chat stream holds one).
+worker_connections = int(os.environ.get("GATEWAY_WORKER_CONNECTIONS", "2000"))
+
+# With async workers this is a liveness heartbeat of the worker process, not a request limit:
+# a stream may run for many minutes.
+timeout = 30
+
+# On SIGTERM, in-flight streams get this long to finish before the worker is stopped.
+graceful_timeout = int(os.environ.get("GATEWAY_GRACEFUL_TIMEOUT", "60"))
+
+# Seconds an idle client connection is kept open for its next request.
+keepalive = 5
+
+# Never preload: the app imports requests, which must be imported after gevent patches.
+preload_app = False
+
+# gunicorn 27 opens a control socket at a fixed path in the home directory; several servers on
+# one machine (tests, benchmarks) would fight over it.
+control_socket_disable = True
+
+# Our own access log comes from the app (one JSON line per request); gunicorn's stays off.
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("GATEWAY_LOG_LEVEL", "info")
+
+
+def on_starting(server):
+    """Checks the config before any worker starts, so a bad file stops start-up with one message."""
+    from gateway.config import ConfigError, config_path, load_config
+
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        # gunicorn prints a RuntimeError raised here as "Error: ..." and exits with status 1.
+        raise RuntimeError(f"llm-gateway cannot start: {exc}") from None
+    where = config_path() or "the built-in demo config (no GATEWAY_CONFIG, no gateway.toml)"
+    server.log.info("llm-gateway config: %s; models: %s", where, ", ".join(config.models))
+    if not config.gateway.api_keys:
+        server.log.warning("inbound authentication is off: no api_keys in the config, anyone who can reach %s may use the models", ", ".join(bind))
