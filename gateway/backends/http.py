@@ -27,6 +27,7 @@ from .base import Backend
 _READ_SIZE = 65536
 _ERROR_BODY_LIMIT = 65536  # enough for any error message; a huge error page is not read whole
 _FINISHED = re.compile(rb'"finish_reason"\s*:\s*"')
+_ERROR_EVENT = re.compile(rb'\s*\{\s*"error"\s*:')
 # What reading a body can raise: requests wraps only what goes through its own methods, and the
 # relay reads the raw urllib3 response for speed.
 _WIRE_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
@@ -118,6 +119,8 @@ class HttpBackend(Backend):
             for payload in events:
                 if payload == DONE_PAYLOAD:
                     return
+                if _ERROR_EVENT.match(payload):
+                    raise self._error_event(payload)
                 if not finished and _FINISHED.search(payload):
                     finished = True
                 yield payload
@@ -125,6 +128,16 @@ class HttpBackend(Backend):
                 break
         if not finished:
             raise errors.BackendInvalidAnswer(self.name, "ended its stream before the answer was finished")
+
+    def _error_event(self, payload: bytes) -> errors.BackendError:
+        """The backend reported a failure inside its stream: ours, naming it (an HTTP status if nothing was sent yet)."""
+        try:
+            error = json.loads(payload)["error"]
+        except (ValueError, KeyError, TypeError):
+            error = None
+        message = error.get("message") if isinstance(error, dict) else error
+        detail = f": {message[:1000]}" if isinstance(message, str) and message else ""
+        return errors.BackendServerError(self.name, f"reported an error in its stream{detail}")
 
     def _completion(self, raw: bytes, model_id: str) -> dict:
         try:

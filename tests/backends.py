@@ -1,0 +1,218 @@
+"""Real HTTP test backends, run in threads of the test process, recording everything they receive.
+
+- `TestBackend(streaming=True)` behaves like an OpenAI-compatible server: SSE for `stream: true`.
+- `TestBackend(streaming=False, ticket=...)` behaves like the corporate endpoint: it takes the
+  OpenAI-shaped body, never streams, and answers 401 unless `x-dep-ticket` is right.
+
+A test changes what the backend answers with `respond_with(behavior)`; a behavior is a function
+`behavior(exchange)` that writes the answer with the `Exchange` helpers.
+"""
+
+import http.server
+import json
+import socket
+import threading
+import time
+
+
+class Recorded:
+    def __init__(self, method, path, headers, raw):
+        self.method = method
+        self.path = path
+        self.headers = headers  # lower-case name -> value
+        self.raw = raw
+        try:
+            self.body = json.loads(raw) if raw else None
+        except ValueError:
+            self.body = None
+
+
+def chunk_json(index=0, delta=None, finish_reason=None, model="upstream", **extra):
+    body = {"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 1764093600, "model": model}
+    body["choices"] = [] if delta is None else [{"index": index, "delta": delta, "finish_reason": finish_reason}]
+    body.update(extra)
+    return json.dumps(body, ensure_ascii=False)
+
+
+def completion_json(content, model="upstream", usage=True, **message_extra):
+    message = {"role": "assistant", "content": content, **message_extra}
+    body = {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 1764093600,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if message_extra.get("tool_calls") else "stop"}],
+    }
+    if usage:
+        body["usage"] = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+    return body
+
+
+def reply_text(body) -> str:
+    """What the default behavior answers: it names the last user message, so tests can tell."""
+    last = next((m for m in reversed(body["messages"]) if m["role"] == "user"), {"content": ""})
+    content = last["content"] if isinstance(last["content"], str) else json.dumps(last["content"])
+    return f"echo {len(body['messages'])}: {content}"
+
+
+class Exchange:
+    """One request being answered: what came in, and helpers to write the answer."""
+
+    def __init__(self, handler, recorded, backend):
+        self.handler = handler
+        self.request = recorded
+        self.body = recorded.body
+        self.backend = backend
+
+    def send_json(self, status, obj, headers=None):
+        self.send_raw(status, "application/json", json.dumps(obj, ensure_ascii=False).encode(), headers)
+
+    def send_raw(self, status, content_type, data: bytes, headers=None):
+        h = self.handler
+        h.send_response(status)
+        h.send_header("Content-Type", content_type)
+        h.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            h.send_header(name, value)
+        h.end_headers()
+        h.wfile.write(data)
+        h.wfile.flush()
+
+    def start_sse(self, chunked=True):
+        h = self.handler
+        h.send_response(200)
+        h.send_header("Content-Type", "text/event-stream")
+        if chunked:
+            h.send_header("Transfer-Encoding", "chunked")
+        else:
+            h.send_header("Connection", "close")
+            h.close_connection = True
+        h.end_headers()
+        self._chunked = chunked
+
+    def write(self, data: bytes):
+        """Writes raw bytes of the event stream (one HTTP chunk when chunked)."""
+        h = self.handler
+        if self._chunked:
+            h.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        else:
+            h.wfile.write(data)
+        h.wfile.flush()
+
+    def event(self, payload: str):
+        self.write(f"data: {payload}\n\n".encode())
+
+    def end_sse(self):
+        if self._chunked:
+            self.handler.wfile.write(b"0\r\n\r\n")
+            self.handler.wfile.flush()
+
+    def stream_reply(self, text, usage=False):
+        """A complete, well-formed stream of `text` word by word."""
+        self.start_sse()
+        self.event(chunk_json(delta={"role": "assistant", "content": ""}))
+        words = text.split(" ")
+        for i, word in enumerate(words):
+            self.event(chunk_json(delta={"content": word if i == len(words) - 1 else word + " "}))
+        self.event(chunk_json(delta={}, finish_reason="stop"))
+        if usage:
+            self.event(chunk_json(usage={"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words)}))
+        self.event("[DONE]")
+        self.end_sse()
+
+
+def default_behavior(exchange: Exchange):
+    body = exchange.body
+    text = reply_text(body)
+    if exchange.backend.streaming and body.get("stream"):
+        exchange.stream_reply(text, usage=bool((body.get("stream_options") or {}).get("include_usage")))
+    else:
+        exchange.send_json(200, completion_json(text, model=body.get("model", "upstream")))
+
+
+class TestBackend:
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, streaming: bool, ticket: str | None = None):
+        self.streaming = streaming
+        self.ticket = ticket
+        self.requests = []
+        self.behavior = default_behavior
+        self.lock = threading.Lock()
+        self.closed_connections = 0
+        backend = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # else each keep-alive request stalls ~40 ms
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                recorded = Recorded("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, raw)
+                with backend.lock:
+                    backend.requests.append(recorded)
+                exchange = Exchange(self, recorded, backend)
+                if backend.ticket is not None and recorded.headers.get("x-dep-ticket") != backend.ticket:
+                    exchange.send_json(401, {"error": {"message": "invalid ticket", "type": "auth"}})
+                    return
+                if recorded.body is None:
+                    exchange.send_json(400, {"error": {"message": "body is not JSON"}})
+                    return
+                try:
+                    backend.behavior(exchange)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+
+            def finish(self):
+                try:
+                    super().finish()
+                finally:
+                    with backend.lock:
+                        backend.closed_connections += 1
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1/chat/completions"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def respond_with(self, behavior):
+        self.behavior = behavior
+
+    def reset(self):
+        with self.lock:
+            self.requests.clear()
+        self.behavior = default_behavior
+
+    @property
+    def last(self) -> Recorded:
+        assert self.requests, "the backend received no request"
+        return self.requests[-1]
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (connections are refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(condition, timeout=10.0, interval=0.01, message="condition"):
+    """Polls `condition` until it is true; fails the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)

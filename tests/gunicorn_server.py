@@ -1,0 +1,77 @@
+"""Starting the real gateway for tests: gunicorn with gevent workers and the production gunicorn.conf.py.
+
+The listening socket is made here and handed to gunicorn as `fd://N`, so there is no race for a
+free port. Everything the server writes to stderr is kept in a file, for assertions (secrets).
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN = Path(sys.executable).with_name("gunicorn")
+
+
+class GatewayServer:
+    def __init__(self, config_text: str | None, workdir: Path, env=None, workers=1):
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / "gateway.stderr"
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+        if config_text is not None:
+            config_path = workdir / "gateway.toml"
+            config_path.write_text(config_text, encoding="utf-8")
+            environ["GATEWAY_CONFIG"] = str(config_path)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1024)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        environ.update({"GATEWAY_BIND": f"fd://{self.sock.fileno()}", "GATEWAY_WORKERS": str(workers), **(env or {})})
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            [str(GUNICORN), "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"],
+            cwd=workdir,  # never the checkout: a developer's own gateway.toml there must not leak in
+            env={**environ, "PYTHONPATH": str(ROOT)},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            pass_fds=(self.sock.fileno(),),
+        )
+
+    def wait_ready(self, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"gateway not ready after {timeout} s:\n{self.log()}")
+
+    def wait_exit(self, timeout=30.0) -> int:
+        return self.process.wait(timeout=timeout)
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self, sig=signal.SIGTERM, timeout=60.0):
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.sock.close()
+        self._log.close()

@@ -1,0 +1,96 @@
+"""The config file: what it accepts, and a bad one stopping start-up with a message naming the key."""
+
+import pytest
+
+from gateway.config import ConfigError, load_config, parse_config
+from tests.gunicorn_server import GatewayServer
+
+GOOD = """
+[gateway]
+api_keys = ["${GATEWAY_API_KEY}"]
+heartbeat_seconds = 10
+
+[backends.corp]
+url = "https://llm.corp.example/ask?token=${CORP_TICKET}"
+streaming = false
+
+[backends.corp.headers]
+x-dep-ticket = "${CORP_TICKET}"
+User-Id = "{user.email|anonymous}"
+
+[[models]]
+id = "Gauss2-37b-instruct-v1.0"
+backend = "corp"
+system_prompt = "아는 것에 대해서만 대답해주세요."
+"""
+ENV = {"CORP_TICKET": "tkt-secret-1234", "GATEWAY_API_KEY": "sk-inbound-5678"}
+
+
+def test_good_config():
+    config = parse_config(GOOD, "gw.toml", ENV)
+    backend = config.backends["corp"]
+    assert backend.streaming is False and backend.read_timeout == 300 and backend.max_concurrency == 64
+    assert backend.location == "https://llm.corp.example"  # never the path or query with its token
+    assert config.models["Gauss2-37b-instruct-v1.0"].upstream == "Gauss2-37b-instruct-v1.0"
+    assert config.gateway.api_keys == ("sk-inbound-5678",)
+    assert {"tkt-secret-1234", "sk-inbound-5678"} <= config.secrets
+    assert backend.headers.render({})["x-dep-ticket"] == "tkt-secret-1234"
+
+
+def test_no_config_means_demo(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = load_config({})
+    assert config.demo and list(config.models) == ["demo-echo"]
+
+
+def test_gateway_toml_in_the_working_directory_is_used(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "gateway.toml").write_text(GOOD, encoding="utf-8")
+    assert load_config(ENV).source == "gateway.toml"
+
+
+@pytest.mark.parametrize(
+    "change, names",
+    [
+        (lambda t: t.replace("streaming = false", "streaming = false\nstreeming = true"), "backends.corp.streeming: unknown key"),
+        (lambda t: t.replace('backend = "corp"', 'backend = "crop"'), "models.0.backend: names backend 'crop'"),
+        (lambda t: t.replace("${CORP_TICKET}\"\nUser", "${CORP_TIKET}\"\nUser"), "backends.corp.headers.x-dep-ticket: environment variable CORP_TIKET is not set"),
+        (lambda t: t.replace("heartbeat_seconds = 10", 'heartbeat_seconds = "10"'), "gateway.heartbeat_seconds: Must be a number"),
+        (lambda t: t.replace("heartbeat_seconds = 10", "heartbeat_seconds = 0"), "gateway.heartbeat_seconds: Must be greater than 0"),
+        (lambda t: t.replace("streaming = false", 'streaming = "no"'), "backends.corp.streaming: Must be true or false"),
+        (lambda t: t.replace("{user.email|anonymous}", "{user.mail}"), "backends.corp.headers.User-Id: unknown placeholder {user.mail}"),
+        (lambda t: t.replace('url = "https://', 'url = "ftp://'), "backends.corp.url: must be an http"),
+        (lambda t: t + '\n[[models]]\nid = "Gauss2-37b-instruct-v1.0"\nbackend = "corp"\n', "models.1.id: duplicate model id"),
+        (lambda t: t.replace("[gateway]", "[gateway"), "not valid TOML"),
+    ],
+)
+def test_bad_config_names_file_key_and_reason(change, names):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(change(GOOD), "gw.toml", ENV)
+    message = str(caught.value)
+    assert message.startswith("gw.toml: ") and names in message
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read the config file"):
+        load_config({"GATEWAY_CONFIG": str(tmp_path / "missing.toml")})
+
+
+@pytest.mark.parametrize(
+    "change, names",
+    [
+        (lambda t: t.replace("streaming = false", "streaming = false\nbogus = 1"), "backends.corp.bogus: unknown key"),
+        (lambda t: t.replace('backend = "corp"', 'backend = "nope"'), "models.0.backend"),
+        (lambda t: t.replace("${CORP_TICKET}\"\nUser", "${UNSET_TICKET_VAR}\"\nUser"), "environment variable UNSET_TICKET_VAR is not set"),
+    ],
+)
+def test_bad_config_stops_the_real_server(tmp_path, change, names):
+    server = GatewayServer(change(GOOD), tmp_path, env=ENV)
+    try:
+        assert server.wait_exit(timeout=30) != 0
+        log = server.log()
+        assert names in log and "gateway.toml" in log
+        assert "Traceback" not in log
+        assert "tkt-secret-1234" not in log
+    finally:
+        server.stop()

@@ -1,0 +1,59 @@
+"""The byte-level SSE decoder, fed every way a network can split a stream (ported from the openai SDK's cases)."""
+
+import json
+
+import pytest
+
+from gateway.sse import SSEDecoder
+
+STREAM = (
+    b": keep-alive\n\n"
+    b'data: {"content":"caf\xc3\xa9 \xe2\x80\xa8 line separator"}\n\n'
+    b"event: message\r\nid: 7\r\ndata: first line\r\ndata: second line\r\n\r\n"
+    b"data:no-space\r\rdata: [DONE]\n\n"
+)
+EXPECTED = [
+    '{"content":"café \u2028 line separator"}'.encode(),
+    b"first line\nsecond line",
+    b"no-space",
+    b"[DONE]",
+]
+
+
+def decode(chunks):
+    decoder = SSEDecoder()
+    events = []
+    for chunk in chunks:
+        events.extend(decoder.feed(chunk))
+    return events + decoder.close()
+
+
+def test_whole_stream():
+    assert decode([STREAM]) == EXPECTED
+
+
+@pytest.mark.parametrize("split", range(1, len(STREAM)))
+def test_split_at_every_byte(split):
+    assert decode([STREAM[:split], STREAM[split:]]) == EXPECTED
+
+
+def test_one_byte_at_a_time():
+    assert decode([STREAM[i : i + 1] for i in range(len(STREAM))]) == EXPECTED
+
+
+def test_json_with_line_separator_stays_one_event():
+    payload = json.dumps({"content": "a\u2028b\u2029c\x85d"}, ensure_ascii=False).encode()
+    assert decode([b"data: " + payload + b"\n\n"]) == [payload]
+
+
+def test_event_without_final_blank_line_is_finished_at_close():
+    assert decode([b"data: last"]) == [b"last"]
+
+
+def test_crlf_split_between_chunks_is_one_line_end():
+    # "\r" at the end of one chunk and "\n" at the start of the next must not make a blank line
+    assert decode([b"data: a\r", b"\ndata: b\r\n\r\n"]) == [b"a\nb"]
+
+
+def test_comments_and_unknown_fields_carry_nothing():
+    assert decode([b": ping\n\nretry: 10\n\ndatax: no\n\n"]) == []
