@@ -6,22 +6,24 @@ import uuid
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from gateway import __version__
 from gateway.config import Config, load_config
 from gateway.errors import GatewayError, InternalError, MethodNotAllowed, NotFound, RequestTooLarge, error_json
+from gateway.inbound import Cors, KeyCheck
+from gateway.observe import RequestRecord, setup_access_log
 from gateway.runtime import Gateway
 
 log = logging.getLogger("gateway")
 
 
 def create_app(config: Config | None = None) -> Flask:
-    """Builds the app for `config`, or for the config file the environment names (see CONTRACT)."""
+    """Builds the app for `config`, or for the config file the environment names (see README)."""
     config = config or load_config()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.gateway.max_request_bytes
-    app.json.ensure_ascii = False
-    gateway = Gateway(config)
-    app.extensions["gateway"] = gateway
+    app.extensions["gateway"] = Gateway(config)
+    app.extensions["api_keys"] = KeyCheck(config.gateway.api_keys)
+    cors = Cors(config.gateway.cors_origins)
+    setup_access_log()
 
     from gateway import api, status
 
@@ -31,15 +33,27 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(status.bp)
 
     @app.before_request
-    def assign_request_id():
+    def start_record():
         g.request_id = uuid.uuid4().hex
+        g.record = RequestRecord(g.request_id, request.method, request.path)
+        if request.method == "OPTIONS":  # CORS preflight: browsers send it without credentials
+            return Response(status=204, headers=cors.preflight_headers(request.headers.get("Access-Control-Request-Headers")))
 
     @app.after_request
-    def tag_response(response):
-        response.headers["X-Request-Id"] = g.get("request_id", "")
+    def finish_response(response):
+        response.headers["X-Request-Id"] = g.request_id
+        cors.decorate(response, request.headers.get("Origin"))
+        record = g.record
+        record.status = response.status_code
+        if not response.is_streamed:
+            record.mark_first_byte()
+        # Runs when the server closes the response: after a stream's last byte, or its client left.
+        response.call_on_close(record.finish)
         return response
 
     def answer(error: GatewayError) -> Response:
+        if "record" in g:
+            g.record.failed(error)
         response = Response(error_json(error, config.secrets), status=error.status, mimetype="application/json")
         response.headers.update(error.headers)
         return response
@@ -58,7 +72,7 @@ def create_app(config: Config | None = None) -> Flask:
         if error.code == 404:
             return answer(NotFound(f"Invalid request: there is nothing at {request.path}; the API is at /v1/chat/completions and /v1/models."))
         generic = GatewayError(f"Invalid request: {error.description}")
-        generic.status, generic.type = error.code or 400, "invalid_request_error"
+        generic.status, generic.type, generic.kind = error.code or 400, "invalid_request_error", "invalid_request"
         return answer(generic)
 
     @app.errorhandler(Exception)

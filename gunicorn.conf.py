@@ -58,3 +58,10 @@ def on_starting(server):
     server.log.info("llm-gateway config: %s; models: %s", where, ", ".join(config.models))
     if not config.gateway.api_keys:
         server.log.warning("inbound authentication is off: no api_keys in the config, anyone who can reach %s may use the models", ", ".join(bind))
+
+
+def post_worker_init(worker):
+    """Lets the app see when this worker starts shutting down (/readyz answers 503 from then on)."""
+    from gateway.lifecycle import attach_worker
+
+    attach_worker(worker)

@@ -8,9 +8,10 @@ from .completions import completion_chunks
 from .errors import InvalidRequest
 from .forwarding import build_call
 from .identity import client_values
+from .jsonio import dumps
 from .runtime import Gateway
 from .schemas import validate_chat_request
-from .streams import EventSource, first_event, sse_body
+from .streams import EventSource, first_event, sse_body, watch_client
 
 bp = Blueprint("api", __name__)
 
@@ -22,8 +23,7 @@ def gateway() -> Gateway:
 
 
 def json_response(data, status=200) -> Response:
-    body = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    return Response(body, status=status, mimetype="application/json")
+    return Response(dumps(data), status=status, mimetype="application/json")
 
 
 def _request_json():
@@ -37,29 +37,51 @@ def _request_json():
         raise InvalidRequest(f"Invalid request: the body could not be read as JSON: {reason}.") from None
 
 
+@bp.before_request
+def require_api_key():
+    current_app.extensions["api_keys"].check(request.headers.get("Authorization"))
+
+
 @bp.post("/chat/completions")
 def chat_completions():
     gw = gateway()
+    record = g.record
     chat = validate_chat_request(_request_json())
     model = gw.model(chat["model"])
     backend = gw.backend_for(model)
+    record.model, record.backend, record.stream = model.id, backend.name, bool(chat.get("stream"))
     values = client_values(request.headers, chat)
     values["request_id"] = g.request_id
     call = build_call(chat, model, backend.config, values)
+    slot = backend.acquire()  # 429 when the backend already has max_concurrency in flight here
 
-    if not chat.get("stream"):
-        return json_response(backend.complete(call))
+    if not record.stream:
+        try:
+            completion = backend.complete(call)
+        finally:
+            slot.release()
+        record.usage = completion.get("usage") if isinstance(completion.get("usage"), dict) else None
+        return json_response(completion)
 
     if backend.streaming:
         produce = lambda: backend.stream(call)  # noqa: E731
     else:
         produce = lambda: completion_chunks(backend.complete(call), call.include_usage)  # noqa: E731
-    source = EventSource(produce)
+    source = EventSource(produce, slot.release)
     heartbeat = gw.settings.heartbeat_seconds
-    first = first_event(source, heartbeat)  # a failure by now is still a real HTTP status
-    response = Response(sse_body(source, first, heartbeat, gw.config.secrets), mimetype="text/event-stream", headers=SSE_HEADERS)
+    try:
+        first = first_event(source, heartbeat)  # a failure by now is still a real HTTP status
+    except BaseException:
+        source.close()
+        raise
+    body = sse_body(source, first, heartbeat, record, gw.config.secrets)
+    response = Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
     # A body generator that never started does not run its `finally`: close the source here too.
     response.call_on_close(source.close)
+    client_socket = request.environ.get("gunicorn.socket")
+    if client_socket is not None:
+        watcher = watch_client(client_socket, source.abandon)
+        response.call_on_close(watcher.kill)
     return response
 
 

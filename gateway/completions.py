@@ -10,9 +10,7 @@ import json
 import time
 import uuid
 
-
-def _dumps(obj) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+from .jsonio import dumps
 
 
 def completion_problem(data) -> str | None:
@@ -57,7 +55,7 @@ def completion_chunks(data: dict, include_usage: bool):
     head = {"id": data["id"], "object": "chat.completion.chunk", "created": data["created"], "model": data["model"]}
 
     def chunk(index, delta, finish_reason=None):
-        return _dumps({**head, "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason}]})
+        return dumps({**head, "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason}]})
 
     for choice in data["choices"]:
         index, message = choice["index"], choice["message"]
@@ -72,7 +70,7 @@ def completion_chunks(data: dict, include_usage: bool):
             yield chunk(index, {"tool_calls": [_tool_call_delta(i, call) for i, call in enumerate(tool_calls)]})
         yield chunk(index, {}, choice["finish_reason"])
     if include_usage and isinstance(data.get("usage"), dict):
-        yield _dumps({**head, "choices": [], "usage": data["usage"]})
+        yield dumps({**head, "choices": [], "usage": data["usage"]})
 
 
 def _tool_call_delta(position: int, call: dict) -> dict:

@@ -7,7 +7,7 @@ an in-stream error event. Text is redacted on the way out, so a backend that ech
 its error message cannot leak it.
 """
 
-import json
+from .jsonio import dumps
 
 
 class GatewayError(Exception):
@@ -188,4 +188,4 @@ def redact(text: str, secrets) -> str:
 def error_json(error: GatewayError, secrets=()) -> bytes:
     body = error.body()
     body["error"]["message"] = redact(body["error"]["message"], secrets)
-    return json.dumps(body, ensure_ascii=False).encode("utf-8")
+    return dumps(body)

@@ -10,6 +10,7 @@ from flask import Blueprint, current_app, render_template
 
 from . import __version__
 from .api import json_response
+from .lifecycle import shutting_down
 from .runtime import Gateway
 
 bp = Blueprint("status", __name__)
@@ -62,5 +63,10 @@ def healthz():
 @bp.get("/readyz")
 def readyz():
     gw = _gateway()
-    backends = {b.name: {"location": b.location, "streaming": b.streaming} for b in gw.config.backends.values()}
+    backends = {
+        name: {"location": b.config.location, "streaming": b.streaming, "in_flight": b.in_flight}
+        for name, b in gw.backends.items()
+    }
+    if shutting_down():
+        return json_response({"status": "shutting_down", "config": gw.config.source, "backends": backends}, status=503)
     return json_response({"status": "ready", "config": gw.config.source, "backends": backends})

@@ -9,16 +9,19 @@ response (the client left) kills the greenlet, which closes the backend request 
 """
 
 import logging
+import socket
 
 import gevent
-from gevent.queue import Empty, Queue
+from gevent.queue import Empty, Full, Queue
 
 from .errors import GatewayError, InternalError, error_json
+from .observe import CLIENT_GONE, COMPLETED, RequestRecord
 from .sse import DONE, KEEPALIVE, encode_event
 
 log = logging.getLogger(__name__)
 
 _END = object()
+_CLIENT_GONE = object()
 SILENCE = None  # what `next` returns when a heartbeat interval passed without an event
 # Events are handed over through a bounded queue: a client slower than its backend makes the
 # backend wait (TCP back-pressure) instead of the gateway buffering the whole answer.
@@ -29,13 +32,43 @@ class StreamEnded(Exception):
     """The backend finished its answer: nothing more will come."""
 
 
+class ClientGone(Exception):
+    """The client closed its connection while the stream was running."""
+
+
+def watch_client(client_socket, on_gone):
+    """A greenlet that calls `on_gone()` the moment the client closes its connection.
+
+    A streaming client sends nothing after its request, so the socket turning readable with
+    nothing to read means it hung up (Open WebUI's stop button, a closed tab). Without this, the
+    gateway would notice only when a write fails, up to two heartbeats later, while the backend
+    keeps computing an answer nobody reads.
+    """
+
+    def watch():
+        while True:
+            try:
+                data = client_socket.recv(1, socket.MSG_PEEK)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if data:
+                return  # the client is sending something (a pipelined request): not a hang-up
+            break
+        on_gone()
+
+    return gevent.spawn(watch)
+
+
 class EventSource:
-    """Runs `produce()` (a generator of event payloads) in its own greenlet."""
+    """Runs `produce()` (a generator of event payloads) in its own greenlet; `release()` when it is over."""
 
-    __slots__ = ("_queue", "_greenlet")
+    __slots__ = ("_queue", "_greenlet", "_release")
 
-    def __init__(self, produce):
+    def __init__(self, produce, release):
         self._queue = Queue(_QUEUE_SIZE)
+        self._release = release
         self._greenlet = gevent.spawn(self._run, produce)
 
     def _run(self, produce):
@@ -49,6 +82,8 @@ class EventSource:
         except Exception:  # a bug of ours must still end the client's stream cleanly
             log.exception("backend stream failed unexpectedly")
             put(InternalError("The gateway failed while reading the backend's answer."))
+        finally:
+            self._release()  # the backend request is over: its slot is free for the next one
 
     def next(self, timeout: float):
         """The next payload; SILENCE after `timeout` seconds without one; raises at the end or on failure."""
@@ -60,7 +95,17 @@ class EventSource:
             return item
         if item is _END:
             raise StreamEnded
+        if item is _CLIENT_GONE:
+            raise ClientGone
         raise item
+
+    def abandon(self) -> None:
+        """The client left: stop the backend call now and wake the response body so it ends too."""
+        self.close()
+        try:
+            self._queue.put_nowait(_CLIENT_GONE)
+        except Full:
+            pass  # the body is not waiting on the queue: it is writing, and that write will fail
 
     def ready(self) -> list:
         """Whatever payloads are already waiting, without waiting for more (for one combined write)."""
@@ -74,6 +119,8 @@ class EventSource:
         """Stops the backend call; safe to call more than once, from any greenlet."""
         if not self._greenlet.dead:
             self._greenlet.kill(block=False)
+        # A greenlet killed before it ever ran never reaches its `finally`.
+        self._release()
 
 
 def first_event(source: EventSource, heartbeat: float):
@@ -84,20 +131,31 @@ def first_event(source: EventSource, heartbeat: float):
         return _END
 
 
-def sse_body(source: EventSource, first, heartbeat: float, secrets=()):
+def sse_body(source: EventSource, first, heartbeat: float, record: RequestRecord, secrets=()):
     """The response body: the first event (or a keep-alive), then events, keep-alives, [DONE]."""
+    record.mark_first_byte()
     try:
         if first is _END:
+            record.outcome = COMPLETED
             yield DONE
             return
-        yield KEEPALIVE if first is SILENCE else encode_event(first)
+        if first is SILENCE:
+            yield KEEPALIVE
+        else:
+            record.note_payload(first)
+            yield encode_event(first)
         while True:
             try:
                 payload = source.next(heartbeat)
             except StreamEnded:
+                record.outcome = COMPLETED
                 yield DONE
                 return
+            except ClientGone:
+                record.outcome = CLIENT_GONE
+                return
             except GatewayError as exc:
+                record.failed(exc)
                 yield encode_event(error_json(exc, secrets))
                 yield DONE
                 return
@@ -106,8 +164,16 @@ def sse_body(source: EventSource, first, heartbeat: float, secrets=()):
                 continue
             more = source.ready()
             if more:  # the backend is ahead of the client: one write instead of many
-                yield b"".join(encode_event(p) for p in (payload, *more))
+                payloads = (payload, *more)
+                for p in payloads:
+                    record.note_payload(p)
+                yield b"".join(encode_event(p) for p in payloads)
             else:
+                record.note_payload(payload)
                 yield encode_event(payload)
+    except GeneratorExit:
+        if record.outcome is None:
+            record.outcome = CLIENT_GONE
+        raise
     finally:
         source.close()

@@ -10,6 +10,7 @@ A test changes what the backend answers with `respond_with(behavior)`; a behavio
 
 import http.server
 import json
+import select
 import socket
 import threading
 import time
@@ -65,7 +66,7 @@ class Exchange:
         self.backend = backend
 
     def send_json(self, status, obj, headers=None):
-        self.send_raw(status, "application/json", json.dumps(obj, ensure_ascii=False).encode(), headers)
+        self.send_raw(status, "application/json", json.dumps(obj).encode(), headers)
 
     def send_raw(self, status, content_type, data: bytes, headers=None):
         h = self.handler
@@ -101,6 +102,27 @@ class Exchange:
 
     def event(self, payload: str):
         self.write(f"data: {payload}\n\n".encode())
+
+    def wait_for_client_close(self, timeout=30.0):
+        """Blocks until the gateway closes this connection; returns when that was (monotonic), or None."""
+        connection = self.handler.connection
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            readable, _, _ = select.select([connection], [], [], max(0.0, deadline - time.monotonic()))
+            if readable:
+                try:
+                    if connection.recv(4096, socket.MSG_PEEK) == b"":
+                        closed = time.monotonic()
+                        self.backend.note_close(closed)
+                        self.handler.close_connection = True
+                        return closed
+                except OSError:
+                    closed = time.monotonic()
+                    self.backend.note_close(closed)
+                    self.handler.close_connection = True
+                    return closed
+                time.sleep(0.01)  # unexpected data from the gateway: keep watching for the close
+        return None
 
     def end_sse(self):
         if self._chunked:
@@ -139,7 +161,8 @@ class TestBackend:
         self.requests = []
         self.behavior = default_behavior
         self.lock = threading.Lock()
-        self.closed_connections = 0
+        self.open_connections = 0
+        self.client_closes = []  # when the gateway closed a connection a behavior was watching
         backend = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -167,12 +190,17 @@ class TestBackend:
                 except (BrokenPipeError, ConnectionResetError):
                     self.close_connection = True
 
+            def setup(self):
+                super().setup()
+                with backend.lock:
+                    backend.open_connections += 1
+
             def finish(self):
                 try:
                     super().finish()
                 finally:
                     with backend.lock:
-                        backend.closed_connections += 1
+                        backend.open_connections -= 1
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -184,9 +212,14 @@ class TestBackend:
     def respond_with(self, behavior):
         self.behavior = behavior
 
+    def note_close(self, when):
+        with self.lock:
+            self.client_closes.append(when)
+
     def reset(self):
         with self.lock:
             self.requests.clear()
+            self.client_closes.clear()
         self.behavior = default_behavior
 
     @property

@@ -1,7 +1,23 @@
 """The interface every backend implements, in the gateway's own terms (no HTTP in it)."""
 
 from ..config import BackendConfig
+from ..errors import GatewayBusy
 from ..forwarding import UpstreamCall
+
+
+class Slot:
+    """One of a backend's `max_concurrency` places, held while a request to it is in flight."""
+
+    __slots__ = ("_backend",)
+
+    def __init__(self, backend):
+        self._backend = backend
+
+    def release(self) -> None:
+        """Idempotent: a stream releases from whichever of its two cleanup paths runs first."""
+        if self._backend is not None:
+            self._backend.in_flight -= 1
+            self._backend = None
 
 
 class Backend:
@@ -10,6 +26,19 @@ class Backend:
     def __init__(self, config: BackendConfig):
         self.config = config
         self.name = config.name
+        # Per worker; greenlets of one process never run at the same time, so no lock is needed.
+        self.in_flight = 0
+
+    def acquire(self) -> Slot:
+        """A slot for one request, or GatewayBusy (429) when `max_concurrency` are in flight."""
+        if self.in_flight >= self.config.max_concurrency:
+            raise GatewayBusy(
+                f"The gateway is already running {self.config.max_concurrency} requests for backend '{self.name}' "
+                "(max_concurrency); retry shortly.",
+                headers={"Retry-After": "1"},
+            )
+        self.in_flight += 1
+        return Slot(self)
 
     @property
     def streaming(self) -> bool:

@@ -4,12 +4,12 @@ It goes through the same pipeline as every other backend (schema, forwarding, st
 so `make run` on a fresh machine shows the gateway working end to end before any config exists.
 """
 
-import json
 import time
 import uuid
 
 from ..completions import complete_envelope
 from ..forwarding import UpstreamCall
+from ..jsonio import dumps
 from .base import Backend
 
 
@@ -48,7 +48,7 @@ class EchoBackend(Backend):
 
         def chunk(delta, finish_reason=None, **extra):
             choices = [{"index": 0, "delta": delta, "finish_reason": finish_reason}] if delta is not None else []
-            return json.dumps({**head, "choices": choices, **extra}, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+            return dumps({**head, "choices": choices, **extra})
 
         yield chunk({"role": "assistant", "content": ""})
         words = reply.split(" ")

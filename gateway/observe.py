@@ -1,0 +1,108 @@
+"""What happened to each request: one record per request, written as one JSON access-log line.
+
+The record is filled along the way (the view names the model and backend, the stream body notes
+its first byte, usage and how it ended) and finished once, when the server closes the response,
+which for a stream is after its last byte or when the client went away. No message content and
+no header values ever go in: only ids, names, numbers and outcomes.
+"""
+
+import json
+import logging
+import re
+import sys
+import time
+
+from .errors import BackendError, BackendTimeout, GatewayError, InternalError
+
+access_log = logging.getLogger("gateway.access")
+
+_USAGE = re.compile(rb'"usage"\s*:\s*\{')
+
+COMPLETED = "completed"
+CLIENT_GONE = "client_gone"
+BACKEND_ERROR = "backend_error"
+TIMEOUT = "timeout"
+REJECTED = "rejected"  # the client's request was refused before any backend was called
+INTERNAL_ERROR = "internal_error"
+
+
+def setup_access_log() -> None:
+    """One JSON object per line on stderr, whatever else configures logging."""
+    if not access_log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access_log.addHandler(handler)
+        access_log.setLevel(logging.INFO)
+        access_log.propagate = False
+
+
+def outcome_of(error: GatewayError) -> str:
+    if isinstance(error, BackendTimeout):
+        return TIMEOUT
+    if isinstance(error, BackendError):
+        return BACKEND_ERROR
+    if isinstance(error, InternalError):
+        return INTERNAL_ERROR
+    return REJECTED
+
+
+class RequestRecord:
+    __slots__ = (
+        "request_id", "method", "path", "started", "model", "backend", "stream", "status",
+        "first_byte", "outcome", "error", "usage", "_finished",
+    )
+
+    def __init__(self, request_id: str, method: str, path: str):
+        self.request_id = request_id
+        self.method = method
+        self.path = path
+        self.started = time.monotonic()
+        self.model = self.backend = self.stream = self.status = None
+        self.first_byte = self.outcome = self.error = self.usage = None
+        self._finished = False
+
+    def mark_first_byte(self) -> None:
+        if self.first_byte is None:
+            self.first_byte = time.monotonic()
+
+    def failed(self, error: GatewayError) -> None:
+        self.outcome = outcome_of(error)
+        self.error = error.kind
+
+    def note_payload(self, payload: bytes) -> None:
+        """Picks the token counts out of a usage chunk; every other event costs one regex miss."""
+        if _USAGE.search(payload):
+            try:
+                usage = json.loads(payload).get("usage")
+            except ValueError:
+                return
+            if isinstance(usage, dict):
+                self.usage = usage
+
+    def finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        now = time.monotonic()
+        if self.outcome is None:
+            # A stream whose body never ran was closed by a client that had already left.
+            self.outcome = CLIENT_GONE if self.stream and self.first_byte is None else COMPLETED
+        line = {
+            "request_id": self.request_id,
+            "method": self.method,
+            "path": self.path,
+            "model": self.model,
+            "backend": self.backend,
+            "status": self.status,
+            "stream": self.stream,
+            "ttfb_ms": round((self.first_byte - self.started) * 1000, 1) if self.first_byte else None,
+            "duration_ms": round((now - self.started) * 1000, 1),
+            "outcome": self.outcome,
+        }
+        if self.error:
+            line["error"] = self.error
+        if self.usage:
+            for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+                if isinstance(self.usage.get(key), int):
+                    line[key] = self.usage[key]
+        access_log.info(json.dumps(line, separators=(",", ":")))
