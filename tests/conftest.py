@@ -5,13 +5,39 @@ from pathlib import Path
 
 import openai
 import pytest
+import requests
 
 from tests.backends import TestBackend, closed_port
 from tests.gunicorn_server import GatewayServer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "openwebui"
 TICKET = "tkt-7f3a9c2e5b1d-SECRET"  # the corporate backend's ticket: must never leave the gateway
+WRONG_TICKET = "not-the-ticket-9e8d"  # a literal ticket in a config file: just as secret
+INBOUND_KEY = "sk-inbound-4e1f0b7a9d3c"  # the key clients present to the hardened gateway
+# Every value the suite configures as a secret; test_secrets.py checks none ever came back out.
+SECRETS = (TICKET, WRONG_TICKET, INBOUND_KEY, "tkt-secret-1234", "sk-inbound-5678")
 HEARTBEAT = 2
+
+# --- every response body the suite reads through requests is searched for SECRETS ---------------
+LEAKS = []  # (url, secret) for each response that carried a secret
+_read_body = requests.models.Response.iter_content
+
+
+def _iter_content_watching_for_secrets(self, *args, **kwargs):
+    seen = [str(self.headers).encode()]
+    for chunk in _read_body(self, *args, **kwargs):
+        seen.append(chunk if isinstance(chunk, bytes) else chunk.encode())
+        yield chunk
+    whole = b"".join(seen)
+    LEAKS.extend((self.url, s) for s in SECRETS if s.encode() in whole)
+
+
+requests.models.Response.iter_content = _iter_content_watching_for_secrets
+
+
+def pytest_collection_modifyitems(items):
+    """Tests marked `last` run after all others (they check what the whole suite produced)."""
+    items.sort(key=lambda item: item.get_closest_marker("last") is not None)
 
 
 def fixture_body(name: str) -> dict:
@@ -51,7 +77,7 @@ Chat-Id = "{{chat_id}}"
 url = "{corp_url}"
 
 [backends.corp_wrong_ticket.headers]
-x-dep-ticket = "not-the-ticket"
+x-dep-ticket = "{WRONG_TICKET}"
 
 [backends.nowhere]
 url = "http://127.0.0.1:{closed_port()}/v1/chat/completions"

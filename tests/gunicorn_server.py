@@ -16,6 +16,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = Path(sys.executable).with_name("gunicorn")
+LOGS = []  # the stderr file of every gateway the suite started, for the secrets check
 
 
 class GatewayServer:
@@ -23,6 +24,7 @@ class GatewayServer:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "gateway.stderr"
+        LOGS.append(self.log_path)
         environ = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
         if config_text is not None:
             config_path = workdir / "gateway.toml"
@@ -44,6 +46,9 @@ class GatewayServer:
             stderr=subprocess.STDOUT,
             pass_fds=(self.sock.fileno(),),
         )
+        # gunicorn holds the listening socket now; keeping our copy open would let the kernel
+        # queue connections after gunicorn closed its listeners, hiding "new connections refused".
+        self.sock.close()
 
     def wait_ready(self, timeout=30.0):
         deadline = time.monotonic() + timeout
@@ -73,5 +78,4 @@ class GatewayServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self.sock.close()
         self._log.close()

@@ -6,7 +6,7 @@ import pytest
 import requests
 
 from tests.backends import chunk_json, completion_json
-from tests.conftest import TICKET
+from tests.conftest import TICKET, WRONG_TICKET
 from tests.sse_client import data_payloads, read_events
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -64,7 +64,7 @@ def test_backend_500_is_502(gateway, openai_backend, corp_backend, model, stream
 def test_backend_rejecting_our_credentials_is_502_saying_so(gateway, corp_backend, stream):
     error = assert_error(post(gateway, {"model": "corp-wrong-ticket", "messages": MESSAGES, "stream": stream}), 502, code="backend_auth_rejected")
     assert "Backend 'corp_wrong_ticket' rejected the gateway's credentials (HTTP 401)" in error["message"]
-    assert "not-the-ticket" not in json.dumps(error)
+    assert WRONG_TICKET not in json.dumps(error)
 
 
 @pytest.mark.parametrize("stream", [False, True])

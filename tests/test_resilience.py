@@ -15,12 +15,12 @@ import pytest
 import requests
 
 from tests.backends import chunk_json, completion_json, wait_until
-from tests.conftest import TICKET
+from tests.conftest import INBOUND_KEY, TICKET
 from tests.gunicorn_server import GatewayServer
 from tests.sse_client import content_of, data_payloads, iter_events, read_events
 
 HEARTBEAT = 0.5
-API_KEY = "sk-inbound-4e1f0b7a9d3c"
+API_KEY = INBOUND_KEY
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 ORIGIN = "https://chat.example.com"
 MESSAGES = [{"role": "user", "content": "hi"}]
