@@ -47,7 +47,7 @@ loglevel = os.environ.get("GATEWAY_LOG_LEVEL", "info")
 
 def on_starting(server):
     """Checks the config before any worker starts, so a bad file stops start-up with one message."""
-    from gateway.config import ConfigError, config_path, load_config
+    from gateway.config import ConfigError, config_path, ids_open_webui_rewrites, load_config
 
     try:
         config = load_config()
@@ -56,6 +56,13 @@ def on_starting(server):
         raise RuntimeError(f"llm-gateway cannot start: {exc}") from None
     where = config_path() or "the built-in demo config (no GATEWAY_CONFIG, no gateway.toml)"
     server.log.info("llm-gateway config: %s; models: %s", where, ", ".join(config.models))
+    risky = ids_open_webui_rewrites(config)
+    if risky:
+        server.log.warning(
+            "model ids %s look like OpenAI reasoning models to Open WebUI, which then renames max_tokens "
+            "and changes the system role in their requests; prefer other ids (upstream keeps the backend's name)",
+            ", ".join(risky),
+        )
     if not config.gateway.api_keys:
         server.log.warning("inbound authentication is off: no api_keys in the config, anyone who can reach %s may use the models", ", ".join(bind))
 

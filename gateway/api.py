@@ -50,7 +50,7 @@ def chat_completions():
     model = gw.model(chat["model"])
     backend = gw.backend_for(model)
     record.model, record.backend, record.stream = model.id, backend.name, bool(chat.get("stream"))
-    values = client_values(request.headers, chat)
+    values = client_values(request.headers, chat, gw.settings.user_jwt_secret)
     values["request_id"] = g.request_id
     call = build_call(chat, model, backend.config, values)
     slot = backend.acquire()  # 429 when the backend already has max_concurrency in flight here

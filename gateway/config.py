@@ -32,6 +32,8 @@ DEMO_SOURCE = "built-in demo config"
 DEFAULT_CONFIG_FILE = "gateway.toml"
 
 _ENV_REFERENCE = re.compile(r"\$\{([^}]*)\}")
+# Ids Open WebUI treats as OpenAI reasoning models: it renames max_tokens and changes the system role.
+_REWRITTEN_BY_OPEN_WEBUI = re.compile(r"^(o\d|gpt-(\d+))", re.IGNORECASE)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -272,6 +274,16 @@ def parse_config(text: str, source: str, environ=None) -> Config:
         secrets.add(gateway.user_jwt_secret)
     # Very short values (a "1" from ${DEBUG}) would blank out unrelated text: not worth redacting.
     return Config(gateway, backends, models, source, frozenset(s for s in secrets if len(s) >= 4))
+
+
+def ids_open_webui_rewrites(config: Config) -> list:
+    """Model ids for which Open WebUI rewrites requests (`o1`..., `gpt-5` and up): worth a warning."""
+    risky = []
+    for model_id in config.models:
+        match = _REWRITTEN_BY_OPEN_WEBUI.match(model_id)
+        if match and (match.group(2) is None or int(match.group(2)) >= 5):
+            risky.append(model_id)
+    return risky
 
 
 def config_path(environ=None) -> str | None:

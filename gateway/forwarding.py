@@ -3,11 +3,13 @@
 The whole conversation, in order, with every role and field; the model the user picked mapped to
 its `upstream` name; the model's system prompt first in the one leading system message; sampling
 and unknown fields passed on, minus the backend's `drop_params`; `stream` set to what the backend
-is asked for. The client's dict is never changed: the body is a shallow copy with new values.
+is asked for; tools and content parts fitted to what the backend takes (see adapt.py). The
+client's dict is never changed: the body is a shallow copy with new values.
 """
 
 import dataclasses
 
+from .adapt import content_as_text, drop_tools
 from .config import BackendConfig, ModelConfig
 
 
@@ -43,6 +45,10 @@ def build_call(chat: dict, model: ModelConfig, backend: BackendConfig, values: d
     body["model"] = model.upstream
     if model.system_prompt:
         body["messages"] = merge_system_prompt(chat["messages"], model.system_prompt)
+    if backend.tools == "drop":
+        drop_tools(body)
+    if backend.content == "text":
+        content_as_text(body)
     for name in backend.drop_params:
         body.pop(name, None)
     body["stream"] = backend_stream

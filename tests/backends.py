@@ -202,8 +202,11 @@ class TestBackend:
                     with backend.lock:
                         backend.open_connections -= 1
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        class Server(http.server.ThreadingHTTPServer):
+            request_queue_size = 1024  # the default 5 resets connections when 50 streams start at once
+            daemon_threads = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/v1/chat/completions"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

@@ -12,6 +12,7 @@ import os
 import re
 from urllib.parse import urlsplit
 
+import gevent
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
@@ -25,6 +26,7 @@ from ..sse import DONE_PAYLOAD, SSEDecoder
 from .base import Backend
 
 _READ_SIZE = 65536
+_DRAIN_SECONDS = 2.0  # after [DONE], how long the rest of the body may take before we cut it off
 _ERROR_BODY_LIMIT = 65536  # enough for any error message; a huge error page is not read whole
 _FINISHED = re.compile(rb'"finish_reason"\s*:\s*"')
 _ERROR_EVENT = re.compile(rb'\s*\{\s*"error"\s*:')
@@ -73,6 +75,7 @@ class HttpBackend(Backend):
 
     def stream(self, call: UpstreamCall):
         response = self._post(call, accept="text/event-stream")
+        finished = False
         try:
             content_type = response.headers.get("Content-Type", "")
             if not content_type.startswith("text/event-stream"):
@@ -82,10 +85,16 @@ class HttpBackend(Backend):
                     return
                 raise errors.BackendInvalidAnswer(self.name, f"answered a streaming request with {content_type or 'no content type'}, not an event stream")
             yield from self._relay(response)
+            finished = True
         except _WIRE_ERRORS as exc:
             raise self._translate(exc) from None
         finally:
-            response.close()
+            if finished:
+                # The answer is complete: let the client have its [DONE] now, and read the end of
+                # the body in the background so the connection can go back to the pool.
+                gevent.spawn(_drain_and_release, response)
+            else:  # failed, or the client left: the connection is in an unknown state
+                response.close()
 
     def close(self) -> None:
         self.session.close()
@@ -213,6 +222,17 @@ class HttpBackend(Backend):
                 return errors.BackendUnreachable(self.name, f"could not be found: the host of {self.config.location} does not resolve")
             return errors.BackendUnreachable(self.name, f"could not be reached at {self.config.location}")
         return errors.BackendUnreachable(self.name, f"could not be called ({type(exc).__name__})")
+
+
+def _drain_and_release(response: requests.Response) -> None:
+    raw = response.raw
+    try:
+        with gevent.Timeout(_DRAIN_SECONDS):
+            while raw.read1(_READ_SIZE):
+                pass
+    except BaseException:  # noqa: BLE001 - timed out or broke: the connection cannot be reused
+        raw.close()
+    raw.release_conn()
 
 
 def _tls_reason(text: str) -> str:
