@@ -47,7 +47,7 @@ loglevel = os.environ.get("GATEWAY_LOG_LEVEL", "info")
 
 def on_starting(server):
     """Checks the config before any worker starts, so a bad file stops start-up with one message."""
-    from gateway.config import ConfigError, config_path, ids_open_webui_rewrites, load_config
+    from gateway.config import ConfigError, config_path, ids_open_webui_rewrites, load_config, unverified_backends
 
     try:
         config = load_config()
@@ -62,6 +62,12 @@ def on_starting(server):
             "model ids %s look like OpenAI reasoning models to Open WebUI, which then renames max_tokens "
             "and changes the system role in their requests; prefer other ids (upstream keeps the backend's name)",
             ", ".join(risky),
+        )
+    for name in unverified_backends(config):
+        server.log.warning(
+            "backend '%s' has verify = false: its TLS certificate is NOT checked, so anyone who can "
+            "intercept the connection sees every prompt and the backend's credentials",
+            name,
         )
     if not config.gateway.api_keys:
         server.log.warning("inbound authentication is off: no api_keys in the config, anyone who can reach %s may use the models", ", ".join(bind))

@@ -162,6 +162,26 @@ class ModelSchema(_Strict):
     system_prompt = fields.String()
 
 
+def _pem_file_problem(path: str, wanted: tuple) -> str | None:
+    """Why `path` cannot be the PEM file a TLS setting needs, or None. No `ssl` here (see above):
+    the worker builds the real SSLContext and reports what this structural check cannot see."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(10_000_000)
+    except FileNotFoundError:
+        return f"file {path} does not exist"
+    except OSError as exc:
+        return f"file {path} cannot be read ({exc.strerror})"
+    marker, what = wanted
+    if marker not in data:
+        return f"file {path} holds no PEM {what}"
+    return None
+
+
+_CERTIFICATE = (b"-----BEGIN CERTIFICATE-----", "certificate")
+_PRIVATE_KEY = (b"PRIVATE KEY-----", "private key")
+
+
 class ConfigSchema(_Strict):
     gateway = fields.Nested(GatewaySchema)
     backends = fields.Dict(keys=fields.String(), values=fields.Nested(BackendSchema), required=True)
@@ -181,6 +201,23 @@ class ConfigSchema(_Strict):
             if model["id"] in seen:
                 raise ValidationError(f"duplicate model id {model['id']!r}", f"models.{index}.id")
             seen.add(model["id"])
+
+    @validates_schema
+    def _tls_files_are_usable(self, data, **kwargs):
+        problems = {}
+        for name, backend in data.get("backends", {}).items():
+            checks = [("ca_bundle", _CERTIFICATE), ("client_cert", _CERTIFICATE), ("client_key", _PRIVATE_KEY)]
+            if backend.get("client_cert") and not backend.get("client_key"):
+                checks.append(("client_cert", _PRIVATE_KEY))  # then the key must be in the same file
+            for key, wanted in checks:
+                if backend.get(key):
+                    problem = _pem_file_problem(backend[key], wanted)
+                    if problem:
+                        problems.setdefault(f"backends.{name}.{key}", []).append(problem)
+            if backend.get("client_key") and not backend.get("client_cert"):
+                problems.setdefault(f"backends.{name}.client_key", []).append("is set without client_cert")
+        if problems:
+            raise ValidationError(problems)
 
     @post_load
     def _build(self, data, **kwargs):
@@ -239,7 +276,7 @@ def _flatten(messages, path=""):
             key = "" if key in ("_schema", "value", "key") else str(key)
             yield from _flatten(value, f"{path}.{key}" if path and key else path or key)
     elif isinstance(messages, list) and messages and all(isinstance(m, str) for m in messages):
-        yield path, " ".join(messages)
+        yield path, "; ".join(m.rstrip(".") for m in messages)
     elif isinstance(messages, list):
         for item in messages:
             yield from _flatten(item, path)
@@ -284,6 +321,11 @@ def ids_open_webui_rewrites(config: Config) -> list:
         if match and (match.group(2) is None or int(match.group(2)) >= 5):
             risky.append(model_id)
     return risky
+
+
+def unverified_backends(config: Config) -> list:
+    """Backends with `verify = false`: worth a loud warning at every start."""
+    return [name for name, backend in config.backends.items() if not backend.verify]
 
 
 def config_path(environ=None) -> str | None:

@@ -155,7 +155,7 @@ def default_behavior(exchange: Exchange):
 class TestBackend:
     __test__ = False  # not a pytest test class
 
-    def __init__(self, streaming: bool, ticket: str | None = None):
+    def __init__(self, streaming: bool, ticket: str | None = None, tls=None):
         self.streaming = streaming
         self.ticket = ticket
         self.requests = []
@@ -207,8 +207,11 @@ class TestBackend:
             daemon_threads = True
 
         self.server = Server(("127.0.0.1", 0), Handler)
+        if tls is not None:  # an ssl.SSLContext: HTTPS, the handshake done in the handler's thread
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True, do_handshake_on_connect=False)
         self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/v1/chat/completions"
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}/v1/chat/completions"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 

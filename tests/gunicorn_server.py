@@ -16,6 +16,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = Path(sys.executable).with_name("gunicorn")
+PROXY_VARIABLES = {"http_proxy", "https_proxy", "all_proxy", "no_proxy", "requests_ca_bundle", "curl_ca_bundle", "ssl_cert_file"}
 LOGS = []  # the stderr file of every gateway the suite started, for the secrets check
 
 
@@ -25,7 +26,8 @@ class GatewayServer:
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "gateway.stderr"
         LOGS.append(self.log_path)
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+        # Nothing of the machine's own gateway or proxy settings leaks into a test's gateway.
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_") and k.lower() not in PROXY_VARIABLES}
         if config_text is not None:
             config_path = workdir / "gateway.toml"
             config_path.write_text(config_text, encoding="utf-8")
@@ -56,9 +58,9 @@ class GatewayServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gateway exited with {self.process.returncode}:\n{self.log()}")
             try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                if requests.get(self.url + "/healthz", timeout=2).status_code == 200:
                     return self
-            except requests.ConnectionError:
+            except requests.RequestException:  # refused, or accepted by the master before a worker booted
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"gateway not ready after {timeout} s:\n{self.log()}")

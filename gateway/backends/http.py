@@ -10,8 +10,10 @@ import http.client
 import json
 import os
 import re
+import ssl
 from urllib.parse import urlsplit
 
+import certifi
 import gevent
 import requests
 import urllib3
@@ -20,7 +22,7 @@ from requests.utils import get_environ_proxies
 
 from .. import errors
 from ..completions import complete_envelope, completion_chunks, completion_problem
-from ..config import BackendConfig
+from ..config import BackendConfig, ConfigError
 from ..forwarding import UpstreamCall
 from ..sse import DONE_PAYLOAD, SSEDecoder
 from .base import Backend
@@ -35,13 +37,54 @@ _ERROR_EVENT = re.compile(rb'\s*\{\s*"error"\s*:')
 _WIRE_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
 
 
-def _environment_proxies(url: str) -> dict:
-    # Read once at start-up: requests would read the environment again on every call.
-    return get_environ_proxies(url) or {}
+def _proxies(config: BackendConfig) -> dict:
+    """The backend's proxy: its own `proxy`, else HTTPS_PROXY/HTTP_PROXY unless NO_PROXY covers it.
+    Resolved once at start-up: requests would read the environment again on every call."""
+    if config.proxy:
+        return {"http": config.proxy, "https": config.proxy}
+    return get_environ_proxies(config.url) or {}
 
 
-def _environment_ca_bundle():
-    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+def _tls_context(config: BackendConfig) -> ssl.SSLContext:
+    """Everything TLS for one backend, loaded once: urllib3 would re-read the CA and client
+    certificate files on every new connection, blocking the worker for milliseconds each time."""
+    try:
+        context = ssl.create_default_context(cafile=config.ca_bundle or os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE") or certifi.where())
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"backends.{config.name}.ca_bundle: not a usable CA bundle ({exc})") from None
+    if config.client_cert:
+        try:
+            context.load_cert_chain(config.client_cert, config.client_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"backends.{config.name}.client_cert: not a usable certificate and key ({exc})") from None
+    if not config.verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class _BackendAdapter(HTTPAdapter):
+    """requests' adapter with the backend's own SSLContext, and nothing re-read per connection."""
+
+    def __init__(self, tls: ssl.SSLContext | None, **kwargs):
+        self._tls = tls
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args, **kwargs):
+        if self._tls is not None:
+            kwargs["ssl_context"] = self._tls
+        return super().init_poolmanager(*args, **kwargs)
+
+    def proxy_manager_for(self, proxy, **kwargs):
+        if self._tls is not None:
+            kwargs["ssl_context"] = self._tls
+        return super().proxy_manager_for(proxy, **kwargs)
+
+    def cert_verify(self, conn, url, verify, cert):
+        # The context already holds the CA and client certificate; requests would otherwise have
+        # urllib3 load certifi's bundle into it again for every connection.
+        conn.cert_reqs = "CERT_REQUIRED" if verify else "CERT_NONE"
+        conn.ca_certs = conn.ca_cert_dir = None
 
 
 class HttpBackend(Backend):
@@ -50,14 +93,13 @@ class HttpBackend(Backend):
         self.url = config.url
         self.timeout = (config.connect_timeout, config.read_timeout)
         session = requests.Session()
-        session.trust_env = False  # proxies and CA are resolved once, below
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        session.trust_env = False  # proxies and CA are resolved once, here
+        tls = _tls_context(config) if config.url.startswith("https:") else None
+        adapter = _BackendAdapter(tls, pool_connections=1, pool_maxsize=pool_size, max_retries=0)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
-        session.proxies = {"http": config.proxy, "https": config.proxy} if config.proxy else _environment_proxies(config.url)
-        session.verify = False if not config.verify else (config.ca_bundle or _environment_ca_bundle())
-        if config.client_cert:
-            session.cert = (config.client_cert, config.client_key) if config.client_key else config.client_cert
+        session.proxies = _proxies(config)
+        session.verify = config.verify
         self.session = session
 
     # --- the two calls ---------------------------------------------------------------------------
@@ -205,14 +247,18 @@ class HttpBackend(Backend):
     def _translate(self, exc: Exception) -> errors.BackendError:
         text = str(exc)
         connect_s, read_s = self.timeout
+        lowered = text.lower()
         if isinstance(exc, requests.ConnectTimeout):
             return errors.BackendTimeout(self.name, f"did not accept a connection within {connect_s:g} s (connect_timeout)")
-        if isinstance(exc, requests.ReadTimeout) or "timed out" in text.lower():
+        if "handshake operation timed out" in lowered:
+            return errors.BackendTimeout(self.name, f"did not complete the TLS handshake within {connect_s:g} s (connect_timeout)")
+        # Under gevent a TLS read timeout arrives as SSLError('The read operation timed out').
+        if isinstance(exc, requests.ReadTimeout) or "timed out" in lowered:
             return errors.BackendTimeout(self.name, f"sent nothing for {read_s:g} s (read_timeout)")
-        if isinstance(exc, requests.exceptions.SSLError):
-            return errors.BackendTLSError(self.name, _tls_reason(text))
+        if isinstance(exc, (requests.exceptions.SSLError, ssl.SSLError, urllib3.exceptions.SSLError)) or "alert certificate required" in lowered:
+            return errors.BackendTLSError(self.name, _tls_reason(text, bool(self.config.client_cert)))
         if isinstance(exc, requests.exceptions.ProxyError):
-            return errors.BackendUnreachable(self.name, "could not be reached through the proxy")
+            return errors.BackendUnreachable(self.name, "could not be reached through its proxy")
         if isinstance(exc, (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError, http.client.IncompleteRead, ConnectionResetError)):
             return errors.BackendDropped(self.name, "closed the connection before its answer was complete")
         if isinstance(exc, (requests.ConnectionError, OSError)):
@@ -235,14 +281,23 @@ def _drain_and_release(response: requests.Response) -> None:
     raw.release_conn()
 
 
-def _tls_reason(text: str) -> str:
+def _tls_reason(text: str, has_client_cert: bool) -> str:
+    """What went wrong in TLS, in words an operator can act on (OpenSSL's own text is not that)."""
     lowered = text.lower()
     if "certificate verify failed" in lowered:
-        if "hostname mismatch" in lowered or "doesn't match" in lowered:
-            return "presented a certificate for another host name"
+        if "hostname mismatch" in lowered or "doesn't match" in lowered or "ip address mismatch" in lowered:
+            return "presented a certificate for another host name (TLS)"
         if "expired" in lowered:
-            return "presented an expired certificate"
-        return "presented a certificate the gateway does not trust (set ca_bundle to the in-house CA)"
-    if "certificate required" in lowered or "handshake failure" in lowered:
-        return "demands a client certificate the gateway did not present or it did not accept (set client_cert)"
+            return "presented an expired certificate (TLS)"
+        return "presented a certificate the gateway does not trust (TLS: unknown CA; set ca_bundle to the in-house CA)"
+    if "certificate required" in lowered or "handshake failure" in lowered or "bad certificate" in lowered or "unknown ca" in lowered:
+        return "demands a client certificate the gateway did not present or it did not accept (TLS; set client_cert)"
+    if "wrong version number" in lowered:
+        return "does not speak TLS on that port (is the URL http://?)"
+    if "eof occurred in violation of protocol" in lowered:
+        # With TLS 1.3 a server that refuses the client's certificate (or its absence) may just
+        # hang up instead of sending its alert: say what that most likely means.
+        if has_client_cert:
+            return "closed the TLS connection during the handshake: it may not accept the gateway's client certificate (client_cert)"
+        return "closed the TLS connection during the handshake: it may demand a client certificate (set client_cert)"
     return "failed the TLS handshake"
