@@ -6,6 +6,7 @@ import uuid
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
+from gateway import metrics
 from gateway.config import Config, load_config
 from gateway.errors import GatewayError, InternalError, MethodNotAllowed, NotFound, RequestTooLarge, error_json
 from gateway.inbound import Cors, KeyCheck
@@ -13,6 +14,11 @@ from gateway.observe import RequestRecord, setup_access_log
 from gateway.runtime import Gateway
 
 log = logging.getLogger("gateway")
+
+
+def close_record(record: RequestRecord) -> None:
+    if record.finish() and record.chat:
+        metrics.observe(record)
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -48,7 +54,7 @@ def create_app(config: Config | None = None) -> Flask:
         if not response.is_streamed:
             record.mark_first_byte()
         # Runs when the server closes the response: after a stream's last byte, or its client left.
-        response.call_on_close(record.finish)
+        response.call_on_close(lambda: close_record(record))
         return response
 
     def answer(error: GatewayError) -> Response:

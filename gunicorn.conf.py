@@ -5,8 +5,12 @@ library when it starts, and anything the master imported before that stays unpat
 The config check below imports only gateway.config, which is kept free of those imports.
 """
 
+import glob
 import os
+import shutil
 import sys
+import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,6 +49,24 @@ errorlog = "-"
 loglevel = os.environ.get("GATEWAY_LOG_LEVEL", "info")
 
 
+_created_metrics_dir = []  # removed again on exit; a directory the operator named is left alone
+
+
+def _fresh_metrics_dir(server):
+    """prometheus_client's multiprocess mode: one directory all workers write to, empty at each
+    start (values of a previous run would be added to this one's). Set before any worker forks."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        os.makedirs(path, exist_ok=True)
+        for stale in glob.glob(os.path.join(path, "*.db")):
+            os.remove(stale)
+    else:
+        path = tempfile.mkdtemp(prefix="llm-gateway-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+        _created_metrics_dir.append(path)
+    os.environ["GATEWAY_STARTED_AT"] = str(time.time())  # uptime on the status page, whichever worker answers
+
+
 def on_starting(server):
     """Checks the config before any worker starts, so a bad file stops start-up with one message."""
     from gateway.config import ConfigError, config_path, ids_open_webui_rewrites, load_config, unverified_backends
@@ -54,6 +76,7 @@ def on_starting(server):
     except ConfigError as exc:
         # gunicorn prints a RuntimeError raised here as "Error: ..." and exits with status 1.
         raise RuntimeError(f"llm-gateway cannot start: {exc}") from None
+    _fresh_metrics_dir(server)
     where = config_path() or "the built-in demo config (no GATEWAY_CONFIG, no gateway.toml)"
     server.log.info("llm-gateway config: %s; models: %s", where, ", ".join(config.models))
     risky = ids_open_webui_rewrites(config)
@@ -78,3 +101,20 @@ def post_worker_init(worker):
     from gateway.lifecycle import attach_worker
 
     attach_worker(worker)
+
+
+def child_exit(server, worker):
+    """A worker is gone: drop its live gauges (in-flight) from the totals.
+
+    This is what prometheus_client.multiprocess.mark_process_dead does; importing that module here
+    would import ssl in the master before the workers' gevent patching (see the top of this file).
+    """
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        for live in glob.glob(os.path.join(path, f"gauge_live*_{worker.pid}.db")):
+            os.remove(live)
+
+
+def on_exit(server):
+    for path in _created_metrics_dir:
+        shutil.rmtree(path, ignore_errors=True)

@@ -46,6 +46,7 @@ def require_api_key():
 def chat_completions():
     gw = gateway()
     record = g.record
+    record.chat = True
     chat = validate_chat_request(_request_json())
     model = gw.model(chat["model"])
     backend = gw.backend_for(model)

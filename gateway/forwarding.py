@@ -8,14 +8,17 @@ client's dict is never changed: the body is a shallow copy with new values.
 """
 
 import dataclasses
+import json
 
 from .adapt import content_as_text, drop_tools
 from .config import BackendConfig, ModelConfig
+from .errors import InvalidRequest
 
 
 @dataclasses.dataclass(slots=True)
 class UpstreamCall:
     body: dict  # the JSON body for the backend
+    data: bytes  # the same, serialized once
     headers: dict  # rendered from the backend's templates
     stream: bool  # the backend is asked to stream
     include_usage: bool  # the client asked for a usage chunk at the end of its stream
@@ -58,4 +61,9 @@ def build_call(chat: dict, model: ModelConfig, backend: BackendConfig, values: d
     options = chat.get("stream_options")
     include_usage = bool(client_stream and isinstance(options, dict) and options.get("include_usage"))
     values = {**values, "model": model.id}
-    return UpstreamCall(body, backend.headers.render(values), backend_stream, include_usage, model.id)
+    try:
+        # ASCII escapes keep lone surrogates (valid JSON escapes, invalid UTF-8) sendable.
+        data = json.dumps(body, separators=(",", ":")).encode("ascii")
+    except RecursionError:  # parsed near the recursion limit, too deep to write out again
+        raise InvalidRequest("Invalid request: the body is nested too deeply.") from None
+    return UpstreamCall(body, data, backend.headers.render(values), backend_stream, include_usage, model.id)

@@ -49,7 +49,7 @@ def outcome_of(error: GatewayError) -> str:
 class RequestRecord:
     __slots__ = (
         "request_id", "method", "path", "started", "model", "backend", "stream", "status",
-        "first_byte", "outcome", "error", "usage", "_finished",
+        "first_byte", "finished", "outcome", "error", "usage", "keepalives", "chat",
     )
 
     def __init__(self, request_id: str, method: str, path: str):
@@ -58,8 +58,9 @@ class RequestRecord:
         self.path = path
         self.started = time.monotonic()
         self.model = self.backend = self.stream = self.status = None
-        self.first_byte = self.outcome = self.error = self.usage = None
-        self._finished = False
+        self.first_byte = self.finished = self.outcome = self.error = self.usage = None
+        self.keepalives = 0
+        self.chat = False  # a chat completion request (the ones metrics count)
 
     def mark_first_byte(self) -> None:
         if self.first_byte is None:
@@ -79,11 +80,11 @@ class RequestRecord:
             if isinstance(usage, dict):
                 self.usage = usage
 
-    def finish(self) -> None:
-        if self._finished:
-            return
-        self._finished = True
-        now = time.monotonic()
+    def finish(self) -> bool:
+        """Writes the access-log line; True the first time only (it is called from two places)."""
+        if self.finished is not None:
+            return False
+        now = self.finished = time.monotonic()
         if self.outcome is None:
             # A stream whose body never ran was closed by a client that had already left.
             self.outcome = CLIENT_GONE if self.stream and self.first_byte is None else COMPLETED
@@ -106,3 +107,4 @@ class RequestRecord:
                 if isinstance(self.usage.get(key), int):
                     line[key] = self.usage[key]
         access_log.info(json.dumps(line, separators=(",", ":")))
+        return True

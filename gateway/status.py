@@ -1,14 +1,15 @@
-"""The status blueprint: an HTML page for people, health endpoints for machines.
+"""The status blueprint: an HTML page for people, /status.json, /metrics and health for machines.
 
 Only what is safe to show: a backend's scheme, host and port, never its path, query, headers or
-tickets.
+tickets. The numbers come from all workers (metrics.py), whichever one answers.
 """
 
+import os
 import time
 
-from flask import Blueprint, current_app, render_template
+from flask import Blueprint, Response, current_app, render_template
 
-from . import __version__
+from . import __version__, metrics
 from .api import json_response
 from .lifecycle import shutting_down
 from .runtime import Gateway
@@ -20,27 +21,48 @@ def _gateway() -> Gateway:
     return current_app.extensions["gateway"]
 
 
+def _started(gw: Gateway) -> float:
+    # Set by gunicorn.conf.py in the master, so every worker tells the same uptime.
+    return float(os.environ.get("GATEWAY_STARTED_AT") or gw.started)
+
+
+def _rounded(value):
+    return None if value is None else round(value, 4)
+
+
 def status_data(gw: Gateway) -> dict:
     config = gw.config
+    numbers = metrics.snapshot()
+    backends = []
+    for name, b in config.backends.items():
+        n = numbers.get(name, {})
+        backends.append({
+            "name": name,
+            "location": b.location,
+            "streaming": b.streaming,
+            "verify": b.verify,
+            "connect_timeout": b.connect_timeout,
+            "read_timeout": b.read_timeout,
+            "max_concurrency": b.max_concurrency,
+            "in_flight": n.get("in_flight", 0),
+            "requests_5m": n.get("requests_5m", 0),
+            "errors_5m": n.get("errors_5m", 0),
+            "requests_60m": n.get("requests_60m", 0),
+            "errors_60m": n.get("errors_60m", 0),
+            "ttfb_seconds": {k: _rounded(v) for k, v in n.get("ttfb_seconds", {}).items()} or {"p50": None, "p95": None},
+            "duration_seconds": {k: _rounded(v) for k, v in n.get("duration_seconds", {}).items()} or {"p50": None, "p95": None},
+            "last_error": n.get("last_error"),
+            "last_success": n.get("last_success"),
+        })
     return {
         "version": __version__,
-        "uptime_seconds": round(time.time() - gw.started, 1),
+        "now": time.time(),
+        "uptime_seconds": round(time.time() - _started(gw), 1),
         "mode": "demo" if config.demo else "config",
         "config": config.source,
         "inbound_auth": bool(config.gateway.api_keys),
         "heartbeat_seconds": config.gateway.heartbeat_seconds,
-        "backends": [
-            {
-                "name": b.name,
-                "location": b.location,
-                "streaming": b.streaming,
-                "verify": b.verify,
-                "connect_timeout": b.connect_timeout,
-                "read_timeout": b.read_timeout,
-                "max_concurrency": b.max_concurrency,
-            }
-            for b in config.backends.values()
-        ],
+        "backends": backends,
         "models": [{"id": m.id, "name": m.name, "backend": m.backend} for m in config.models.values()],
     }
 
@@ -55,6 +77,11 @@ def status_json():
     return json_response(status_data(_gateway()))
 
 
+@bp.get("/metrics")
+def prometheus_metrics():
+    return Response(metrics.exposition(), mimetype="text/plain; version=0.0.4; charset=utf-8")
+
+
 @bp.get("/healthz")
 def healthz():
     return json_response({"status": "ok"})
@@ -63,10 +90,43 @@ def healthz():
 @bp.get("/readyz")
 def readyz():
     gw = _gateway()
-    backends = {
-        name: {"location": b.config.location, "streaming": b.streaming, "in_flight": b.in_flight}
-        for name, b in gw.backends.items()
-    }
-    if shutting_down():
-        return json_response({"status": "shutting_down", "config": gw.config.source, "backends": backends}, status=503)
-    return json_response({"status": "ready", "config": gw.config.source, "backends": backends})
+    numbers = metrics.snapshot()
+    backends = {}
+    for name, b in gw.backends.items():  # shown, not judged: a slow backend does not make us unready
+        n = numbers.get(name, {})
+        backends[name] = {
+            "location": b.config.location,
+            "streaming": b.streaming,
+            "verify": b.config.verify,
+            "in_flight": b.in_flight,  # this worker's
+            "last_success": n.get("last_success"),
+            "last_error": n.get("last_error"),
+        }
+    ready = not shutting_down()
+    body = {"status": "ready" if ready else "shutting_down", "config": gw.config.source, "backends": backends}
+    return json_response(body, status=200 if ready else 503)
+
+
+@bp.app_template_filter("ago")
+def _ago(timestamp) -> str:
+    if not timestamp:
+        return "never"
+    seconds = max(0, time.time() - timestamp)
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit} ago"
+    return f"{int(seconds)} s ago"
+
+
+@bp.app_template_filter("ms")
+def _ms(seconds) -> str:
+    return "–" if seconds is None else f"{seconds * 1000:,.0f} ms" if seconds < 10 else f"{seconds:,.1f} s"
+
+
+@bp.app_template_filter("duration")
+def _duration(seconds) -> str:
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return " ".join(f"{v}{u}" for v, u in ((days, "d"), (hours, "h"), (minutes, "m"), (seconds, "s")) if v) or "0s"

@@ -140,6 +140,7 @@ def sse_body(source: EventSource, first, heartbeat: float, record: RequestRecord
             yield DONE
             return
         if first is SILENCE:
+            record.keepalives += 1
             yield KEEPALIVE
         else:
             record.note_payload(first)
@@ -160,6 +161,7 @@ def sse_body(source: EventSource, first, heartbeat: float, record: RequestRecord
                 yield DONE
                 return
             if payload is SILENCE:
+                record.keepalives += 1
                 yield KEEPALIVE
                 continue
             more = source.ready()

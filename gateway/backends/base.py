@@ -3,6 +3,7 @@
 from ..config import BackendConfig
 from ..errors import GatewayBusy
 from ..forwarding import UpstreamCall
+from ..metrics import in_flight_gauge
 
 
 class Slot:
@@ -17,6 +18,7 @@ class Slot:
         """Idempotent: a stream releases from whichever of its two cleanup paths runs first."""
         if self._backend is not None:
             self._backend.in_flight -= 1
+            self._backend.in_flight_gauge.dec()
             self._backend = None
 
 
@@ -28,6 +30,7 @@ class Backend:
         self.name = config.name
         # Per worker; greenlets of one process never run at the same time, so no lock is needed.
         self.in_flight = 0
+        self.in_flight_gauge = in_flight_gauge(config.name)  # the same count, summed over workers
 
     def acquire(self) -> Slot:
         """A slot for one request, or GatewayBusy (429) when `max_concurrency` are in flight."""
@@ -38,6 +41,7 @@ class Backend:
                 headers={"Retry-After": "1"},
             )
         self.in_flight += 1
+        self.in_flight_gauge.inc()
         return Slot(self)
 
     @property

@@ -147,9 +147,8 @@ class HttpBackend(Backend):
         headers = {"Content-Type": "application/json", "Accept": accept, **call.headers}
         if call.stream:
             headers["Accept-Encoding"] = "identity"  # a compressed event stream would arrive in lumps
-        data = json.dumps(call.body, separators=(",", ":")).encode("utf-8")
         try:
-            response = self.session.post(self.url, data=data, headers=headers, timeout=self.timeout, allow_redirects=False, stream=True)
+            response = self.session.post(self.url, data=call.data, headers=headers, timeout=self.timeout, allow_redirects=False, stream=True)
         except requests.RequestException as exc:
             raise self._translate(exc) from None
         if response.status_code >= 300:
