@@ -11,7 +11,7 @@ from .identity import client_values
 from .jsonio import dumps
 from .runtime import Gateway
 from .schemas import validate_chat_request
-from .streams import EventSource, first_event, sse_body, watch_client
+from .streams import ClientWatch, EventSource, first_event, sse_body
 
 bp = Blueprint("api", __name__)
 
@@ -81,8 +81,7 @@ def chat_completions():
     response.call_on_close(source.close)
     client_socket = request.environ.get("gunicorn.socket")
     if client_socket is not None:
-        watcher = watch_client(client_socket, source.abandon)
-        response.call_on_close(watcher.kill)
+        response.call_on_close(ClientWatch(client_socket, source.abandon).stop)
     return response
 
 
