@@ -1,0 +1,90 @@
+"""A fast test backend for the benchmark: raw HTTP/1.1 on gevent, answers chosen by the model name.
+
+It must never be the bottleneck, so it parses only what it needs: the request head, the body
+length, and the `model` value; answers are prebuilt bytes. Model names:
+
+    plain                  one chat.completion at once
+    stream-N-MS            N events, MS milliseconds apart; each carries `x_sent` (its send time)
+    slow-MS                one chat.completion after MS milliseconds (a backend that thinks)
+
+Run: python bench/backend.py PORT
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import json  # noqa: E402
+import re  # noqa: E402
+import socket  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import gevent  # noqa: E402
+from gevent.server import StreamServer  # noqa: E402
+
+_MODEL = re.compile(rb'"model"\s*:\s*"([^"]*)"')
+_LENGTH = re.compile(rb"content-length:\s*(\d+)", re.IGNORECASE)
+
+COMPLETION = json.dumps({
+    "id": "chatcmpl-bench", "object": "chat.completion", "created": 1764093600, "model": "bench",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "The capital of France is Paris."}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19},
+}).encode()
+JSON_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(COMPLETION), COMPLETION)
+SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+_EVENT = ('data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1764093600,"model":"bench",'
+          '"choices":[{"index":0,"delta":{"content":"word "},"finish_reason":null}],"x_sent":%.6f}\n\n')
+_LAST = (b'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1764093600,"model":"bench",'
+         b'"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n')
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def handle(sock, _address):
+    # Without this, Nagle's algorithm holds each small event until the previous one is ACKed, and
+    # delayed ACKs make that up to 40 ms: the benchmark would measure TCP, not the gateway.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    buffer = b""
+    try:
+        while True:
+            while b"\r\n\r\n" not in buffer:
+                data = sock.recv(65536)
+                if not data:
+                    return
+                buffer += data
+            head, buffer = buffer.split(b"\r\n\r\n", 1)
+            match = _LENGTH.search(head)
+            length = int(match.group(1)) if match else 0
+            while len(buffer) < length:
+                data = sock.recv(65536)
+                if not data:
+                    return
+                buffer += data
+            body, buffer = buffer[:length], buffer[length:]
+            match = _MODEL.search(body)
+            model = match.group(1).decode() if match else "plain"
+            if model.startswith("stream-"):
+                _, count, interval = model.split("-")
+                sock.sendall(SSE_HEAD)
+                for _ in range(int(count)):
+                    sock.sendall(_chunk((_EVENT % time.time()).encode()))
+                    if int(interval):
+                        gevent.sleep(int(interval) / 1000)
+                sock.sendall(_chunk(_LAST) + b"0\r\n\r\n")
+            elif model.startswith("slow-"):
+                gevent.sleep(int(model.split("-")[1]) / 1000)
+                sock.sendall(JSON_ANSWER)
+            else:
+                sock.sendall(JSON_ANSWER)
+    except OSError:
+        return
+    finally:
+        sock.close()
+
+
+if __name__ == "__main__":
+    server = StreamServer(("127.0.0.1", int(sys.argv[1])), handle, backlog=4096)
+    server.serve_forever()
