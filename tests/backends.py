@@ -129,6 +129,16 @@ class Exchange:
             self.handler.wfile.write(b"0\r\n\r\n")
             self.handler.wfile.flush()
 
+    def paced_reply(self, pieces, interval):
+        """A stream of `pieces`, `interval` seconds apart: a backend that takes its time."""
+        self.start_sse()
+        for piece in pieces:
+            self.event(chunk_json(delta={"content": piece}))
+            time.sleep(interval)
+        self.event(chunk_json(delta={}, finish_reason="stop"))
+        self.event("[DONE]")
+        self.end_sse()
+
     def stream_reply(self, text, usage=False):
         """A complete, well-formed stream of `text` word by word."""
         self.start_sse()

@@ -7,12 +7,11 @@ forwarding proxy that records what it carried.
 
 import socket
 import ssl
-import threading
 
 import pytest
 import requests
 
-from tests.backends import TestBackend, chunk_json, wait_until
+from tests.backends import TestBackend, chunk_json
 from tests.certificates import TestCA
 from tests.gunicorn_server import GatewayServer
 from tests.proxy import TestProxy

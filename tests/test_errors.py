@@ -5,7 +5,7 @@ import json
 import pytest
 import requests
 
-from tests.backends import chunk_json, completion_json
+from tests.backends import chunk_json
 from tests.conftest import TICKET, WRONG_TICKET
 from tests.sse_client import data_payloads, read_events
 

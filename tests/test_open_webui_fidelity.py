@@ -37,7 +37,7 @@ def model_id(kind, tools, content):
 
 @pytest.fixture(scope="module")
 def fidelity(openai_backend, corp_backend, tmp_path_factory):
-    parts = [f'[gateway]\nuser_jwt_secret = "${{OWUI_JWT_SECRET}}"\n']
+    parts = ["[gateway]\nuser_jwt_secret = \"${OWUI_JWT_SECRET}\"\n"]
     for kind, tools, content in COMBOS:
         name = model_id(kind, tools, content).replace("-", "_")
         url = openai_backend.url if kind == "s" else corp_backend.url

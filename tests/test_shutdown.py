@@ -2,12 +2,11 @@
 
 import signal
 import socket
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from tests.backends import chunk_json, wait_until
+from tests.backends import wait_until
 from tests.gunicorn_server import GatewayServer
 from tests.sse_client import content_of, data_payloads, read_events
 
@@ -24,16 +23,8 @@ backend = "openai"
 """
     server = GatewayServer(config, tmp_path, env={"GATEWAY_GRACEFUL_TIMEOUT": "30"}).wait_ready()
 
-    def slow(exchange):  # about two seconds per answer
-        exchange.start_sse()
-        for i in range(10):
-            exchange.event(chunk_json(delta={"content": f"{i}"}))
-            time.sleep(0.2)
-        exchange.event(chunk_json(delta={}, finish_reason="stop"))
-        exchange.event("[DONE]")
-        exchange.end_sse()
-
-    openai_backend.respond_with(slow)
+    # about two seconds per answer
+    openai_backend.respond_with(lambda exchange: exchange.paced_reply([str(i) for i in range(10)], 0.2))
 
     def one(_):
         body = {"model": "relay", "stream": True, "messages": [{"role": "user", "content": "count"}]}

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.backends import chunk_json, wait_until
+from tests.backends import chunk_json, completion_json
 from tests.sse_client import content_of, data_payloads, iter_events, read_events
 
 CONVERSATION = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello"}]
@@ -145,7 +145,6 @@ def test_close_delimited_backend_stream_is_relayed(gateway, openai_backend):
 
 
 def test_streaming_backend_answering_json_is_streamed_anyway(gateway, openai_backend):
-    from tests.backends import completion_json
     openai_backend.respond_with(lambda ex: ex.send_json(200, completion_json("whole answer")))
     with stream(gateway, "gpt-stream") as response:
         payloads = data_payloads(read_events(response))
@@ -154,16 +153,7 @@ def test_streaming_backend_answering_json_is_streamed_anyway(gateway, openai_bac
 
 def test_one_worker_serves_fifty_slow_streams_at_once(gateway, openai_backend):
     """Each stream takes about a second at the backend; fifty together must not take fifty seconds."""
-    def slow(exchange):
-        exchange.start_sse()
-        for i in range(5):
-            exchange.event(chunk_json(delta={"content": "x"}))
-            time.sleep(0.2)
-        exchange.event(chunk_json(delta={}, finish_reason="stop"))
-        exchange.event("[DONE]")
-        exchange.end_sse()
-
-    openai_backend.respond_with(slow)
+    openai_backend.respond_with(lambda exchange: exchange.paced_reply(["x"] * 5, 0.2))
 
     def one(_):
         with stream(gateway, "gpt-stream") as response:
