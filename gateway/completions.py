@@ -7,10 +7,14 @@ the answer is complete, and holding it back would only make the user wait.
 """
 
 import json
+import re
 import time
 import uuid
 
 from .jsonio import dumps
+
+# Whether a chunk carries token counts: found by a byte search, so relayed events are not parsed.
+HAS_USAGE = re.compile(rb'"usage"\s*:\s*\{')
 
 
 def completion_problem(data) -> str | None:
@@ -69,8 +73,20 @@ def completion_chunks(data: dict, include_usage: bool):
         if tool_calls:
             yield chunk(index, {"tool_calls": [_tool_call_delta(i, call) for i, call in enumerate(tool_calls)]})
         yield chunk(index, {}, choice["finish_reason"])
-    if include_usage and isinstance(data.get("usage"), dict):
-        yield dumps({**head, "choices": [], "usage": data["usage"]})
+    if include_usage:
+        yield usage_chunk(head, data.get("usage"))
+
+
+def usage_chunk(head: dict, usage) -> bytes:
+    """The final chunk a client that asked for `include_usage` gets: `choices: []` and the usage,
+    null when the backend did not report it (we do not make up token counts)."""
+    return dumps({**head, "choices": [], "usage": usage if isinstance(usage, dict) else None})
+
+
+def missing_usage_chunk(model_id: str) -> bytes:
+    """For a relayed stream whose backend ignored `include_usage`: the promised chunk, usage null."""
+    head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "created": int(time.time()), "model": model_id}
+    return usage_chunk(head, None)
 
 
 def _tool_call_delta(position: int, call: dict) -> dict:

@@ -8,15 +8,14 @@ no header values ever go in: only ids, names, numbers and outcomes.
 
 import json
 import logging
-import re
 import sys
 import time
 
+from .completions import HAS_USAGE
 from .errors import BackendError, BackendTimeout, GatewayError, InternalError
 
 access_log = logging.getLogger("gateway.access")
 
-_USAGE = re.compile(rb'"usage"\s*:\s*\{')
 
 COMPLETED = "completed"
 CLIENT_GONE = "client_gone"
@@ -72,7 +71,7 @@ class RequestRecord:
 
     def note_payload(self, payload: bytes) -> None:
         """Picks the token counts out of a usage chunk; every other event costs one regex miss."""
-        if _USAGE.search(payload):
+        if HAS_USAGE.search(payload):
             try:
                 usage = json.loads(payload).get("usage")
             except ValueError:

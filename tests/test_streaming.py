@@ -75,6 +75,17 @@ def test_sdk_streams_and_accepts_usage(client, model):
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
 
 
+@pytest.mark.parametrize("model", ["gpt-stream", "corp-plain"])
+def test_include_usage_is_kept_even_when_the_backend_reports_none(gateway, openai_backend, corp_backend, model):
+    corp_backend.respond_with(lambda ex: ex.send_json(200, completion_json("no counts", usage=False)))
+    openai_backend.respond_with(lambda ex: ex.paced_reply(["no ", "counts"], 0))  # ignores include_usage
+    with stream(gateway, model, stream_options={"include_usage": True}) as response:
+        payloads = data_payloads(read_events(response))
+    assert content_of(payloads) == "no counts"
+    assert payloads[-2]["choices"] == [] and payloads[-2]["usage"] is None  # promised, not made up
+    assert payloads[-1] == "[DONE]"
+
+
 def test_no_usage_chunk_unless_asked(gateway):
     with stream(gateway, "corp-plain") as response:
         payloads = data_payloads(read_events(response))

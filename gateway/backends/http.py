@@ -22,7 +22,7 @@ from requests.structures import CaseInsensitiveDict
 from requests.utils import get_environ_proxies
 
 from .. import errors
-from ..completions import complete_envelope, completion_chunks, completion_problem
+from ..completions import HAS_USAGE, complete_envelope, completion_chunks, completion_problem, missing_usage_chunk
 from ..config import BackendConfig, ConfigError
 from ..forwarding import UpstreamCall
 from ..sse import DONE_PAYLOAD, SSEDecoder
@@ -135,7 +135,7 @@ class HttpBackend(Backend):
                     yield from completion_chunks(self._completion(response.content, call.model_id), call.include_usage)
                     return
                 raise errors.BackendInvalidAnswer(self.name, f"answered a streaming request with {content_type or 'no content type'}, not an event stream")
-            yield from self._relay(response)
+            yield from self._relay(response, call)
             finished = True
         except _WIRE_ERRORS as exc:
             raise self._translate(exc) from None
@@ -175,26 +175,32 @@ class HttpBackend(Backend):
                 response.close()
         return response
 
-    def _relay(self, response: requests.Response):
-        """The data of each event as it arrives; ends only at [DONE] or a finished answer."""
+    def _relay(self, response: requests.Response, call: UpstreamCall):
+        """The data of each event as it arrives, untouched; ends only at [DONE] or a finished answer."""
         decoder = SSEDecoder()
         read = response.raw.read1
-        finished = False
-        while True:
+        finished = done = False
+        usage_missing = call.include_usage
+        while not done:
             chunk = read(_READ_SIZE)
             events = decoder.feed(chunk) if chunk else decoder.close()
             for payload in events:
                 if payload == DONE_PAYLOAD:
-                    return
+                    done = True
+                    break
                 if _ERROR_EVENT.match(payload):
                     raise self._error_event(payload)
                 if not finished and _FINISHED.search(payload):
                     finished = True
+                if usage_missing and HAS_USAGE.search(payload):
+                    usage_missing = False
                 yield payload
             if not chunk:
                 break
-        if not finished:
+        if not done and not finished:
             raise errors.BackendInvalidAnswer(self.name, "ended its stream before the answer was finished")
+        if usage_missing:  # the client was promised a usage chunk; this backend sent none
+            yield missing_usage_chunk(call.model_id)
 
     def _error_event(self, payload: bytes) -> errors.BackendError:
         """The backend reported a failure inside its stream: ours, naming it (an HTTP status if nothing was sent yet)."""
