@@ -17,7 +17,7 @@ import time
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from .observe import CLIENT_GONE, COMPLETED
+from .observe import BACKEND_ERROR, CLIENT_GONE, COMPLETED, INTERNAL_ERROR, TIMEOUT
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 _WINDOW_NAME = "llm_gateway_status_window"
@@ -69,7 +69,9 @@ def observe(record) -> None:
     DURATION.labels(backend).observe(record.finished - record.started)
     if record.keepalives:
         KEEPALIVES.labels(backend).inc(record.keepalives)
-    failed = record.outcome not in (COMPLETED, CLIENT_GONE)
+    # A backend's errors are its own failures (and ours while serving it), not requests refused
+    # before it was called (a bad user token, its concurrency limit: those show in the status label).
+    failed = record.outcome in (BACKEND_ERROR, TIMEOUT, INTERNAL_ERROR)
     if record.outcome == CLIENT_GONE:
         CLIENT_DISCONNECTS.labels(backend).inc()
     if failed:
