@@ -118,3 +118,11 @@ def child_exit(server, worker):
 def on_exit(server):
     for path in _created_metrics_dir:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def worker_exit(server, worker):
+    """Closes this worker's pooled backend connections as it goes."""
+    app = getattr(worker, "wsgi", None)
+    gateway = getattr(app, "extensions", {}).get("gateway")
+    if gateway is not None:
+        gateway.close()

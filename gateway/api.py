@@ -16,6 +16,7 @@ from .streams import ClientWatch, EventSource, first_event, sse_body
 bp = Blueprint("api", __name__)
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+STALLED_CLIENT_SECONDS = 60  # a streaming client that accepts no bytes for this long is dropped
 
 
 def gateway() -> Gateway:
@@ -70,18 +71,26 @@ def chat_completions():
         produce = lambda: completion_chunks(backend.complete(call), call.include_usage)  # noqa: E731
     source = EventSource(produce, slot.release)
     heartbeat = gw.settings.heartbeat_seconds
+    client_socket = request.environ.get("gunicorn.socket")
+    # Watched from now on, the first wait included: a client gone before the first byte stops the backend too.
+    watch = ClientWatch(client_socket, source.abandon) if client_socket is not None else None
     try:
         first = first_event(source, heartbeat)  # a failure by now is still a real HTTP status
     except BaseException:
         source.close()
+        if watch:
+            watch.stop()
         raise
     body = sse_body(source, first, heartbeat, record, gw.config.secrets)
     response = Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
     # A body generator that never started does not run its `finally`: close the source here too.
     response.call_on_close(source.close)
-    client_socket = request.environ.get("gunicorn.socket")
     if client_socket is not None:
-        response.call_on_close(ClientWatch(client_socket, source.abandon).stop)
+        response.call_on_close(watch.stop)
+        # gunicorn's gevent worker writes with no timeout: a client that stops reading without
+        # closing would hold the stream, its backend connection and its slot until TCP gives up.
+        client_socket.settimeout(max(STALLED_CLIENT_SECONDS, 3 * heartbeat))
+        response.call_on_close(lambda: client_socket.settimeout(None))
     return response
 
 

@@ -48,9 +48,12 @@ def complete_envelope(data: dict, model_id: str) -> dict:
         **{k: v for k, v in data.items() if k not in ("id", "object", "created", "model")},
     }
     for index, choice in enumerate(data["choices"]):
-        choice.setdefault("index", index)
-        choice.setdefault("finish_reason", "tool_calls" if choice["message"].get("tool_calls") else "stop")
-        choice["message"].setdefault("role", "assistant")
+        if not isinstance(choice.get("index"), int):
+            choice["index"] = index
+        if not choice.get("finish_reason"):  # absent or null: the answer is complete, say how
+            choice["finish_reason"] = "tool_calls" if choice["message"].get("tool_calls") else "stop"
+        if not choice["message"].get("role"):
+            choice["message"]["role"] = "assistant"
     return data
 
 
@@ -83,9 +86,20 @@ def usage_chunk(head: dict, usage) -> bytes:
     return dumps({**head, "choices": [], "usage": usage if isinstance(usage, dict) else None})
 
 
-def missing_usage_chunk(model_id: str) -> bytes:
-    """For a relayed stream whose backend ignored `include_usage`: the promised chunk, usage null."""
-    head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "created": int(time.time()), "model": model_id}
+def missing_usage_chunk(first_payload: bytes, model_id: str) -> bytes:
+    """For a relayed stream whose backend ignored `include_usage`: the promised chunk, usage null,
+    with the stream's own id, created and model (read from its first event, once per stream)."""
+    try:
+        first = json.loads(first_payload)
+    except (ValueError, RecursionError):
+        first = None
+    first = first if isinstance(first, dict) else {}
+    head = {
+        "id": first.get("id") or f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion.chunk",
+        "created": first.get("created") or int(time.time()),
+        "model": first.get("model") or model_id,
+    }
     return usage_chunk(head, None)
 
 

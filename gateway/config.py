@@ -10,7 +10,7 @@ import dataclasses
 import os
 import re
 import tomllib
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
@@ -110,9 +110,19 @@ class _Strict(Schema):
 
 
 def _url(value):
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https", "demo") or not parts.netloc:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+        host = parts.hostname
+    except ValueError as exc:
+        raise ValidationError(f"is not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not host:
         raise ValidationError("must be an http:// or https:// URL with a host")
+
+
+def _backend_url(value):
+    if not value.startswith("demo:"):  # demo://echo: the built-in echo backend
+        _url(value)
 
 
 def _header_template(value):
@@ -136,7 +146,7 @@ class GatewaySchema(_Strict):
 
 
 class BackendSchema(_Strict):
-    url = fields.String(required=True, validate=_url)
+    url = fields.String(required=True, validate=_backend_url)
     streaming = StrictBool()
     connect_timeout = StrictNumber(minimum=0, exclusive=True)
     read_timeout = StrictNumber(minimum=0, exclusive=True)
@@ -246,8 +256,11 @@ class ConfigSchema(_Strict):
 
 
 def _expand_env(value, path, environ, errors, secrets):
-    """Replaces ${VAR} in every string of the parsed TOML, recording each key whose VAR is unset."""
+    """Replaces ${VAR} in every string of the parsed TOML, recording each key whose VAR is unset.
+    In header templates the value is literal text: its braces are doubled, so a ticket holding
+    `{` or `{uuid}` is sent as it is, never read as a placeholder."""
     if isinstance(value, str):
+        in_template = ".headers." in f".{path}"
 
         def substitute(match):
             name = match.group(1)
@@ -258,7 +271,8 @@ def _expand_env(value, path, environ, errors, secrets):
                 errors.append(f"{path}: environment variable {name} is not set")
                 return ""
             secrets.add(environ[name])
-            return environ[name]
+            text = environ[name]
+            return text.replace("{", "{{").replace("}", "}}") if in_template else text
 
         return _ENV_REFERENCE.sub(substitute, value)
     if isinstance(value, dict):
@@ -309,6 +323,11 @@ def parse_config(text: str, source: str, environ=None) -> Config:
     secrets |= {key for key in gateway.api_keys}
     if gateway.user_jwt_secret:
         secrets.add(gateway.user_jwt_secret)
+    for backend in backends.values():
+        # A ticket written into the file, or a key in the URL's query, is as secret as ${VAR}s.
+        secrets |= backend.headers.constant_values()
+        parts = urlsplit(backend.url)
+        secrets |= {value for _, value in parse_qsl(parts.query)} | {parts.password or ""}
     # Very short values (a "1" from ${DEBUG}) would blank out unrelated text: not worth redacting.
     return Config(gateway, backends, models, source, frozenset(s for s in secrets if len(s) >= 4))
 

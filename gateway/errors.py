@@ -185,7 +185,11 @@ def redact(text: str, secrets) -> str:
     return text
 
 
+MESSAGE_LIMIT = 2000  # a backend's error page is not passed on whole
+
+
 def error_json(error: GatewayError, secrets=()) -> bytes:
     body = error.body()
-    body["error"]["message"] = redact(body["error"]["message"], secrets)
+    # Redacted before it is shortened: a secret cut in half would no longer match.
+    body["error"]["message"] = redact(body["error"]["message"], secrets)[:MESSAGE_LIMIT]
     return dumps(body)

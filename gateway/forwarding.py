@@ -20,7 +20,6 @@ class UpstreamCall:
     body: dict  # the JSON body for the backend
     data: bytes  # the same, serialized once
     headers: dict  # rendered from the backend's templates
-    stream: bool  # the backend is asked to stream
     include_usage: bool  # the client asked for a usage chunk at the end of its stream
     model_id: str  # the model id the client picked (not the upstream name)
 
@@ -66,4 +65,4 @@ def build_call(chat: dict, model: ModelConfig, backend: BackendConfig, values: d
         data = json.dumps(body, separators=(",", ":")).encode("ascii")
     except RecursionError:  # parsed near the recursion limit, too deep to write out again
         raise InvalidRequest("Invalid request: the body is nested too deeply.") from None
-    return UpstreamCall(body, data, backend.headers.render(values), backend_stream, include_usage, model.id)
+    return UpstreamCall(body, data, backend.headers.render(values), include_usage, model.id)

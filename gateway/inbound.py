@@ -21,10 +21,6 @@ class KeyCheck:
     def __init__(self, api_keys):
         self._keys = tuple(key.encode("utf-8") for key in api_keys)
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self._keys)
-
     def check(self, authorization: str | None) -> None:
         """Raises Unauthorized unless the header is `Bearer <one of the keys>`."""
         if not self._keys:

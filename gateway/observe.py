@@ -73,9 +73,10 @@ class RequestRecord:
         """Picks the token counts out of a usage chunk; every other event costs one regex miss."""
         if HAS_USAGE.search(payload):
             try:
-                usage = json.loads(payload).get("usage")
-            except ValueError:
+                chunk = json.loads(payload)
+            except (ValueError, RecursionError):
                 return
+            usage = chunk.get("usage") if isinstance(chunk, dict) else None
             if isinstance(usage, dict):
                 self.usage = usage
 

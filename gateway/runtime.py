@@ -1,5 +1,6 @@
 """What one worker process serves: the config, its backends and models, built once at start-up."""
 
+import os
 import time
 
 from .backends import Backend, build_backend
@@ -14,7 +15,9 @@ class Gateway:
         # A backend never has more requests in flight per worker than max_concurrency, so that
         # is all the pooled connections it can use.
         self.backends = {name: build_backend(cfg, cfg.max_concurrency) for name, cfg in config.backends.items()}
-        self.started = time.time()
+        # Set by gunicorn.conf.py in the master, so every worker tells the same uptime and the
+        # same `created` for the models; without gunicorn, this process's start.
+        self.started = float(os.environ.get("GATEWAY_STARTED_AT") or time.time())
 
     def model(self, model_id: str) -> ModelConfig:
         try:

@@ -7,6 +7,11 @@ what an OpenAI-style stream uses: the `data` of each event. Comments, `event:`, 
 """
 
 KEEPALIVE = b": keep-alive\n\n"
+MAX_LINE = 16 * 1024 * 1024  # one SSE line (one event's JSON) larger than this is not an answer
+
+
+class SSEError(ValueError):
+    """The bytes are not an event stream we can read (a line over MAX_LINE)."""
 DONE_PAYLOAD = b"[DONE]"
 DONE = b"data: [DONE]\n\n"
 
@@ -22,7 +27,7 @@ class SSEDecoder:
     __slots__ = ("_buffer", "_data", "_pending_cr")
 
     def __init__(self):
-        self._buffer = b""
+        self._buffer = bytearray()  # an unfinished line: grows by appending, never rescanned
         self._data = []  # data lines of the event being read
         self._pending_cr = False  # the last chunk ended in CR: a following LF belongs to it
 
@@ -32,7 +37,13 @@ class SSEDecoder:
             if chunk.startswith(b"\n"):
                 chunk = chunk[1:]
         if self._buffer:
-            chunk = self._buffer + chunk
+            if b"\n" not in chunk and b"\r" not in chunk:  # still inside one long line
+                self._buffer += chunk
+                if len(self._buffer) > MAX_LINE:
+                    raise SSEError(f"an event stream line longer than {MAX_LINE} bytes")
+                return []
+            chunk = bytes(self._buffer) + chunk
+            self._buffer.clear()
         events = []
         start = 0
         length = len(chunk)
@@ -52,15 +63,17 @@ class SSEDecoder:
                 break
             self._line(chunk[start:end], events)
             start = next_start
-        self._buffer = chunk[start:]
+        self._buffer += chunk[start:]
+        if len(self._buffer) > MAX_LINE:
+            raise SSEError(f"an event stream line longer than {MAX_LINE} bytes")
         return events
 
     def close(self) -> list:
         """The stream ended: an event still open (no blank line after it) is finished here."""
         events = []
         if self._buffer:
-            self._line(self._buffer, events)
-            self._buffer = b""
+            self._line(bytes(self._buffer), events)
+            self._buffer.clear()
         self._line(b"", events)
         return events
 

@@ -4,26 +4,16 @@ Only what is safe to show: a backend's scheme, host and port, never its path, qu
 tickets. The numbers come from all workers (metrics.py), whichever one answers.
 """
 
-import os
 import time
 
-from flask import Blueprint, Response, current_app, render_template
+from flask import Blueprint, Response, render_template
 
 from . import __version__, metrics
-from .api import json_response
+from .api import gateway, json_response
 from .lifecycle import shutting_down
 from .runtime import Gateway
 
 bp = Blueprint("status", __name__)
-
-
-def _gateway() -> Gateway:
-    return current_app.extensions["gateway"]
-
-
-def _started(gw: Gateway) -> float:
-    # Set by gunicorn.conf.py in the master, so every worker tells the same uptime.
-    return float(os.environ.get("GATEWAY_STARTED_AT") or gw.started)
 
 
 def _rounded(value):
@@ -57,7 +47,7 @@ def status_data(gw: Gateway) -> dict:
     return {
         "version": __version__,
         "now": time.time(),
-        "uptime_seconds": round(time.time() - _started(gw), 1),
+        "uptime_seconds": round(time.time() - gw.started, 1),
         "mode": "demo" if config.demo else "config",
         "config": config.source,
         "inbound_auth": bool(config.gateway.api_keys),
@@ -69,12 +59,12 @@ def status_data(gw: Gateway) -> dict:
 
 @bp.get("/")
 def page():
-    return render_template("status.html", status=status_data(_gateway()))
+    return render_template("status.html", status=status_data(gateway()))
 
 
 @bp.get("/status.json")
 def status_json():
-    return json_response(status_data(_gateway()))
+    return json_response(status_data(gateway()))
 
 
 @bp.get("/metrics")
@@ -89,7 +79,7 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    gw = _gateway()
+    gw = gateway()
     numbers = metrics.snapshot()
     backends = {}
     for name, b in gw.backends.items():  # shown, not judged: a slow backend does not make us unready

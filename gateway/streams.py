@@ -191,5 +191,11 @@ def sse_body(source: EventSource, first, heartbeat: float, record: RequestRecord
         if record.outcome is None:
             record.outcome = CLIENT_GONE
         raise
+    except Exception:  # a bug of ours: the stream still ends the way the contract says
+        log.exception("stream body failed unexpectedly")
+        error = InternalError("The gateway failed while streaming the answer.")
+        record.failed(error)
+        yield encode_event(error_json(error, secrets))
+        yield DONE
     finally:
         source.close()

@@ -103,6 +103,10 @@ class HeaderSet:
         self._constant = constant
         self._templates = tuple(dynamic)
 
+    def constant_values(self) -> set:
+        """The values that never change (a ticket written into the config): for redaction."""
+        return set(self._constant.values())
+
     def render(self, values: dict) -> dict:
         headers = dict(self._constant)
         for name, template in self._templates:

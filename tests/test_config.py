@@ -94,3 +94,20 @@ def test_bad_config_stops_the_real_server(tmp_path, change, names):
         assert "tkt-secret-1234" not in log
     finally:
         server.stop()
+
+
+def test_env_values_in_header_templates_are_literal_text():
+    config = parse_config(GOOD, "gw.toml", {**ENV, "CORP_TICKET": "tk{uuid}-{x}}"})
+    assert config.backends["corp"].headers.render({})["x-dep-ticket"] == "tk{uuid}-{x}}"
+
+
+def test_literal_tickets_and_url_query_values_are_secrets_too():
+    text = GOOD.replace('User-Id = "{user.email|anonymous}"', 'User-Id = "{user.email|anonymous}"\nx-literal = "lit-ticket-42"')
+    config = parse_config(text, "gw.toml", ENV)
+    assert {"lit-ticket-42", "tkt-secret-1234"} <= config.secrets  # the query's token=${CORP_TICKET}
+
+
+@pytest.mark.parametrize("url", ["http://h:99999/x", "http://h:abc/x", "http://[::1/x", "demo-echo"])
+def test_malformed_urls_are_config_errors(url):
+    with pytest.raises(ConfigError, match="backends.corp.url"):
+        parse_config(GOOD.replace("https://llm.corp.example/ask?token=${CORP_TICKET}", url), "gw.toml", ENV)

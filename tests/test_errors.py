@@ -5,7 +5,7 @@ import json
 import pytest
 import requests
 
-from tests.backends import chunk_json
+from tests.backends import chunk_json, completion_json
 from tests.conftest import TICKET, WRONG_TICKET
 from tests.sse_client import data_payloads, read_events
 
@@ -164,3 +164,19 @@ def test_wrong_paths_and_methods_get_openai_shaped_errors(gateway, path, method)
     response = requests.request(method, gateway.url + path, timeout=10)
     assert response.status_code in (404, 405)
     assert_error(response, response.status_code, code="not_found" if response.status_code == 404 else "method_not_allowed")
+
+
+def test_stream_with_no_event_before_done_is_502(gateway, openai_backend):
+    openai_backend.respond_with(lambda ex: (ex.start_sse(), ex.event("[DONE]"), ex.end_sse()))
+    assert_error(post(gateway, {"model": "gpt-stream", "messages": MESSAGES, "stream": True}), 502,
+                 code="backend_invalid_answer", says=("without sending an answer",))
+
+
+def test_null_finish_reason_of_a_whole_answer_becomes_stop(gateway, corp_backend):
+    answer = completion_json("done")
+    answer["choices"][0]["finish_reason"] = None
+    corp_backend.respond_with(lambda ex: ex.send_json(200, answer))
+    with requests.post(gateway.url + "/v1/chat/completions", json={"model": "corp-plain", "messages": MESSAGES, "stream": True},
+                       stream=True, timeout=30) as response:
+        payloads = data_payloads(read_events(response))
+    assert [p["choices"][0]["finish_reason"] for p in payloads[:-1]][-1] == "stop"

@@ -57,3 +57,13 @@ def test_crlf_split_between_chunks_is_one_line_end():
 
 def test_comments_and_unknown_fields_carry_nothing():
     assert decode([b": ping\n\nretry: 10\n\ndatax: no\n\n"]) == []
+
+
+def test_a_line_longer_than_the_limit_is_refused_not_buffered_forever():
+    from gateway.sse import MAX_LINE, SSEError
+
+    decoder = SSEDecoder()
+    decoder.feed(b"data: ")
+    with pytest.raises(SSEError):
+        for _ in range(MAX_LINE // 65536 + 2):
+            decoder.feed(b"x" * 65536)

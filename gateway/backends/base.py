@@ -49,7 +49,7 @@ class Backend:
         return self.config.streaming
 
     def complete(self, call: UpstreamCall) -> dict:
-        """The backend's whole answer as a checked `chat.completion` dict (`call.stream` is false)."""
+        """The backend's whole answer as a checked `chat.completion` dict (the call has `stream: false`)."""
         raise NotImplementedError
 
     def stream(self, call: UpstreamCall):

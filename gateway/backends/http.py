@@ -25,7 +25,7 @@ from .. import errors
 from ..completions import HAS_USAGE, complete_envelope, completion_chunks, completion_problem, missing_usage_chunk
 from ..config import BackendConfig, ConfigError
 from ..forwarding import UpstreamCall
-from ..sse import DONE_PAYLOAD, SSEDecoder
+from ..sse import DONE_PAYLOAD, SSEDecoder, SSEError
 from .base import Backend
 
 _READ_SIZE = 65536
@@ -55,7 +55,8 @@ def _tls_context(config: BackendConfig) -> ssl.SSLContext:
         raise ConfigError(f"backends.{config.name}.ca_bundle: not a usable CA bundle ({exc})") from None
     if config.client_cert:
         try:
-            context.load_cert_chain(config.client_cert, config.client_key)
+            # No pass phrase: OpenSSL would otherwise prompt on the worker's terminal and hang it.
+            context.load_cert_chain(config.client_cert, config.client_key, password=lambda: b"")
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"backends.{config.name}.client_cert: not a usable certificate and key ({exc})") from None
     if not config.verify:
@@ -91,7 +92,6 @@ class _BackendAdapter(HTTPAdapter):
 class HttpBackend(Backend):
     def __init__(self, config: BackendConfig, pool_size: int):
         super().__init__(config)
-        self.url = config.url
         self.timeout = (config.connect_timeout, config.read_timeout)
         session = requests.Session()
         session.trust_env = False  # proxies and CA are resolved once, here
@@ -100,8 +100,7 @@ class HttpBackend(Backend):
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         session.proxies = _proxies(config)
-        session.verify = config.verify
-        self.session = session
+        self.session = session  # owns the adapter (the connection pool) and the proxies
         self._adapter = adapter
         # Prepared once: the per-call work left is the body and the rendered headers.
         self._prepared_url = requests.Request("POST", config.url).prepare().url
@@ -137,6 +136,8 @@ class HttpBackend(Backend):
                 raise errors.BackendInvalidAnswer(self.name, f"answered a streaming request with {content_type or 'no content type'}, not an event stream")
             yield from self._relay(response, call)
             finished = True
+        except SSEError as exc:
+            raise errors.BackendInvalidAnswer(self.name, f"sent an unreadable event stream: {exc}") from None
         except _WIRE_ERRORS as exc:
             raise self._translate(exc) from None
         finally:
@@ -181,6 +182,7 @@ class HttpBackend(Backend):
         read = response.raw.read1
         finished = done = False
         usage_missing = call.include_usage
+        first = None  # the first event: its id, created and model label a usage chunk we add
         while not done:
             chunk = read(_READ_SIZE)
             events = decoder.feed(chunk) if chunk else decoder.close()
@@ -194,13 +196,17 @@ class HttpBackend(Backend):
                     finished = True
                 if usage_missing and HAS_USAGE.search(payload):
                     usage_missing = False
+                if first is None:
+                    first = payload
                 yield payload
             if not chunk:
                 break
+        if first is None:
+            raise errors.BackendInvalidAnswer(self.name, "ended its stream without sending an answer")
         if not done and not finished:
             raise errors.BackendInvalidAnswer(self.name, "ended its stream before the answer was finished")
         if usage_missing:  # the client was promised a usage chunk; this backend sent none
-            yield missing_usage_chunk(call.model_id)
+            yield missing_usage_chunk(first, call.model_id)
 
     def _error_event(self, payload: bytes) -> errors.BackendError:
         """The backend reported a failure inside its stream: ours, naming it (an HTTP status if nothing was sent yet)."""
@@ -209,7 +215,7 @@ class HttpBackend(Backend):
         except (ValueError, KeyError, TypeError):
             error = None
         message = error.get("message") if isinstance(error, dict) else error
-        detail = f": {message[:1000]}" if isinstance(message, str) and message else ""
+        detail = f": {message}" if isinstance(message, str) and message else ""
         return errors.BackendServerError(self.name, f"reported an error in its stream{detail}")
 
     def _completion(self, raw: bytes, model_id: str) -> dict:
@@ -260,10 +266,10 @@ class HttpBackend(Backend):
                 error = data.get("error")
                 for candidate in (error.get("message") if isinstance(error, dict) else error, data.get("message"), data.get("detail")):
                     if isinstance(candidate, str) and candidate:
-                        return candidate[:1000]
+                        return candidate
             return ""
         if content_type.startswith("text/plain"):
-            return raw.decode("utf-8", errors="replace").strip()[:1000]
+            return raw.decode("utf-8", errors="replace").strip()
         return ""
 
     def _translate(self, exc: Exception) -> errors.BackendError:
