@@ -143,10 +143,16 @@ def first_event(source: EventSource, heartbeat: float):
         return source.next(heartbeat)
     except StreamEnded:
         return _END
+    except ClientGone:  # it left before the first byte: nothing to send, nobody to send it to
+        return _CLIENT_GONE
 
 
 def sse_body(source: EventSource, first, heartbeat: float, record: RequestRecord, secrets=()):
     """The response body: the first event (or a keep-alive), then events, keep-alives, [DONE]."""
+    if first is _CLIENT_GONE:
+        record.outcome = CLIENT_GONE
+        source.close()
+        return
     record.mark_first_byte()
     try:
         if first is _END:

@@ -432,3 +432,15 @@ def test_access_log_tells_how_a_request_ended(hardened, openai_backend, corp_bac
         return found if len(found) == 2 else None
 
     assert wait_until(outcomes, message="both access-log lines") == ids
+
+
+def test_client_leaving_before_the_first_byte_stops_the_backend(hardened, corp_backend):
+    corp_backend.respond_with(lambda ex: ex.wait_for_client_close(timeout=30))
+    body = json.dumps({"model": "built", "messages": MESSAGES, "stream": True}).encode()
+    with socket.create_connection(("127.0.0.1", hardened.port), timeout=10) as conn:
+        conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     + f"Authorization: Bearer {API_KEY}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        wait_until(lambda: corp_backend.requests, message="the request to reach the backend")
+    # gone before the first keep-alive was due: the backend request is closed all the same
+    wait_until(lambda: corp_backend.client_closes, timeout=10, message="the backend connection to close")
+    assert "unexpected failure" not in hardened.log()
