@@ -11,7 +11,7 @@ from .identity import client_values
 from .jsonio import dumps
 from .runtime import Gateway
 from .schemas import validate_chat_request
-from .streams import ClientWatch, EventSource, first_event, sse_body
+from .streams import ClientWatch, EventSource, sse_body
 
 bp = Blueprint("api", __name__)
 
@@ -62,9 +62,15 @@ def chat_completions():
             completion = backend.complete(call)
         finally:
             slot.release()
-        record.usage = completion.get("usage") if isinstance(completion.get("usage"), dict) else None
+        record.note_usage(completion.get("usage"))
         return json_response(completion)
 
+    return _stream(gw, backend, call, slot, record)
+
+
+def _stream(gw: Gateway, backend, call, slot, record) -> Response:
+    """The SSE response. The backend call starts at once; the first heartbeat is awaited here,
+    so a failure by then is still a real HTTP status."""
     if backend.streaming:
         produce = lambda: backend.stream(call)  # noqa: E731
     else:
@@ -72,25 +78,23 @@ def chat_completions():
     source = EventSource(produce, slot.release)
     heartbeat = gw.settings.heartbeat_seconds
     client_socket = request.environ.get("gunicorn.socket")
-    # Watched from now on, the first wait included: a client gone before the first byte stops the backend too.
-    watch = ClientWatch(client_socket, source.abandon) if client_socket is not None else None
-    try:
-        first = first_event(source, heartbeat)  # a failure by now is still a real HTTP status
-    except BaseException:
-        source.close()
-        if watch:
-            watch.stop()
-        raise
-    body = sse_body(source, first, heartbeat, record, gw.config.secrets)
-    response = Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
-    # A body generator that never started does not run its `finally`: close the source here too.
-    response.call_on_close(source.close)
+    cleanups = [source.close]  # a body generator that never started does not run its `finally`
     if client_socket is not None:
-        response.call_on_close(watch.stop)
+        # Watched from now on, the first wait included: a client gone early stops the backend too.
+        cleanups.append(ClientWatch(client_socket, source.abandon).stop)
         # gunicorn's gevent worker writes with no timeout: a client that stops reading without
         # closing would hold the stream, its backend connection and its slot until TCP gives up.
         client_socket.settimeout(max(STALLED_CLIENT_SECONDS, 3 * heartbeat))
-        response.call_on_close(lambda: client_socket.settimeout(None))
+        cleanups.append(lambda: client_socket.settimeout(None))
+    try:
+        first = source.next(heartbeat)
+    except BaseException:
+        for cleanup in cleanups:
+            cleanup()
+        raise
+    response = Response(sse_body(source, first, heartbeat, record, gw.config.secrets), mimetype="text/event-stream", headers=SSE_HEADERS)
+    for cleanup in cleanups:
+        response.call_on_close(cleanup)
     return response
 
 

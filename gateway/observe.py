@@ -76,9 +76,12 @@ class RequestRecord:
                 chunk = json.loads(payload)
             except (ValueError, RecursionError):
                 return
-            usage = chunk.get("usage") if isinstance(chunk, dict) else None
-            if isinstance(usage, dict):
-                self.usage = usage
+            if isinstance(chunk, dict):
+                self.note_usage(chunk.get("usage"))
+
+    def note_usage(self, usage) -> None:
+        if isinstance(usage, dict):
+            self.usage = usage
 
     def finish(self) -> bool:
         """Writes the access-log line; True the first time only (it is called from two places)."""

@@ -3,8 +3,8 @@
 The backend call runs in a greenlet of its own (`EventSource`) and hands its events over a small
 queue, so the response can wait for the next one with a deadline and send `: keep-alive` when
 `heartbeat_seconds` pass in silence, whether the backend streams or is still computing a whole
-answer. The first wait happens before the response starts (`first_event`): a failure known by
-then is still a real HTTP status; after it, failures are in-stream error events. Closing the
+answer. The first wait happens in the view, before the response starts: a failure known by then is
+still a real HTTP status; after it, failures are in-stream error events. Closing the
 response (the client left) kills the greenlet, which closes the backend request at once.
 """
 
@@ -20,20 +20,13 @@ from .sse import DONE, KEEPALIVE, encode_event
 
 log = logging.getLogger(__name__)
 
-_END = object()
-_CLIENT_GONE = object()
-SILENCE = None  # what `next` returns when a heartbeat interval passed without an event
+# What `EventSource.next` returns besides a payload (bytes):
+SILENCE = None  # a heartbeat interval passed without an event
+ENDED = object()  # the backend finished its answer: nothing more will come
+CLIENT_GONE_MARK = object()  # the client closed its connection while the stream was running
 # Events are handed over through a bounded queue: a client slower than its backend makes the
 # backend wait (TCP back-pressure) instead of the gateway buffering the whole answer.
 _QUEUE_SIZE = 64
-
-
-class StreamEnded(Exception):
-    """The backend finished its answer: nothing more will come."""
-
-
-class ClientGone(Exception):
-    """The client closed its connection while the stream was running."""
 
 
 class ClientWatch:
@@ -90,7 +83,7 @@ class EventSource:
         try:
             for payload in produce():
                 put(payload)
-            put(_END)
+            put(ENDED)
         except GatewayError as exc:
             put(exc)
         except Exception:  # a bug of ours must still end the client's stream cleanly
@@ -100,24 +93,20 @@ class EventSource:
             self._release()  # the backend request is over: its slot is free for the next one
 
     def next(self, timeout: float):
-        """The next payload; SILENCE after `timeout` seconds without one; raises at the end or on failure."""
+        """The next payload, or SILENCE, ENDED or CLIENT_GONE_MARK; raises the backend's failure."""
         try:
             item = self._queue.get(timeout=timeout)
         except Empty:
             return SILENCE
-        if item.__class__ is bytes:
-            return item
-        if item is _END:
-            raise StreamEnded
-        if item is _CLIENT_GONE:
-            raise ClientGone
-        raise item
+        if isinstance(item, GatewayError):
+            raise item
+        return item
 
     def abandon(self) -> None:
         """The client left: stop the backend call now and wake the response body so it ends too."""
         self.close()
         try:
-            self._queue.put_nowait(_CLIENT_GONE)
+            self._queue.put_nowait(CLIENT_GONE_MARK)
         except Full:
             pass  # the body is not waiting on the queue: it is writing, and that write will fail
 
@@ -137,62 +126,37 @@ class EventSource:
         self._release()
 
 
-def first_event(source: EventSource, heartbeat: float):
-    """Waits one heartbeat for the backend's first event. Raises its error, if it failed by then."""
-    try:
-        return source.next(heartbeat)
-    except StreamEnded:
-        return _END
-    except ClientGone:  # it left before the first byte: nothing to send, nobody to send it to
-        return _CLIENT_GONE
-
-
 def sse_body(source: EventSource, first, heartbeat: float, record: RequestRecord, secrets=()):
-    """The response body: the first event (or a keep-alive), then events, keep-alives, [DONE]."""
-    if first is _CLIENT_GONE:
-        record.outcome = CLIENT_GONE
-        source.close()
-        return
-    record.mark_first_byte()
+    """The response body, from `first` (what the view's first wait got) on: events as they come,
+    keep-alives in silence, [DONE] at the end, an error event and [DONE] on failure."""
+    item = first
+    if item is not CLIENT_GONE_MARK:
+        record.mark_first_byte()
     try:
-        if first is _END:
-            record.outcome = COMPLETED
-            yield DONE
-            return
-        if first is SILENCE:
-            record.keepalives += 1
-            yield KEEPALIVE
-        else:
-            record.note_payload(first)
-            yield encode_event(first)
         while True:
-            try:
-                payload = source.next(heartbeat)
-            except StreamEnded:
+            if item is CLIENT_GONE_MARK:
+                record.outcome = CLIENT_GONE
+                return
+            if item is ENDED:
                 record.outcome = COMPLETED
                 yield DONE
                 return
-            except ClientGone:
-                record.outcome = CLIENT_GONE
-                return
+            if item is SILENCE:
+                record.keepalives += 1
+                yield KEEPALIVE
+            else:
+                # Whatever else is already waiting goes out in the same write: the backend is ahead.
+                payloads = (item, *source.ready())
+                for payload in payloads:
+                    record.note_payload(payload)
+                yield encode_event(item) if len(payloads) == 1 else b"".join(map(encode_event, payloads))
+            try:
+                item = source.next(heartbeat)
             except GatewayError as exc:
                 record.failed(exc)
                 yield encode_event(error_json(exc, secrets))
                 yield DONE
                 return
-            if payload is SILENCE:
-                record.keepalives += 1
-                yield KEEPALIVE
-                continue
-            more = source.ready()
-            if more:  # the backend is ahead of the client: one write instead of many
-                payloads = (payload, *more)
-                for p in payloads:
-                    record.note_payload(p)
-                yield b"".join(encode_event(p) for p in payloads)
-            else:
-                record.note_payload(payload)
-                yield encode_event(payload)
     except GeneratorExit:
         if record.outcome is None:
             record.outcome = CLIENT_GONE

@@ -7,6 +7,7 @@ Chromium (Debian's package) loads the page, and a screenshot lands in test-outpu
 
 import glob
 import os
+import time
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +16,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.backends import chunk_json, wait_until
+from tests.backends import chunk_json, completion_json, wait_until
 from tests.conftest import TICKET
 from tests.gunicorn_server import ROOT, GatewayServer
 from tests.sse_client import iter_events
@@ -225,28 +226,19 @@ def test_status_page_in_a_browser(observed, traffic, browser):
 
 def test_keepalives_are_counted(observed, corp_backend):
     """Runs last in this module: it adds traffic the exact counts above do not expect."""
-    import time
-
     def slow(exchange):
         time.sleep(1.3)  # the backend thinking through two heartbeats
-        from tests.backends import completion_json
         exchange.send_json(200, completion_json("done"))
 
     corp_backend.respond_with(slow)
-    before = total(parse_metrics(observed)[0].get("llm_gateway_keepalives_sent") or _empty(), "llm_gateway_keepalives_sent_total")
+    before = keepalives_counted(observed)
     body = {"model": "Gauss2-37b-instruct-v1.0", "messages": MESSAGES, "stream": True}
     with requests.post(observed.url + "/v1/chat/completions", json=body, stream=True, timeout=30) as response:
         comments = sum(1 for kind, _ in iter_events(response) if kind == "comment")
     assert comments >= 2
-
-    def counted():
-        family = parse_metrics(observed)[0].get("llm_gateway_keepalives_sent")
-        return family is not None and total(family, "llm_gateway_keepalives_sent_total") - before == comments
-
-    wait_until(counted, message="the keep-alives to be counted")
+    wait_until(lambda: keepalives_counted(observed) - before == comments, message="the keep-alives to be counted")
 
 
-def _empty():
-    class Nothing:
-        samples = ()
-    return Nothing()
+def keepalives_counted(gateway) -> float:
+    family = parse_metrics(gateway)[0].get("llm_gateway_keepalives_sent")  # absent until the first one
+    return total(family, "llm_gateway_keepalives_sent_total") if family else 0

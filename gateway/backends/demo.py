@@ -7,7 +7,7 @@ so `make run` on a fresh machine shows the gateway working end to end before any
 import time
 import uuid
 
-from ..completions import complete_envelope
+from ..completions import complete_envelope, usage_chunk
 from ..forwarding import UpstreamCall
 from ..jsonio import dumps
 from .base import Backend
@@ -46,9 +46,8 @@ class EchoBackend(Backend):
         reply = self._reply(call)
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "created": int(time.time()), "model": call.model_id}
 
-        def chunk(delta, finish_reason=None, **extra):
-            choices = [{"index": 0, "delta": delta, "finish_reason": finish_reason}] if delta is not None else []
-            return dumps({**head, "choices": choices, **extra})
+        def chunk(delta, finish_reason=None):
+            return dumps({**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]})
 
         yield chunk({"role": "assistant", "content": ""})
         words = reply.split(" ")
@@ -56,5 +55,5 @@ class EchoBackend(Backend):
             yield chunk({"content": word if position == len(words) - 1 else word + " "})
         yield chunk({}, "stop")
         if call.include_usage:
-            yield chunk(None, usage=self._usage(call, reply))
+            yield usage_chunk(head, self._usage(call, reply))
 
