@@ -98,7 +98,7 @@ def on_starting(server):
 
 def post_worker_init(worker):
     """Lets the app see when this worker starts shutting down (/readyz answers 503 from then on)."""
-    from gateway.lifecycle import attach_worker
+    from gateway.telemetry.lifecycle import attach_worker
 
     attach_worker(worker)
 
@@ -123,6 +123,6 @@ def on_exit(server):
 def worker_exit(server, worker):
     """Closes this worker's pooled backend connections as it goes."""
     app = getattr(worker, "wsgi", None)
-    gateway = getattr(app, "extensions", {}).get("gateway")
-    if gateway is not None:
-        gateway.close()
+    registry = getattr(app, "extensions", {}).get("registry")
+    if registry is not None:
+        registry.close()

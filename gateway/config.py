@@ -14,8 +14,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from .fields import StrictBool, StrictNumber
-from .templating import HeaderSet, HeaderTemplate, TemplateError, is_header_name
+from .strict_fields import StrictBool, StrictNumber
+from .upstream.headers import HeaderSet, HeaderTemplate, TemplateError, is_header_name
 
 DEMO_CONFIG_TOML = """
 # Built-in demo: used when no config file is given, so a newcomer sees the gateway work first.

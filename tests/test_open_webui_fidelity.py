@@ -14,7 +14,7 @@ import openai
 import pytest
 import requests
 
-from gateway.adapt import IMAGE_PLACEHOLDER
+from gateway.upstream.conversation import IMAGE_PLACEHOLDER
 from tests.backends import chunk_json, completion_json
 from tests.conftest import FIXTURES, TICKET, fixture_body
 from tests.gunicorn_server import GatewayServer

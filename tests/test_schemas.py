@@ -3,7 +3,7 @@
 import pytest
 
 from gateway.errors import InvalidRequest
-from gateway.schemas import validate_chat_request
+from gateway.chat.request_schema import validate_chat_request
 from tests.conftest import FIXTURES, fixture_body
 
 USER = {"role": "user", "content": "hi"}

@@ -4,7 +4,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from gateway.templating import HeaderSet, HeaderTemplate, TemplateError, header_safe
+from gateway.upstream.headers import HeaderSet, HeaderTemplate, TemplateError, header_safe
 
 
 def test_placeholders_and_fallbacks():

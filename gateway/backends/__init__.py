@@ -1,18 +1,22 @@
-"""Backends: where a model's requests go. Each kind implements `Backend`; `build_backend` picks one.
+"""Backends: where a model's requests go. Each kind implements `Backend` (base.py).
 
-The HTTP backend (`http.py`) is imported only when a config names one, and only inside a worker,
-after gevent has patched the standard library.
+- `http.py`         a real endpoint, called with requests (`transport.py` sets up its session,
+                    `wire_errors.py` translates what goes wrong)
+- `demo.py`         the built-in echo model (`url = "demo://echo"`)
+
+The HTTP backend is imported only when a config names one, and only inside a worker, after
+gevent has patched the standard library.
 """
 
 from ..config import BackendConfig
 from .base import Backend
 
 
-def build_backend(config: BackendConfig, pool_size: int) -> Backend:
+def build_backend(config: BackendConfig, pool_size: int, on_slot_change=None) -> Backend:
     if config.url.startswith("demo:"):
         from .demo import EchoBackend
 
-        return EchoBackend(config)
+        return EchoBackend(config, on_slot_change)
     from .http import HttpBackend
 
-    return HttpBackend(config, pool_size)
+    return HttpBackend(config, pool_size, on_slot_change)

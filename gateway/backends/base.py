@@ -1,9 +1,14 @@
-"""The interface every backend implements, in the gateway's own terms (no HTTP in it)."""
+"""The interface every backend implements, in the gateway's own terms (no HTTP in it).
 
+A backend answers a call in one of two ways: `complete` (one whole `chat.completion`) or
+`stream` (its own events, relayed). `events` decides once which of the two a streamed answer
+uses, so the stream machinery sees only payloads.
+"""
+
+from ..chat.chunks import completion_chunks
 from ..config import BackendConfig
 from ..errors import GatewayBusy
-from ..forwarding import UpstreamCall
-from ..metrics import in_flight_gauge
+from ..upstream.call import UpstreamCall
 
 
 class Slot:
@@ -17,20 +22,24 @@ class Slot:
     def release(self) -> None:
         """Idempotent: a stream releases from whichever of its two cleanup paths runs first."""
         if self._backend is not None:
-            self._backend.in_flight -= 1
-            self._backend.in_flight_gauge.dec()
+            self._backend._slot_freed()
             self._backend = None
 
 
-class Backend:
-    """A place chat requests go. Failures are raised as `errors.BackendError`, translated once here."""
+def _ignore(change: int) -> None:
+    pass
 
-    def __init__(self, config: BackendConfig):
+
+class Backend:
+    """A place chat requests go. Failures are raised as `errors.BackendError`s."""
+
+    def __init__(self, config: BackendConfig, on_slot_change=None):
         self.config = config
         self.name = config.name
         # Per worker; greenlets of one process never run at the same time, so no lock is needed.
         self.in_flight = 0
-        self.in_flight_gauge = in_flight_gauge(config.name)  # the same count, summed over workers
+        # Told +1 / -1 as slots are taken and freed (the registry passes the in-flight metric).
+        self._on_slot_change = on_slot_change or _ignore
 
     def acquire(self) -> Slot:
         """A slot for one request, or GatewayBusy (429) when `max_concurrency` are in flight."""
@@ -41,12 +50,25 @@ class Backend:
                 headers={"Retry-After": "1"},
             )
         self.in_flight += 1
-        self.in_flight_gauge.inc()
+        self._on_slot_change(1)
         return Slot(self)
+
+    def _slot_freed(self) -> None:
+        self.in_flight -= 1
+        self._on_slot_change(-1)
 
     @property
     def streaming(self) -> bool:
         return self.config.streaming
+
+    def events(self, call: UpstreamCall):
+        """The `chat.completion.chunk` payloads (JSON bytes) of a streamed answer: the backend's
+        own events when it was asked to stream, else chunks built from its whole answer.
+        Nothing is called until the first payload is asked for."""
+        if call.streams:
+            yield from self.stream(call)
+        else:
+            yield from completion_chunks(self.complete(call), call.include_usage)
 
     def complete(self, call: UpstreamCall) -> dict:
         """The backend's whole answer as a checked `chat.completion` dict (the call has `stream: false`)."""

@@ -11,8 +11,8 @@ import logging
 import sys
 import time
 
-from .completions import HAS_USAGE
-from .errors import BackendError, BackendTimeout, GatewayError, InternalError
+from ..chat.chunks import HAS_USAGE
+from ..errors import BackendError, BackendTimeout, GatewayError, InternalError
 
 access_log = logging.getLogger("gateway.access")
 

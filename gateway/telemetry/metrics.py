@@ -17,7 +17,7 @@ import time
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from .observe import BACKEND_ERROR, CLIENT_GONE, COMPLETED, INTERNAL_ERROR, TIMEOUT
+from .record import BACKEND_ERROR, CLIENT_GONE, COMPLETED, INTERNAL_ERROR, TIMEOUT
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 _WINDOW_NAME = "llm_gateway_status_window"
@@ -58,7 +58,7 @@ def _count_in_window(backend: str, failed: bool, now: float) -> None:
 
 
 def observe(record) -> None:
-    """Records one finished chat request (an `observe.RequestRecord`)."""
+    """Records one finished chat request (a `record.RequestRecord`)."""
     backend = record.backend or ""
     REQUESTS.labels(record.model or "", backend, str(record.status), "true" if record.stream else "false").inc()
     if not backend:
@@ -83,9 +83,9 @@ def observe(record) -> None:
     _count_in_window(backend, failed, now)
 
 
-def in_flight_gauge(backend: str):
-    """The labelled gauge a backend moves as its slots are taken and freed."""
-    return IN_FLIGHT.labels(backend)
+def in_flight_counter(backend: str):
+    """What a backend calls with +1 / -1 as its slots are taken and freed."""
+    return IN_FLIGHT.labels(backend).inc
 
 
 # --- reading -------------------------------------------------------------------------------------

@@ -1,17 +1,18 @@
 """The status blueprint: an HTML page for people, /status.json, /metrics and health for machines.
 
 Only what is safe to show: a backend's scheme, host and port, never its path, query, headers or
-tickets. The numbers come from all workers (metrics.py), whichever one answers.
+tickets. The numbers come from all workers (telemetry/metrics.py), whichever one answers.
 """
 
 import time
 
 from flask import Blueprint, Response, render_template
 
-from . import __version__, metrics
-from .api import gateway, json_response
-from .lifecycle import shutting_down
-from .runtime import Gateway
+from .. import __version__
+from ..registry import ModelRegistry
+from ..telemetry import metrics
+from ..telemetry.lifecycle import shutting_down
+from .responses import json_response, registry
 
 bp = Blueprint("status", __name__)
 
@@ -20,8 +21,8 @@ def _rounded(value):
     return None if value is None else round(value, 4)
 
 
-def status_data(gw: Gateway) -> dict:
-    config = gw.config
+def status_data(models: ModelRegistry) -> dict:
+    config = models.config
     numbers = metrics.snapshot()
     backends = []
     for name, b in config.backends.items():
@@ -47,7 +48,7 @@ def status_data(gw: Gateway) -> dict:
     return {
         "version": __version__,
         "now": time.time(),
-        "uptime_seconds": round(time.time() - gw.started, 1),
+        "uptime_seconds": round(time.time() - models.started, 1),
         "mode": "demo" if config.demo else "config",
         "config": config.source,
         "inbound_auth": bool(config.gateway.api_keys),
@@ -59,12 +60,12 @@ def status_data(gw: Gateway) -> dict:
 
 @bp.get("/")
 def page():
-    return render_template("status.html", status=status_data(gateway()))
+    return render_template("status.html", status=status_data(registry()))
 
 
 @bp.get("/status.json")
 def status_json():
-    return json_response(status_data(gateway()))
+    return json_response(status_data(registry()))
 
 
 @bp.get("/metrics")
@@ -79,10 +80,10 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    gw = gateway()
+    models = registry()
     numbers = metrics.snapshot()
     backends = {}
-    for name, b in gw.backends.items():  # shown, not judged: a slow backend does not make us unready
+    for name, b in models.backends.items():  # shown, not judged: a slow backend does not make us unready
         n = numbers.get(name, {})
         backends[name] = {
             "location": b.config.location,
@@ -93,7 +94,7 @@ def readyz():
             "last_error": n.get("last_error"),
         }
     ready = not shutting_down()
-    body = {"status": "ready" if ready else "shutting_down", "config": gw.config.source, "backends": backends}
+    body = {"status": "ready" if ready else "shutting_down", "config": models.config.source, "backends": backends}
     return json_response(body, status=200 if ready else 503)
 
 

@@ -1,4 +1,4 @@
-"""Fitting a conversation to what a backend understands: `tools = "drop"` and `content = "text"`.
+"""Fitting a conversation to the backend: the model's system prompt, `tools = "drop"`, `content = "text"`.
 
 Open WebUI sends tool definitions with every chat and images as content parts; many corporate
 backends accept neither. Rather than pass them on to be rejected, or drop them silently, each
@@ -11,6 +11,21 @@ import json
 
 TOOL_FIELDS = ("tools", "tool_choice", "parallel_tool_calls", "functions", "function_call")
 IMAGE_PLACEHOLDER = "[image omitted: this model accepts text only]"
+
+
+def merge_system_prompt(messages: list, prompt: str) -> list:
+    """The model's prompt at the start of the single leading system message."""
+    if messages and messages[0].get("role") == "system":
+        first = messages[0]
+        content = first.get("content")
+        if isinstance(content, list):
+            merged = [{"type": "text", "text": prompt}, *content]
+        elif content:
+            merged = f"{prompt}\n\n{content}"
+        else:
+            merged = prompt
+        return [{**first, "content": merged}, *messages[1:]]
+    return [{"role": "system", "content": prompt}, *messages]
 
 
 def drop_tools(body: dict) -> None:
@@ -26,7 +41,7 @@ def drop_tools(body: dict) -> None:
 def _plain_turn(message: dict, tool_names: dict) -> dict:
     role = message.get("role")
     if role == "assistant" and message.get("tool_calls"):
-        lines = [_text_of(message.get("content"))] if message.get("content") else []
+        lines = [text_of(message.get("content"))] if message.get("content") else []
         for call in message["tool_calls"]:
             function = call["function"]
             lines.append(f"[Called tool {function.get('name')} with arguments {_arguments(function.get('arguments'))}]")
@@ -36,7 +51,7 @@ def _plain_turn(message: dict, tool_names: dict) -> dict:
     if role == "tool":
         call_id = message.get("tool_call_id")
         name = tool_names.get(call_id) or "a tool"
-        return {"role": "user", "content": f"[Result of {name} (call {call_id})]\n{_text_of(message.get('content'))}"}
+        return {"role": "user", "content": f"[Result of {name} (call {call_id})]\n{text_of(message.get('content'))}"}
     return message
 
 
@@ -44,7 +59,8 @@ def _arguments(arguments) -> str:
     return arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
 
 
-def _text_of(content) -> str:
+def text_of(content) -> str:
+    """A message's content as one string; parts a text-only model cannot take leave a note."""
     if isinstance(content, list):
         return "\n".join(_part_text(part) for part in content)
     return content or ""
@@ -64,5 +80,5 @@ def content_as_text(body: dict) -> None:
     messages = body["messages"]
     if any(isinstance(m.get("content"), list) for m in messages):
         body["messages"] = [
-            {**m, "content": _text_of(m["content"])} if isinstance(m.get("content"), list) else m for m in messages
+            {**m, "content": text_of(m["content"])} if isinstance(m.get("content"), list) else m for m in messages
         ]

@@ -11,7 +11,7 @@ from urllib.parse import unquote
 
 import jwt
 
-from .errors import Unauthorized
+from ..errors import Unauthorized
 
 _FORWARDED = (
     ("user.id", "X-OpenWebUI-User-Id"),
@@ -57,8 +57,8 @@ def _signed_user(headers, secret: str) -> dict:
     return {key: str(claims[claim]) for key, claim in _JWT_CLAIMS if isinstance(claims.get(claim), (str, int)) and claims[claim] != ""}
 
 
-def client_values(headers, body: dict, jwt_secret: str | None = None) -> dict:
-    """Template values for one request: the user (signed or plain) and the chat id."""
+def who_is_asking(headers, body: dict, jwt_secret: str | None = None) -> dict:
+    """Template values that come from the client: the user (signed or plain) and the chat id."""
     values = _signed_user(headers, jwt_secret) if jwt_secret else _plain_user(headers, body)
     chat_id = headers.get("X-OpenWebUI-Chat-Id")
     if chat_id:

@@ -9,7 +9,10 @@ read an error without it.
 
 import hmac
 
-from .errors import Unauthorized
+from flask import Flask, Response, current_app, request
+
+from ..config import GatewaySettings
+from ..errors import Unauthorized
 
 CORS_ALLOWED_METHODS = "GET, POST, OPTIONS"
 CORS_DEFAULT_HEADERS = "Authorization, Content-Type, X-Request-Id"
@@ -63,3 +66,23 @@ class Cors:
             "Access-Control-Allow-Headers": requested_headers or CORS_DEFAULT_HEADERS,
             "Access-Control-Max-Age": CORS_MAX_AGE,
         }
+
+
+def init_app(app: Flask, settings: GatewaySettings) -> None:
+    app.extensions["api_keys"] = KeyCheck(settings.api_keys)
+    cors = Cors(settings.cors_origins)
+
+    @app.before_request
+    def answer_preflight():
+        if request.method == "OPTIONS":  # CORS preflight: browsers send it without credentials
+            return Response(status=204, headers=cors.preflight_headers(request.headers.get("Access-Control-Request-Headers")))
+
+    @app.after_request
+    def allow_origin(response):
+        cors.decorate(response, request.headers.get("Origin"))
+        return response
+
+
+def require_api_key() -> None:
+    """For the API blueprint: 401 unless the request carries one of the configured keys."""
+    current_app.extensions["api_keys"].check(request.headers.get("Authorization"))

@@ -1,4 +1,4 @@
-"""What one worker process serves: the config, its backends and models, built once at start-up."""
+"""The models and backends one worker serves, built once from the config: `ModelRegistry`."""
 
 import os
 import time
@@ -8,13 +8,18 @@ from .config import Config, ModelConfig
 from .errors import ModelNotFound
 
 
-class Gateway:
-    def __init__(self, config: Config):
+class ModelRegistry:
+    def __init__(self, config: Config, on_slot_change=None):
+        """`on_slot_change(backend_name)` gives the callback a backend calls with +1/-1 as its
+        slots are taken and freed (the in-flight metric); None counts nothing outside."""
         self.config = config
         self.settings = config.gateway
         # A backend never has more requests in flight per worker than max_concurrency, so that
         # is all the pooled connections it can use.
-        self.backends = {name: build_backend(cfg, cfg.max_concurrency) for name, cfg in config.backends.items()}
+        self.backends = {
+            name: build_backend(cfg, cfg.max_concurrency, on_slot_change(name) if on_slot_change else None)
+            for name, cfg in config.backends.items()
+        }
         # Set by gunicorn.conf.py in the master, so every worker tells the same uptime and the
         # same `created` for the models; without gunicorn, this process's start.
         self.started = float(os.environ.get("GATEWAY_STARTED_AT") or time.time())

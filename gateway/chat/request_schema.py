@@ -9,8 +9,8 @@ Validation only: the body forwarded is the client's own dict, so no value is coe
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 
-from .errors import InvalidRequest
-from .fields import StrictBool, StrictNumber
+from ..errors import InvalidRequest
+from ..strict_fields import StrictBool, StrictNumber
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 

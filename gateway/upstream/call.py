@@ -1,18 +1,19 @@
-"""What goes to the backend for one client request: the body and the headers.
+"""One backend call for one client request: the body and the headers, built in one place.
 
 The whole conversation, in order, with every role and field; the model the user picked mapped to
 its `upstream` name; the model's system prompt first in the one leading system message; sampling
 and unknown fields passed on, minus the backend's `drop_params`; `stream` set to what the backend
-is asked for; tools and content parts fitted to what the backend takes (see adapt.py). The
-client's dict is never changed: the body is a shallow copy with new values.
+is asked for; tools and content parts fitted to what the backend takes (conversation.py); headers
+rendered from the backend's templates with this request's values (who is asking, its id, the
+model). The client's dict is never changed: the body is a shallow copy with new values.
 """
 
 import dataclasses
 import json
 
-from .adapt import content_as_text, drop_tools
-from .config import BackendConfig, ModelConfig
-from .errors import InvalidRequest
+from ..config import BackendConfig, ModelConfig
+from ..errors import InvalidRequest
+from .conversation import content_as_text, drop_tools, merge_system_prompt
 
 
 @dataclasses.dataclass(slots=True)
@@ -23,24 +24,15 @@ class UpstreamCall:
     include_usage: bool  # the client asked for a usage chunk at the end of its stream
     model_id: str  # the model id the client picked (not the upstream name)
 
-
-def merge_system_prompt(messages: list, prompt: str) -> list:
-    """The model's prompt at the start of the single leading system message."""
-    if messages and messages[0].get("role") == "system":
-        first = messages[0]
-        content = first.get("content")
-        if isinstance(content, list):
-            merged = [{"type": "text", "text": prompt}, *content]
-        elif content:
-            merged = f"{prompt}\n\n{content}"
-        else:
-            merged = prompt
-        return [{**first, "content": merged}, *messages[1:]]
-    return [{"role": "system", "content": prompt}, *messages]
+    @property
+    def streams(self) -> bool:
+        """Whether the backend is asked to stream (the client asked, and the backend can)."""
+        return self.body["stream"]
 
 
-def build_call(chat: dict, model: ModelConfig, backend: BackendConfig, values: dict) -> UpstreamCall:
-    """The backend's request for a validated client request; `values` fill the header templates."""
+def build_call(chat: dict, model: ModelConfig, backend: BackendConfig, asker: dict, request_id: str) -> UpstreamCall:
+    """The backend's request for a validated client request. `asker` holds the values identity.py
+    found for who is asking; this request's id and the model complete the template values."""
     client_stream = bool(chat.get("stream"))
     backend_stream = client_stream and backend.streaming
     body = dict(chat)
@@ -59,10 +51,10 @@ def build_call(chat: dict, model: ModelConfig, backend: BackendConfig, values: d
         body.pop("stream_options", None)
     options = chat.get("stream_options")
     include_usage = bool(client_stream and isinstance(options, dict) and options.get("include_usage"))
-    values = {**values, "model": model.id}
     try:
         # ASCII escapes keep lone surrogates (valid JSON escapes, invalid UTF-8) sendable.
         data = json.dumps(body, separators=(",", ":")).encode("ascii")
     except RecursionError:  # parsed near the recursion limit, too deep to write out again
         raise InvalidRequest("Invalid request: the body is nested too deeply.") from None
+    values = {**asker, "request_id": request_id, "model": model.id}
     return UpstreamCall(body, data, backend.headers.render(values), include_usage, model.id)

@@ -1,0 +1,33 @@
+"""Every request gets an id and a record; the record is closed when the server closes the
+response (after a stream's last byte, or when its client left), and counted in the metrics."""
+import uuid
+
+from flask import Flask, g, request
+
+from . import metrics
+from .record import RequestRecord, setup_access_log
+
+
+def _close(record: RequestRecord) -> None:
+    if record.finish() and record.chat:
+        metrics.observe(record)
+
+
+def init_app(app: Flask) -> None:
+    setup_access_log()
+
+    @app.before_request
+    def open_record():
+        g.request_id = uuid.uuid4().hex
+        g.record = RequestRecord(g.request_id, request.method, request.path)
+
+    @app.after_request
+    def close_record_when_done(response):
+        response.headers["X-Request-Id"] = g.request_id
+        record = g.record
+        record.status = response.status_code
+        if not response.is_streamed:
+            record.mark_first_byte()
+        # Runs when the server closes the response: after a stream's last byte, or its client left.
+        response.call_on_close(lambda: _close(record))
+        return response

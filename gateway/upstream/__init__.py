@@ -1,0 +1,10 @@
+"""What we send a backend for one client request: one entry point, `call.build_call`.
+
+- `call.py`          the body and headers of one backend call (`UpstreamCall`), built in one place
+- `conversation.py`  the conversation fitted to the backend: system prompt, tools, content parts
+- `identity.py`      who is asking: Open WebUI's forwarded user headers, or its verified JWT
+- `headers.py`       header templates (`{uuid}`, `{user.email|anonymous}`) and header-safe values
+
+This `__init__` imports nothing: the gunicorn master loads `headers` through the config check and
+must not load the rest (PyJWT, the schemas).
+"""

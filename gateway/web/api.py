@@ -1,0 +1,73 @@
+"""The OpenAI-compatible API blueprint: /chat/completions and /models (served with and without /v1).
+
+The chat view reads like the contract: validate, pick the model and its backend, build the
+backend call, take a slot, then answer with one JSON completion or a stream.
+"""
+
+from flask import Blueprint, g, request
+
+from ..chat.request_schema import validate_chat_request
+from ..streaming.chat_stream import ChatStream
+from ..upstream.call import build_call
+from ..upstream.identity import who_is_asking
+from .access import require_api_key
+from .request_body import read_json
+from .responses import json_response, registry, sse_response
+
+bp = Blueprint("api", __name__)
+bp.before_request(require_api_key)
+
+STALLED_CLIENT_SECONDS = 60  # a streaming client that accepts no bytes for this long is dropped
+
+
+@bp.post("/chat/completions")
+def chat_completions():
+    models, record = registry(), g.record
+    record.chat = True
+    chat = validate_chat_request(read_json())
+    model = models.model(chat["model"])
+    backend = models.backend_for(model)
+    record.model, record.backend, record.stream = model.id, backend.name, bool(chat.get("stream"))
+    asker = who_is_asking(request.headers, chat, models.settings.user_jwt_secret)
+    call = build_call(chat, model, backend.config, asker, g.request_id)
+    slot = backend.acquire()  # 429 when the backend already has max_concurrency in flight here
+
+    if not record.stream:
+        try:
+            completion = backend.complete(call)
+        finally:
+            slot.release()
+        record.note_usage(completion.get("usage"))
+        return json_response(completion)
+
+    stream = ChatStream(
+        backend.events(call),
+        slot.release,
+        heartbeat=models.settings.heartbeat_seconds,
+        record=record,
+        secrets=models.config.secrets,
+        client_socket=request.environ.get("gunicorn.socket"),
+        stalled_after=STALLED_CLIENT_SECONDS,
+    )
+    stream.start()  # the first event or heartbeat: a failure by then is still a real HTTP status
+    return sse_response(stream)
+
+
+def _model_entry(model, created: int) -> dict:
+    entry = {"id": model.id, "object": "model", "created": created, "owned_by": "llm-gateway"}
+    if model.name:
+        entry["name"] = model.name
+    return entry
+
+
+@bp.get("/models")
+def list_models():
+    models = registry()
+    created = int(models.started)
+    return json_response({"object": "list", "data": [_model_entry(m, created) for m in models.config.models.values()]})
+
+
+@bp.get("/models/<path:model_id>")
+def get_model(model_id):
+    models = registry()
+    return json_response(_model_entry(models.model(model_id), int(models.started)))
