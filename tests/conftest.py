@@ -7,7 +7,10 @@ import openai
 import pytest
 import requests
 
+from app import create_app
+from gateway.config import parse_config
 from tests.backends import TestBackend, closed_port
+from tests.configs import backend, gateway_toml, model
 from tests.gunicorn_server import GatewayServer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "openwebui"
@@ -44,72 +47,38 @@ def fixture_body(name: str) -> dict:
     return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
 
 
+CORP_HEADERS = {
+    "x-dep-ticket": "${CORP_TICKET}",
+    "Send-System-Name": "D0aKG",
+    "User-Id": "{user.email|anonymous}",
+    "User-Name": "{user.name}",
+    "User-Type": "AD_ID",
+    "Prompt-Msg-Id": "{uuid}",
+    "Completion-Msg-Id": "{uuid}",
+    "Chat-Id": "{chat_id}",
+}
+
+
 def main_config(openai_url: str, corp_url: str) -> str:
-    return f"""
-[gateway]
-heartbeat_seconds = {HEARTBEAT}
-
-[backends.openai]
-url = "{openai_url}"
-streaming = true
-read_timeout = 20
-
-[backends.openai_nostream]  # the same OpenAI-compatible server, called without streaming
-url = "{openai_url}"
-streaming = false
-
-[backends.corp]
-url = "{corp_url}"
-streaming = false
-drop_params = ["x_drop_me"]
-
-[backends.corp.headers]
-x-dep-ticket = "${{CORP_TICKET}}"
-Send-System-Name = "D0aKG"
-User-Id = "{{user.email|anonymous}}"
-User-Name = "{{user.name}}"
-User-Type = "AD_ID"
-Prompt-Msg-Id = "{{uuid}}"
-Completion-Msg-Id = "{{uuid}}"
-Chat-Id = "{{chat_id}}"
-
-[backends.corp_wrong_ticket]
-url = "{corp_url}"
-
-[backends.corp_wrong_ticket.headers]
-x-dep-ticket = "{WRONG_TICKET}"
-
-[backends.nowhere]
-url = "http://127.0.0.1:{closed_port()}/v1/chat/completions"
-
-[[models]]
-id = "gpt-stream"
-backend = "openai"
-upstream = "upstream-stream-model"
-
-[[models]]
-id = "openai-nostream"
-backend = "openai_nostream"
-
-[[models]]
-id = "Gauss2-37b-instruct-v1.0"
-backend = "corp"
-name = "Gauss2 37B"
-system_prompt = "아는 것에 대해서만 대답해주세요."
-
-[[models]]
-id = "corp-plain"
-backend = "corp"
-upstream = "Gauss2-37b-instruct-v1.0"
-
-[[models]]
-id = "corp-wrong-ticket"
-backend = "corp_wrong_ticket"
-
-[[models]]
-id = "nowhere"
-backend = "nowhere"
-"""
+    return gateway_toml(
+        gateway={"heartbeat_seconds": HEARTBEAT},
+        backends={
+            "openai": backend(openai_url, streaming=True, read_timeout=20),
+            # the same OpenAI-compatible server, called without streaming
+            "openai_nostream": backend(openai_url, streaming=False),
+            "corp": backend(corp_url, streaming=False, drop_params=["x_drop_me"], headers=CORP_HEADERS),
+            "corp_wrong_ticket": backend(corp_url, headers={"x-dep-ticket": WRONG_TICKET}),
+            "nowhere": backend(f"http://127.0.0.1:{closed_port()}/v1/chat/completions"),
+        },
+        models=[
+            model("gpt-stream", "openai", upstream="upstream-stream-model"),
+            model("openai-nostream", "openai_nostream"),
+            model("Gauss2-37b-instruct-v1.0", "corp", name="Gauss2 37B", system_prompt="아는 것에 대해서만 대답해주세요."),
+            model("corp-plain", "corp", upstream="Gauss2-37b-instruct-v1.0"),
+            model("corp-wrong-ticket", "corp_wrong_ticket"),
+            model("nowhere", "nowhere"),
+        ],
+    )
 
 
 @pytest.fixture(scope="session")
@@ -149,7 +118,22 @@ def _fresh_backends(request):
             request.getfixturevalue(name).reset()
 
 
+@pytest.fixture(scope="session")
+def main_app(openai_backend, corp_backend):
+    """The same gateway as `gateway`, built in this process: for what does not depend on the server."""
+    config = parse_config(main_config(openai_backend.url, corp_backend.url), "test config", {"CORP_TICKET": TICKET})
+    return create_app(config)
+
+
+@pytest.fixture
+def app_client(main_app):
+    """Flask's test client for `main_app`: the in-process layer (schema, upstream call, errors, models)."""
+    return main_app.test_client()
+
+
 @pytest.fixture
 def client(gateway):
-    """The real openai SDK, pointed at the gateway."""
-    return openai.OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0, timeout=30)
+    """The real openai SDK, pointed at the gateway; closed after the test (an open one makes the
+    server's stop wait out its keep-alive connection)."""
+    with openai.OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0, timeout=30) as sdk:
+        yield sdk
