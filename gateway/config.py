@@ -47,7 +47,10 @@ class GatewaySettings:
     heartbeat_seconds: float = 10.0
     cors_origins: tuple = ()
     max_request_bytes: int = 20_000_000
+    body_timeout: float = 30.0  # seconds for the whole request body; then 408
+    stalled_client_seconds: float = 60.0  # a streaming client that accepts no bytes this long is dropped
     user_jwt_secret: str | None = None
+    user_jwt_leeway: float = 30.0  # seconds of clock skew allowed on exp / nbf / iat
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +145,10 @@ class GatewaySchema(_Strict):
     heartbeat_seconds = StrictNumber(minimum=0, exclusive=True)
     cors_origins = fields.List(fields.String(validate=validate.Length(min=1)))
     max_request_bytes = StrictNumber(integer=True, minimum=1)
+    body_timeout = StrictNumber(minimum=0, exclusive=True)
+    stalled_client_seconds = StrictNumber(minimum=0, exclusive=True)
     user_jwt_secret = fields.String(validate=validate.Length(min=1))
+    user_jwt_leeway = StrictNumber(minimum=0)
 
 
 class BackendSchema(_Strict):

@@ -17,6 +17,8 @@ class GatewayError(Exception):
     type = "server_error"
     code = None
     kind = "gateway_error"
+    # The request's body was not read to its end: the connection cannot carry another request.
+    closes_connection = False
 
     def __init__(self, message, *, param=None, code=None, headers=None):
         super().__init__(message)
@@ -72,6 +74,24 @@ class RequestTooLarge(GatewayError):
     type = "invalid_request_error"
     code = "request_too_large"
     kind = "request_too_large"
+    closes_connection = True
+
+
+class UnreadableBody(InvalidRequest):
+    """Malformed chunked framing, or a body that ended before its Content-Length."""
+
+    code = "invalid_body"
+    closes_connection = True
+
+
+class BodyTimeout(GatewayError):
+    """The client did not send its whole body within `body_timeout`."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+    kind = "body_timeout"
+    closes_connection = True
 
 
 # --- the gateway's side -------------------------------------------------------------------------

@@ -43,13 +43,13 @@ def _plain_user(headers, body: dict) -> dict:
     return values
 
 
-def _signed_user(headers, secret: str) -> dict:
+def _signed_user(headers, secret: str, leeway: float) -> dict:
     """The user from a verified token; none without a token (a plain API client); 401 for a bad one."""
     token = headers.get(_JWT_HEADER)
     if not token:
         return {}
     try:
-        claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["exp"]})
+        claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["exp"]}, leeway=leeway)
     except jwt.ExpiredSignatureError:
         raise Unauthorized(f"The {_JWT_HEADER} token has expired.", code="invalid_user_token") from None
     except jwt.InvalidTokenError:
@@ -57,9 +57,9 @@ def _signed_user(headers, secret: str) -> dict:
     return {key: str(claims[claim]) for key, claim in _JWT_CLAIMS if isinstance(claims.get(claim), (str, int)) and claims[claim] != ""}
 
 
-def who_is_asking(headers, body: dict, jwt_secret: str | None = None) -> dict:
+def who_is_asking(headers, body: dict, jwt_secret: str | None = None, jwt_leeway: float = 30.0) -> dict:
     """Template values that come from the client: the user (signed or plain) and the chat id."""
-    values = _signed_user(headers, jwt_secret) if jwt_secret else _plain_user(headers, body)
+    values = _signed_user(headers, jwt_secret, jwt_leeway) if jwt_secret else _plain_user(headers, body)
     chat_id = headers.get("X-OpenWebUI-Chat-Id")
     if chat_id:
         values["chat_id"] = _header_text(chat_id)

@@ -11,7 +11,8 @@ from ..streaming.chat_stream import ChatStream
 from ..upstream.call import build_call
 from ..upstream.identity import who_is_asking
 from .access import require_api_key
-from .request_body import read_json
+from . import off_loop
+from .request_body import parse_json, read_body
 from .responses import json_response, registry, sse_response
 
 bp = Blueprint("api", __name__)
@@ -20,16 +21,22 @@ bp.before_request(require_api_key)
 STALLED_CLIENT_SECONDS = 60  # a streaming client that accepts no bytes for this long is dropped
 
 
+def parse_chat_request(raw: bytes) -> dict:
+    return validate_chat_request(parse_json(raw))
+
+
 @bp.post("/chat/completions")
 def chat_completions():
     models, record = registry(), g.record
     record.chat = True
-    chat = validate_chat_request(read_json())
+    raw = read_body(models.settings)
+    chat = off_loop.run_if_large(len(raw), parse_chat_request, raw)
     model = models.model(chat["model"])
     backend = models.backend_for(model)
     record.model, record.backend, record.stream = model.id, backend.name, bool(chat.get("stream"))
-    asker = who_is_asking(request.headers, chat, models.settings.user_jwt_secret)
-    call = build_call(chat, model, backend.config, asker, g.request_id)
+    settings = models.settings
+    asker = who_is_asking(request.headers, chat, settings.user_jwt_secret, settings.user_jwt_leeway)
+    call = off_loop.run_if_large(len(raw), build_call, chat, model, backend.config, asker, g.request_id)
     slot = backend.acquire()  # 429 when the backend already has max_concurrency in flight here
 
     if not record.stream:

@@ -5,6 +5,7 @@ is logged with its traceback and answered as a 500 naming the request id, never 
 """
 
 import logging
+import socket
 
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
@@ -15,12 +16,28 @@ from ..errors import GatewayError, InternalError, MethodNotAllowed, NotFound, Re
 log = logging.getLogger("gateway")
 
 
+def _end_connection(client_socket):
+    """After the answer: no further request on a connection whose body was left unread (the
+    server would otherwise wait for, and discard, the rest of it first)."""
+
+    def shut_reading():
+        if client_socket is not None:
+            try:
+                client_socket.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass  # already gone
+
+    return shut_reading
+
+
 def init_app(app: Flask, config: Config) -> None:
     def answer(error: GatewayError) -> Response:
         if "record" in g:
             g.record.failed(error)
         response = Response(error_json(error, config.secrets), status=error.status, mimetype="application/json")
         response.headers.update(error.headers)
+        if error.closes_connection:
+            response.call_on_close(_end_connection(request.environ.get("gunicorn.socket")))
         return response
 
     @app.errorhandler(GatewayError)
