@@ -7,10 +7,11 @@ before gevent has patched them (see STACK-NOTES).
 """
 
 import dataclasses
+import json
 import os
 import re
 import tomllib
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
@@ -35,6 +36,8 @@ _ENV_REFERENCE = re.compile(r"\$\{([^}]*)\}")
 # Ids Open WebUI treats as OpenAI reasoning models: it renames max_tokens and changes the system role.
 _REWRITTEN_BY_OPEN_WEBUI = re.compile(r"^(o\d|gpt-(\d+))", re.IGNORECASE)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# URL query keys whose values are credentials (`?key=`, `?access_token=`, `?sig=`, `?password=`).
+_SECRET_KEY = re.compile(r"key|token|secret|sig|pass|pwd|auth|cred", re.IGNORECASE)
 
 
 class ConfigError(Exception):
@@ -97,7 +100,7 @@ class Config:
     backends: dict  # name -> BackendConfig
     models: dict  # id -> ModelConfig, in file order
     source: str  # the file it came from, or DEMO_SOURCE
-    secrets: frozenset  # every value that came from ${VAR}: redacted wherever text leaves us
+    secrets: frozenset  # every form of every secret (see _secret_forms): redacted wherever text leaves us
 
     @property
     def demo(self) -> bool:
@@ -330,12 +333,19 @@ def parse_config(text: str, source: str, environ=None) -> Config:
     if gateway.user_jwt_secret:
         secrets.add(gateway.user_jwt_secret)
     for backend in backends.values():
-        # A ticket written into the file, or a key in the URL's query, is as secret as ${VAR}s.
-        secrets |= backend.headers.constant_values()
-        parts = urlsplit(backend.url)
-        secrets |= {value for _, value in parse_qsl(parts.query)} | {parts.password or ""}
+        # A URL's password, and query values whose key names a secret (?api_key=...), are secrets
+        # even when written into the file; a backend's name, host, port and model ids are not.
+        for url in (backend.url, backend.proxy or ""):
+            parts = urlsplit(url)
+            secrets |= {value for key, value in parse_qsl(parts.query) if _SECRET_KEY.search(key)} | {parts.password or ""}
     # Very short values (a "1" from ${DEBUG}) would blank out unrelated text: not worth redacting.
-    return Config(gateway, backends, models, source, frozenset(s for s in secrets if len(s) >= 4))
+    forms = {form for secret in secrets if len(secret) >= 4 for form in _secret_forms(secret)}
+    return Config(gateway, backends, models, source, frozenset(forms))
+
+
+def _secret_forms(secret: str) -> set:
+    """A secret as it may appear in text we send: raw, percent-encoded, JSON-escaped."""
+    return {secret, quote(secret, safe=""), quote_plus(secret, safe=""), json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
 
 
 def ids_open_webui_rewrites(config: Config) -> list:

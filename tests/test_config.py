@@ -101,10 +101,13 @@ def test_env_values_in_header_templates_are_literal_text():
     assert config.backends["corp"].headers.render({})["x-dep-ticket"] == "tk{uuid}-{x}}"
 
 
-def test_literal_tickets_and_url_query_values_are_secrets_too():
-    text = GOOD.replace('User-Id = "{user.email|anonymous}"', 'User-Id = "{user.email|anonymous}"\nx-literal = "lit-ticket-42"')
-    config = parse_config(text, "gw.toml", ENV)
-    assert {"lit-ticket-42", "tkt-secret-1234"} <= config.secrets  # the query's token=${CORP_TICKET}
+def test_secrets_are_env_values_keys_and_secret_query_values_only():
+    text = GOOD.replace('User-Id = "{user.email|anonymous}"', 'User-Id = "{user.email|anonymous}"\nx-literal = "D0aKG-system"')
+    text = text.replace("?token=${CORP_TICKET}", "?token=${CORP_TICKET}&region=seoul-2&sig=lit%2Fsig%2B42")
+    config = parse_config(text, "gw.toml", {**ENV, "CORP_TICKET": "tkt/secret 1234"})
+    assert {"tkt/secret 1234", "tkt%2Fsecret%201234", "tkt%2Fsecret+1234", "sk-inbound-5678", "lit/sig+42"} <= config.secrets
+    # literal header values, ordinary query values, names, hosts and ports stay readable
+    assert not {"D0aKG-system", "seoul-2", "corp", "llm.corp.example"} & config.secrets
 
 
 @pytest.mark.parametrize("url", ["http://h:99999/x", "http://h:abc/x", "http://[::1/x", "demo-echo"])

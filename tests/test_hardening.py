@@ -171,3 +171,97 @@ def test_a_token_far_in_the_future_is_still_refused(guarded_app):
         "/v1/chat/completions", json={"model": "relay", "messages": MESSAGES}, headers={"X-OpenWebUI-User-Jwt": token}
     )
     assert response.status_code == 401
+
+
+# --- 11. usage is recorded whenever the backend reported it -------------------------------------------
+
+
+def access_line(server, request_id: str):
+    for line in server.log().splitlines():
+        if line.startswith("{") and f'"request_id":"{request_id}"' in line:
+            return json.loads(line)
+    return None
+
+
+def test_usage_of_a_built_stream_is_logged_without_include_usage(gateway):
+    from tests.backends import wait_until
+
+    response = requests.post(gateway.url + "/v1/chat/completions", json={"model": "corp-plain", "stream": True, "messages": MESSAGES}, timeout=30)
+    assert response.status_code == 200 and '"usage"' not in response.text  # not asked for: not sent
+    request_id = response.headers["X-Request-Id"]
+    line = wait_until(lambda: access_line(gateway, request_id), message="the request's access-log line")
+    assert line["total_tokens"] == 10 and line["prompt_tokens"] == 7
+
+
+# --- 13. a backend's own error text is one short line -------------------------------------------------
+
+
+def test_a_long_plain_text_error_reaches_the_client_as_one_short_line(app_client, corp_backend):
+    trace = "Traceback (most recent call last):\n" + "  File \"/srv/model.py\", line 1, in run\n" * 60 + "RuntimeError: boom"
+    corp_backend.respond_with(lambda ex: ex.send_raw(500, "text/plain", trace.encode()))
+    response = app_client.post("/v1/chat/completions", json={"model": "corp-plain", "messages": MESSAGES})
+    assert response.status_code == 502
+    message = response.get_json()["error"]["message"]
+    detail = message.split(": ", 1)[1]
+    assert len(detail) <= 300 and "\n" not in message and detail.startswith("Traceback")
+
+
+# --- 14. a plain http:// backend is not "certificates verified" -----------------------------------------
+
+
+def test_status_says_plain_http_for_an_http_backend(app_client):
+    backends = {b["name"]: b for b in app_client.get("/status.json").get_json()["backends"]}
+    assert backends["corp"]["tls"] == "plain http"
+    page = app_client.get("/").get_data(as_text=True)
+    assert "plain HTTP" in page and "certificates verified" not in page
+
+
+# --- 8, 9, 10: header values, redaction -----------------------------------------------------------------
+
+HEADER_SECRET = "tok%41bc-Zq9"
+
+
+@pytest.fixture(scope="module")
+def headers_app(corp_backend):
+    from tests.backends import closed_port
+
+    config = gateway_toml(
+        backends={
+            "gauss": backend(corp_backend.url, headers={"x-dep-ticket": "${CORP_TICKET}", "X-Auth": "${HEADER_SECRET};{user.name}", "X-System": "gauss", "User-Id": "{user.id|nobody}"}),
+            "down": backend(f"http://127.0.0.1:{closed_port()}/v1/chat/completions", headers={"X-System": "down"}),
+        },
+        models=[model("gauss-38b", "gauss"), model("down-38b", "down")],
+    )
+    from tests.conftest import TICKET
+
+    return create_app(parse_config(config, "headers", {"CORP_TICKET": TICKET, "HEADER_SECRET": HEADER_SECRET}))
+
+
+def test_a_secret_is_sent_exactly_even_beside_an_encoded_user_name(headers_app, corp_backend):
+    response = headers_app.test_client().post(
+        "/v1/chat/completions", json={"model": "gauss-38b", "messages": MESSAGES}, headers={"X-OpenWebUI-User-Name": "%ED%99%8D%EA%B8%B8%EB%8F%99"}
+    )
+    assert response.status_code == 200
+    assert corp_backend.last.headers["x-auth"] == HEADER_SECRET + ";%ED%99%8D%EA%B8%B8%EB%8F%99"  # 홍길동, encoded once
+
+
+def test_a_user_value_too_long_for_a_header_is_400_naming_the_field(headers_app, corp_backend):
+    response = headers_app.test_client().post("/v1/chat/completions", json={"model": "gauss-38b", "messages": MESSAGES, "user": "u" * 300_000})
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["param"] == "user" and "{user.id}" in error["message"] and "User-Id" in error["message"]
+    assert not corp_backend.requests
+
+
+def test_names_hosts_and_ports_stay_readable_in_errors(headers_app):
+    error = headers_app.test_client().post("/v1/chat/completions", json={"model": "down-38b", "messages": MESSAGES}).get_json()["error"]
+    assert "Backend 'down' refused the connection at http://127.0.0.1:" in error["message"]
+    assert "[redacted]" not in error["message"]
+
+
+@pytest.mark.parametrize("form", [HEADER_SECRET, "tok%2541bc-Zq9", json.dumps(HEADER_SECRET)[1:-1]])
+def test_a_secret_echoed_back_in_any_form_is_redacted(headers_app, corp_backend, form):
+    corp_backend.respond_with(lambda ex: ex.send_json(400, {"error": {"message": f"bad auth {form} for model gauss-38b"}}))
+    error = headers_app.test_client().post("/v1/chat/completions", json={"model": "gauss-38b", "messages": MESSAGES}).get_json()["error"]
+    assert form not in error["message"] and "[redacted]" in error["message"]
+    assert "gauss-38b" in error["message"] and "Backend 'gauss'" in error["message"]

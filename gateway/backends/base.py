@@ -5,7 +5,7 @@ A backend answers a call in one of two ways: `complete` (one whole `chat.complet
 uses, so the stream machinery sees only payloads.
 """
 
-from ..chat.chunks import completion_chunks
+from ..chat.chunks import UsageNote, completion_chunks
 from ..config import BackendConfig
 from ..errors import GatewayBusy
 from ..upstream.call import UpstreamCall
@@ -64,11 +64,15 @@ class Backend:
     def events(self, call: UpstreamCall):
         """The `chat.completion.chunk` payloads (JSON bytes) of a streamed answer: the backend's
         own events when it was asked to stream, else chunks built from its whole answer.
-        Nothing is called until the first payload is asked for."""
+        Nothing is called until the first payload is asked for. A built answer's usage comes
+        first as a `UsageNote` (not sent) when the client did not ask for a usage chunk."""
         if call.streams:
             yield from self.stream(call)
         else:
-            yield from completion_chunks(self.complete(call), call.include_usage)
+            completion = self.complete(call)
+            if not call.include_usage and completion.get("usage"):
+                yield UsageNote(completion["usage"])
+            yield from completion_chunks(completion, call.include_usage)
 
     def complete(self, call: UpstreamCall) -> dict:
         """The backend's whole answer as a checked `chat.completion` dict (the call has `stream: false`)."""

@@ -22,6 +22,7 @@ from ..config import BackendConfig
 # own methods, and the relay reads the raw urllib3 response for speed.
 WIRE_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
 ERROR_BODY_LIMIT = 65536  # enough for any error message; a huge error page is not read whole
+PLAIN_TEXT_LIMIT = 300  # a backend's own non-JSON error text (maybe its stack trace): one short line
 # gevent's TLS timeouts: SSLError instances with these texts, not socket timeouts.
 _GEVENT_TLS_HANDSHAKE_TIMEOUT = "The handshake operation timed out"
 _GEVENT_TLS_READ_TIMEOUTS = ("The read operation timed out", "The write operation timed out")
@@ -136,7 +137,8 @@ def _error_message(response: requests.Response) -> str:
                     return candidate
         return ""
     if content_type.startswith("text/plain"):
-        return raw.decode("utf-8", errors="replace").strip()
+        line = " ".join(raw.decode("utf-8", errors="replace").split())
+        return line if len(line) <= PLAIN_TEXT_LIMIT else line[: PLAIN_TEXT_LIMIT - 1] + "…"
     return ""
 
 

@@ -53,6 +53,16 @@ def completion_chunks(data: dict, include_usage: bool):
         yield usage_chunk(head, data.get("usage"))
 
 
+class UsageNote:
+    """Not a chunk: the token counts a whole answer reported, for the request's record, when the
+    client did not ask for a usage chunk (the counts are still logged and counted)."""
+
+    __slots__ = ("usage",)
+
+    def __init__(self, usage):
+        self.usage = usage
+
+
 def missing_usage_chunk(first_payload: bytes, model_id: str) -> bytes:
     """For a relayed stream whose backend ignored `include_usage`: the promised chunk, usage null,
     with the stream's own id, created and model (read from its first event, once per stream)."""

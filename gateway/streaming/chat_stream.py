@@ -117,6 +117,9 @@ class ChatStream:
         put = self._queue.put
         try:
             for payload in events:
+                if payload.__class__ is not bytes:  # a UsageNote: for the record, not the client
+                    self._record.note_usage(payload.usage)
+                    continue
                 put(payload)
             put(ENDED)
         except GatewayError as exc:

@@ -14,6 +14,10 @@ import json
 from ..config import BackendConfig, ModelConfig
 from ..errors import InvalidRequest
 from .conversation import content_as_text, drop_tools, merge_system_prompt
+from .headers import HeaderTooLong
+
+# Where a per-request value comes from, for the `param` of a 400 about it.
+_SOURCE_OF = {"user.id": "user", "model": "model"}
 
 
 @dataclasses.dataclass(slots=True)
@@ -57,4 +61,8 @@ def build_call(chat: dict, model: ModelConfig, backend: BackendConfig, asker: di
     except RecursionError:  # parsed near the recursion limit, too deep to write out again
         raise InvalidRequest("Invalid request: the body is nested too deeply.") from None
     values = {**asker, "request_id": request_id, "model": model.id}
-    return UpstreamCall(body, data, backend.headers.render(values), include_usage, model.id)
+    try:
+        headers = backend.headers.render(values)
+    except HeaderTooLong as exc:
+        raise InvalidRequest(f"Invalid request: {exc}.", param=_SOURCE_OF.get(exc.placeholders[0])) from None
+    return UpstreamCall(body, data, headers, include_usage, model.id)

@@ -1,10 +1,12 @@
 """Per-request header templates: `{uuid}`, `{user.email|anonymous}`, `{{` for a literal brace.
 
 Templates are compiled once when the config is loaded; rendering one is a walk over a short list.
-Rendered values are made safe for an HTTP header here, at the one place they are produced: HTTP
-carries ASCII, so a value holding anything else (non-ASCII names, CR/LF) is sent percent-encoded
-as UTF-8, the way Open WebUI sends `X-OpenWebUI-User-Name`. That also makes header injection
-impossible. Imports nothing of Flask or requests (the gunicorn master validates configs with it).
+Literal and `${VAR}` parts are sent exactly as configured (they must be printable ASCII, checked
+at start-up): a ticket is never altered. Only the values filled in per request are made safe for
+an HTTP header: HTTP carries ASCII, so a value holding anything else (non-ASCII names, CR/LF) is
+sent percent-encoded as UTF-8, the way Open WebUI sends `X-OpenWebUI-User-Name`. That also makes
+header injection impossible. Imports nothing of Flask or requests (the gunicorn master validates
+configs with it).
 """
 
 import re
@@ -21,14 +23,27 @@ _SAFE_WHEN_ENCODING = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%"
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
+MAX_HEADER_BYTES = 1024  # a filled-in header longer than this is the client's doing: 400
+
+
 class TemplateError(ValueError):
     """The template text is not valid; the message says why."""
+
+
+class HeaderTooLong(ValueError):
+    """A per-request value would make a backend header longer than MAX_HEADER_BYTES."""
+
+    def __init__(self, header: str, placeholders: tuple):
+        self.header = header
+        self.placeholders = placeholders
+        names = ", ".join("{" + p + "}" for p in placeholders)
+        super().__init__(f"the value of {names} would make the backend header {header!r} longer than {MAX_HEADER_BYTES} bytes")
 
 
 class HeaderTemplate:
     """One header value template, compiled: a tuple of literal strings and (name, fallback) pairs."""
 
-    __slots__ = ("parts", "constant")
+    __slots__ = ("parts", "constant", "placeholders")
 
     def __init__(self, text: str):
         parts = []
@@ -54,8 +69,12 @@ class HeaderTemplate:
         literal.append(text[position:])
         if "".join(literal):
             parts.append("".join(literal))
+        for part in parts:
+            if isinstance(part, str) and not (part.isascii() and part.isprintable()):
+                raise TemplateError("literal and ${VAR} parts must be printable ASCII: they are sent exactly as configured")
         self.parts = tuple(parts)
         self.constant = all(isinstance(p, str) for p in parts)
+        self.placeholders = tuple(p[0] for p in parts if not isinstance(p, str))
 
     def render(self, values: dict) -> str:
         out = []
@@ -67,8 +86,8 @@ class HeaderTemplate:
             if name == "uuid":
                 out.append(str(uuid.uuid4()))
             else:
-                out.append(values.get(name) or fallback)
-        return "".join(out)
+                out.append(header_safe(values.get(name) or fallback))
+        return "".join(out).strip()
 
 
 def header_safe(value: str) -> str:
@@ -95,7 +114,7 @@ class HeaderSet:
                 raise TemplateError(f"{name!r} is not a valid HTTP header name")
             template = HeaderTemplate(text)
             if template.constant:
-                value = header_safe(template.render({}))
+                value = template.render({})
                 if value:
                     constant[name] = value
             else:
@@ -103,14 +122,12 @@ class HeaderSet:
         self._constant = constant
         self._templates = tuple(dynamic)
 
-    def constant_values(self) -> set:
-        """The values that never change (a ticket written into the config): for redaction."""
-        return set(self._constant.values())
-
     def render(self, values: dict) -> dict:
         headers = dict(self._constant)
         for name, template in self._templates:
-            value = header_safe(template.render(values))
+            value = template.render(values)
+            if len(value) > MAX_HEADER_BYTES:
+                raise HeaderTooLong(name, template.placeholders)
             if value:  # a header that renders empty is not sent
                 headers[name] = value
         return headers

@@ -18,9 +18,6 @@ from .responses import json_response, registry, sse_response
 bp = Blueprint("api", __name__)
 bp.before_request(require_api_key)
 
-STALLED_CLIENT_SECONDS = 60  # a streaming client that accepts no bytes for this long is dropped
-
-
 def parse_chat_request(raw: bytes) -> dict:
     return validate_chat_request(parse_json(raw))
 
@@ -50,11 +47,11 @@ def chat_completions():
     stream = ChatStream(
         backend.events(call),
         slot.release,
-        heartbeat=models.settings.heartbeat_seconds,
+        heartbeat=settings.heartbeat_seconds,
         record=record,
         secrets=models.config.secrets,
         client_socket=request.environ.get("gunicorn.socket"),
-        stalled_after=STALLED_CLIENT_SECONDS,
+        stalled_after=settings.stalled_client_seconds,
     )
     stream.start()  # the first event or heartbeat: a failure by then is still a real HTTP status
     return sse_response(stream)

@@ -21,6 +21,13 @@ def _rounded(value):
     return None if value is None else round(value, 4)
 
 
+def tls_state(backend) -> str:
+    """What protects the connection to a backend, in the contract's words."""
+    if not backend.url.startswith("https:"):
+        return "plain http"
+    return "verified" if backend.verify else "unverified"
+
+
 def status_data(models: ModelRegistry) -> dict:
     config = models.config
     numbers = metrics.snapshot()
@@ -32,6 +39,7 @@ def status_data(models: ModelRegistry) -> dict:
             "location": b.location,
             "streaming": b.streaming,
             "verify": b.verify,
+            "tls": tls_state(b),
             "connect_timeout": b.connect_timeout,
             "read_timeout": b.read_timeout,
             "max_concurrency": b.max_concurrency,
