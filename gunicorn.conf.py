@@ -49,51 +49,109 @@ errorlog = "-"
 loglevel = os.environ.get("GATEWAY_LOG_LEVEL", "info")
 
 
-_created_metrics_dir = []  # removed again on exit; a directory the operator named is left alone
+RUN_DIR_PREFIX = "llm-gateway-"  # <tmp>/llm-gateway-<master pid>-xxxx: metrics and the config snapshot
 
 
-def _fresh_metrics_dir(server):
-    """prometheus_client's multiprocess mode: one directory all workers write to, empty at each
-    start (values of a previous run would be added to this one's). Set before any worker forks."""
+def _remove_run_dirs_of_dead_masters(server):
+    """Run directories whose master is gone without its on_exit (SIGKILL, a crashed host)."""
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), RUN_DIR_PREFIX + "*-*")):
+        pid = os.path.basename(path)[len(RUN_DIR_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+            server.log.info("removed %s, left behind by a gateway that is no longer running", path)
+        except PermissionError:
+            pass  # another user's process, alive
+
+
+def _fresh_run_dir(server):
+    """One directory per master, removed on exit. This file's module state does not survive a
+    reload (gunicorn runs it again), so the path is kept in the environment, as the workers see it:
+    - prometheus_client's multiprocess files, empty at each start (values of a previous run
+      would be added to this one's), unless the operator named PROMETHEUS_MULTIPROC_DIR;
+    - the snapshot of the last good config, which every worker loads (see on_reload)."""
+    _remove_run_dirs_of_dead_masters(server)
+    run_dir = tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-")
+    os.environ["GATEWAY_RUN_DIR"] = run_dir
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if path:
         os.makedirs(path, exist_ok=True)
         for stale in glob.glob(os.path.join(path, "*.db")):
             os.remove(stale)
     else:
-        path = tempfile.mkdtemp(prefix="llm-gateway-metrics-")
+        path = os.path.join(run_dir, "metrics")
+        os.makedirs(path)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
-        _created_metrics_dir.append(path)
     os.environ["GATEWAY_STARTED_AT"] = str(time.time())  # uptime on the status page, whichever worker answers
 
 
-def on_starting(server):
-    """Checks the config before any worker starts, so a bad file stops start-up with one message."""
-    from gateway.config import ConfigError, config_path, ids_open_webui_rewrites, load_config, unverified_backends
+def _checked_config():
+    """The config file as it is now, checked exactly as a worker checks it: (text, config)."""
+    from gateway.config import parse_config, read_config_text
 
-    try:
-        config = load_config()
-    except ConfigError as exc:
-        # gunicorn prints a RuntimeError raised here as "Error: ..." and exits with status 1.
-        raise RuntimeError(f"llm-gateway cannot start: {exc}") from None
-    _fresh_metrics_dir(server)
-    where = config_path() or "the built-in demo config (no GATEWAY_CONFIG, no gateway.toml)"
-    server.log.info("llm-gateway config: %s; models: %s", where, ", ".join(config.models))
+    text, source = read_config_text()
+    return text, parse_config(text, source)
+
+
+def _keep_as_last_good(text):
+    from gateway.config import SNAPSHOT_VARIABLE, write_snapshot
+
+    path = os.path.join(os.environ["GATEWAY_RUN_DIR"], "config.toml")
+    write_snapshot(text, path)
+    os.environ[SNAPSHOT_VARIABLE] = path
+
+
+def _warn_about(config, log):
+    from gateway.config import ids_open_webui_rewrites, unverified_backends
+
+    log.info("llm-gateway config: %s; models: %s", config.source, ", ".join(config.models))
     risky = ids_open_webui_rewrites(config)
     if risky:
-        server.log.warning(
+        log.warning(
             "model ids %s look like OpenAI reasoning models to Open WebUI, which then renames max_tokens "
             "and changes the system role in their requests; prefer other ids (upstream keeps the backend's name)",
             ", ".join(risky),
         )
     for name in unverified_backends(config):
-        server.log.warning(
+        log.warning(
             "backend '%s' has verify = false: its TLS certificate is NOT checked, so anyone who can "
             "intercept the connection sees every prompt and the backend's credentials",
             name,
         )
     if not config.gateway.api_keys:
-        server.log.warning("inbound authentication is off: no api_keys in the config, anyone who can reach %s may use the models", ", ".join(bind))
+        log.warning("inbound authentication is off: no api_keys in the config, anyone who can reach %s may use the models", ", ".join(bind))
+
+
+def on_starting(server):
+    """Checks the config before any worker starts, so a bad file stops start-up with one message."""
+    from gateway.config import ConfigError
+
+    try:
+        text, config = _checked_config()
+    except ConfigError as exc:
+        # gunicorn prints a RuntimeError raised here as "Error: ..." and exits with status 1.
+        raise RuntimeError(f"llm-gateway cannot start: {exc}") from None
+    _fresh_run_dir(server)
+    _keep_as_last_good(text)
+    _warn_about(config, server.log)
+
+
+def on_reload(arbiter):
+    """kill -HUP: new workers serve the new config, old ones finish their streams. A bad file is
+    refused here, before any worker is spawned: the new workers start from the last good
+    snapshot, so nothing stops the service (a worker failing to boot would halt gunicorn)."""
+    from gateway.config import ConfigError
+
+    try:
+        text, config = _checked_config()
+    except ConfigError as exc:
+        arbiter.log.error("llm-gateway reload refused, still serving the previous config: %s", exc)
+        return
+    _keep_as_last_good(text)
+    _warn_about(config, arbiter.log)
 
 
 def post_worker_init(worker):
@@ -116,8 +174,9 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
-    for path in _created_metrics_dir:
-        shutil.rmtree(path, ignore_errors=True)
+    run_dir = os.environ.get("GATEWAY_RUN_DIR")
+    if run_dir:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def worker_exit(server, worker):

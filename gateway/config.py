@@ -372,16 +372,41 @@ def config_path(environ=None) -> str | None:
     return DEFAULT_CONFIG_FILE if os.path.exists(DEFAULT_CONFIG_FILE) else None
 
 
-def load_config(environ=None) -> Config:
+SNAPSHOT_VARIABLE = "GATEWAY_CONFIG_SNAPSHOT"  # the last good config text, kept by the gunicorn master
+
+
+def read_config_text(environ=None) -> tuple[str, str]:
+    """The config file's text and its name (the demo's, without a file); raises ConfigError."""
     environ = os.environ if environ is None else environ
     path = config_path(environ)
     if path is None:
-        return parse_config(DEMO_CONFIG_TOML, DEMO_SOURCE, environ)
+        return DEMO_CONFIG_TOML, DEMO_SOURCE
     try:
         with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+            return handle.read(), path
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: the config file is not UTF-8 text") from None
-    return parse_config(text, path, environ)
+
+
+def load_config(environ=None, use_snapshot=True) -> Config:
+    """The config the environment names. Under gunicorn, workers load the master's snapshot of
+    the last good file instead (a reload with a bad file must not stop new workers)."""
+    environ = os.environ if environ is None else environ
+    text, source = read_config_text(environ) if not (use_snapshot and environ.get(SNAPSHOT_VARIABLE)) else _snapshot(environ)
+    return parse_config(text, source, environ)
+
+
+def _snapshot(environ) -> tuple[str, str]:
+    path = config_path(environ)
+    with open(environ[SNAPSHOT_VARIABLE], encoding="utf-8") as handle:
+        return handle.read(), path or DEMO_SOURCE
+
+
+def write_snapshot(text: str, path: str) -> None:
+    """Replaces the snapshot at `path` in one step (a worker never reads half of it)."""
+    partial = path + ".partial"
+    with open(partial, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(partial, path)

@@ -1,0 +1,78 @@
+"""kill -HUP reloads the config; a bad one is refused and the old one keeps serving. The master's
+run directory (metrics, the config snapshot) is removed on exit, and left-overs of dead masters
+are removed at start-up."""
+
+import glob
+import os
+import signal
+import tempfile
+import threading
+
+import requests
+
+from tests.backends import wait_until
+from tests.configs import backend, gateway_toml, model
+from tests.gunicorn_server import GatewayServer
+from tests.sse_client import data_payloads, read_events
+
+
+def config_with(openai_url: str, *model_ids: str, **extra_backend) -> str:
+    return gateway_toml(
+        backends={"openai": backend(openai_url, streaming=True, **extra_backend)},
+        models=[model(model_id, "openai") for model_id in model_ids],
+    )
+
+
+def served_models(server) -> list:
+    return [m["id"] for m in requests.get(server.url + "/v1/models", timeout=5).json()["data"]]
+
+
+def run_dirs(pid: int) -> list:
+    return glob.glob(os.path.join(tempfile.gettempdir(), f"llm-gateway-{pid}-*"))
+
+
+def test_bad_reload_is_refused_and_a_good_one_applies_with_streams_finishing(openai_backend, tmp_path):
+    server = GatewayServer(config_with(openai_backend.url, "first"), tmp_path).wait_ready()
+    config_file = tmp_path / "gateway.toml"
+    try:
+        config_file.write_text(config_with(openai_backend.url, "second", colour="blue"), encoding="utf-8")
+        server.process.send_signal(signal.SIGHUP)
+        refusal = wait_until(lambda: [line for line in server.log().splitlines() if "reload refused" in line], message="the refusal")
+        assert len(refusal) == 1
+        assert str(config_file) in refusal[0] and "backends.openai.colour" in refusal[0] and "unknown key" in refusal[0]
+        # New workers came up from the last good config: the service goes on as it was.
+        wait_until(lambda: server.log().count("Booting worker") >= 2, message="the new worker")
+        assert served_models(server) == ["first"]
+        assert server.process.poll() is None
+
+        # A stream in flight when a good reload comes finishes on its old worker.
+        openai_backend.respond_with(lambda exchange: exchange.paced_reply([str(i) for i in range(8)], 0.15))
+        body = {"model": "first", "stream": True, "messages": [{"role": "user", "content": "count"}]}
+        result = {}
+
+        def stream():
+            with requests.post(server.url + "/v1/chat/completions", json=body, stream=True, timeout=30) as response:
+                result["payloads"] = data_payloads(read_events(response))
+
+        reader = threading.Thread(target=stream)
+        reader.start()
+        wait_until(lambda: openai_backend.requests, message="the stream to reach the backend")
+        config_file.write_text(config_with(openai_backend.url, "first", "second"), encoding="utf-8")
+        server.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: served_models(server) == ["first", "second"], timeout=20, message="the new config")
+        reader.join(timeout=30)
+        assert result["payloads"][-1] == "[DONE]" and len(result["payloads"]) == 10
+    finally:
+        server.stop()
+
+
+def test_the_run_directory_goes_with_the_master_and_dead_masters_leftovers_are_removed(openai_backend, tmp_path):
+    dead = tempfile.mkdtemp(prefix="llm-gateway-999999999-")  # no process has this pid
+    server = GatewayServer(config_with(openai_backend.url, "m"), tmp_path).wait_ready()
+    try:
+        assert not os.path.exists(dead)
+        mine = run_dirs(server.process.pid)
+        assert len(mine) == 1 and os.path.exists(os.path.join(mine[0], "config.toml"))
+    finally:
+        server.stop()
+    assert run_dirs(server.process.pid) == []
