@@ -1,11 +1,13 @@
 """Shared fixtures: two real test backends and a real gunicorn+gevent gateway in front of them."""
 
 import json
+import os
 from pathlib import Path
 
 import openai
 import pytest
 import requests
+from hypothesis import settings
 
 from app import create_app
 from gateway.config import parse_config
@@ -20,6 +22,12 @@ INBOUND_KEY = "sk-inbound-4e1f0b7a9d3c"  # the key clients present to the harden
 # Every value the suite configures as a secret; test_secrets.py checks none ever came back out.
 SECRETS = (TICKET, WRONG_TICKET, INBOUND_KEY, "tkt-secret-1234", "sk-inbound-5678")
 HEARTBEAT = 2
+
+# --- how many generated bodies the property tests try ---------------------------------------------
+# 200 by default, so `make test` stays quick; `HYPOTHESIS_PROFILE=full make test` runs 2,000.
+settings.register_profile("default", max_examples=200)
+settings.register_profile("full", max_examples=2000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 # --- every response body the suite reads through requests is searched for SECRETS ---------------
 LEAKS = []  # (url, secret) for each response that carried a secret
