@@ -111,10 +111,10 @@ def test_tool_call_reaches_the_sdk_as_a_tool_call(fidelity, request, kind):
     else:
         r4 = (FIXTURES / "R4_chat_stream_response_tool_call.sse").read_bytes()
         backend.respond_with(lambda ex: (ex.start_sse(), ex.write(r4), ex.end_sse()))
-    client = openai.OpenAI(base_url=fidelity.url + "/v1", api_key="unused", max_retries=0)
     body = fixture_body("06_chat_stream_native_builtin_tools_v0124_default_admin.json")
-    chunks = list(client.chat.completions.create(model=model_id(kind, "pass", "parts"), messages=body["messages"],
-                                                 tools=body["tools"], stream=True))
+    with openai.OpenAI(base_url=fidelity.url + "/v1", api_key="unused", max_retries=0, timeout=30) as client:
+        chunks = list(client.chat.completions.create(model=model_id(kind, "pass", "parts"), messages=body["messages"],
+                                                     tools=body["tools"], stream=True))
     calls = [call for c in chunks if c.choices for call in (c.choices[0].delta.tool_calls or [])]
     assert all(call.index == 0 for call in calls)
     assert calls[0].id == "call_9f2c1a7e" and calls[0].function.name == "get_current_timestamp"

@@ -141,8 +141,8 @@ def test_sdk_accepts_a_stream_with_keepalives(hardened, corp_backend):
         exchange.send_json(200, completion_json("patience"))
 
     corp_backend.respond_with(slow)
-    client = openai.OpenAI(base_url=hardened.url + "/v1", api_key=API_KEY, max_retries=0)
-    chunks = list(client.chat.completions.create(model="built", messages=MESSAGES, stream=True))
+    with openai.OpenAI(base_url=hardened.url + "/v1", api_key=API_KEY, max_retries=0, timeout=30) as client:
+        chunks = list(client.chat.completions.create(model="built", messages=MESSAGES, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "patience"
 
 
