@@ -17,6 +17,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.backends import chunk_json, completion_json, wait_until
+from tests.configs import backend, gateway_toml, model
 from tests.conftest import TICKET
 from tests.gunicorn_server import ROOT, GatewayServer
 from tests.sse_client import iter_events
@@ -34,29 +35,14 @@ def metrics_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def observed(openai_backend, corp_backend, metrics_dir, tmp_path_factory):
-    config = f"""
-[gateway]
-heartbeat_seconds = 0.5
-
-[backends.openai]
-url = "{openai_backend.url}"
-streaming = true
-
-[backends.corp]
-url = "{corp_backend.url}?token=${{URL_SECRET}}"
-
-[backends.corp.headers]
-x-dep-ticket = "${{CORP_TICKET}}"
-
-[[models]]
-id = "relay"
-backend = "openai"
-name = "Relay model"
-
-[[models]]
-id = "Gauss2-37b-instruct-v1.0"
-backend = "corp"
-"""
+    config = gateway_toml(
+        gateway={"heartbeat_seconds": 0.5},
+        backends={
+            "openai": backend(openai_backend.url, streaming=True),
+            "corp": backend(corp_backend.url + "?token=${URL_SECRET}", headers={"x-dep-ticket": "${CORP_TICKET}"}),
+        },
+        models=[model("relay", "openai", name="Relay model"), model("Gauss2-37b-instruct-v1.0", "corp")],
+    )
     server = GatewayServer(config, tmp_path_factory.mktemp("observed"), workers=2,
                            env={"CORP_TICKET": TICKET, "URL_SECRET": URL_SECRET, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
     try:

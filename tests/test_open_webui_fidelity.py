@@ -16,6 +16,7 @@ import requests
 
 from gateway.upstream.conversation import IMAGE_PLACEHOLDER
 from tests.backends import chunk_json, completion_json
+from tests.configs import backend, gateway_toml, model
 from tests.conftest import FIXTURES, TICKET, fixture_body
 from tests.gunicorn_server import GatewayServer
 from tests.sse_client import content_of, data_payloads, read_events
@@ -31,23 +32,30 @@ CONTINUATION = [
 ]
 
 
+USER_HEADERS = {"x-dep-ticket": "${CORP_TICKET}", "User-Id": "{user.email|anonymous}", "User-Name": "{user.name}",
+                "Chat-Id": "{chat_id}"}
+
+
 def model_id(kind, tools, content):
     return f"{kind}-{tools}-{content}"
 
 
+def backend_name(kind, tools, content):
+    return model_id(kind, tools, content).replace("-", "_")
+
+
 @pytest.fixture(scope="module")
 def fidelity(openai_backend, corp_backend, tmp_path_factory):
-    parts = ["[gateway]\nuser_jwt_secret = \"${OWUI_JWT_SECRET}\"\n"]
-    for kind, tools, content in COMBOS:
-        name = model_id(kind, tools, content).replace("-", "_")
-        url = openai_backend.url if kind == "s" else corp_backend.url
-        parts.append(f'[backends.{name}]\nurl = "{url}"\nstreaming = {"true" if kind == "s" else "false"}\n'
-                     f'tools = "{tools}"\ncontent = "{content}"\n')
-        parts.append(f'[backends.{name}.headers]\nx-dep-ticket = "${{CORP_TICKET}}"\nUser-Id = "{{user.email|anonymous}}"\n'
-                     f'User-Name = "{{user.name}}"\nChat-Id = "{{chat_id}}"\n')
-    for kind, tools, content in COMBOS:
-        parts.append(f'[[models]]\nid = "{model_id(kind, tools, content)}"\nbackend = "{model_id(kind, tools, content).replace("-", "_")}"\n')
-    server = GatewayServer("\n".join(parts), tmp_path_factory.mktemp("fidelity"),
+    config = gateway_toml(
+        gateway={"user_jwt_secret": "${OWUI_JWT_SECRET}"},
+        backends={
+            backend_name(kind, tools, content): backend(openai_backend.url if kind == "s" else corp_backend.url,
+                                                        streaming=kind == "s", tools=tools, content=content, headers=USER_HEADERS)
+            for kind, tools, content in COMBOS
+        },
+        models=[model(model_id(*combo), backend_name(*combo)) for combo in COMBOS],
+    )
+    server = GatewayServer(config, tmp_path_factory.mktemp("fidelity"),
                            env={"CORP_TICKET": TICKET, "OWUI_JWT_SECRET": JWT_SECRET})
     try:
         yield server.wait_ready()
@@ -219,8 +227,8 @@ def test_plain_user_headers_are_ignored_when_a_jwt_secret_is_set(fidelity, corp_
 
 
 def test_ids_open_webui_rewrites_are_warned_about_at_start_up(openai_backend, tmp_path):
-    config = f'[backends.b]\nurl = "{openai_backend.url}"\n' + "".join(
-        f'[[models]]\nid = "{i}"\nbackend = "b"\n' for i in ("o3-mini", "gpt-5.1", "gpt-4o", "gauss-o1"))
+    config = gateway_toml(backends={"b": backend(openai_backend.url)},
+                          models=[model(i, "b") for i in ("o3-mini", "gpt-5.1", "gpt-4o", "gauss-o1")])
     server = GatewayServer(config, tmp_path).wait_ready()
     try:
         warning = next(line for line in server.log().splitlines() if "look like OpenAI reasoning models" in line)

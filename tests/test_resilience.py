@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from tests.backends import chunk_json, completion_json, wait_until
+from tests.configs import backend, gateway_toml, model
 from tests.conftest import INBOUND_KEY, TICKET
 from tests.gunicorn_server import GatewayServer
 from tests.sse_client import content_of, data_payloads, iter_events, read_events
@@ -45,63 +46,21 @@ def blackhole():
 
 @pytest.fixture(scope="module")
 def hardened(openai_backend, corp_backend, blackhole, tmp_path_factory):
-    corp_headers = "[backends.NAME.headers]\nx-dep-ticket = \"${CORP_TICKET}\"\n"
-    config = f"""
-[gateway]
-api_keys = ["${{GATEWAY_API_KEY}}"]
-heartbeat_seconds = {HEARTBEAT}
-cors_origins = ["{ORIGIN}"]
-max_request_bytes = 100000
-
-[backends.openai]
-url = "{openai_backend.url}"
-streaming = true
-read_timeout = 2
-
-[backends.corp]
-url = "{corp_backend.url}"
-read_timeout = 5
-{corp_headers.replace("NAME", "corp")}
-[backends.limited]
-url = "{corp_backend.url}"
-max_concurrency = 2
-{corp_headers.replace("NAME", "limited")}
-[backends.quick_timeout]
-url = "{corp_backend.url}"
-read_timeout = 0.2
-{corp_headers.replace("NAME", "quick_timeout")}
-[backends.slow_timeout]
-url = "{corp_backend.url}"
-read_timeout = 1.2
-{corp_headers.replace("NAME", "slow_timeout")}
-[backends.blackhole]
-url = "http://127.0.0.1:{blackhole}/v1/chat/completions"
-connect_timeout = 0.5
-
-[[models]]
-id = "relay"
-backend = "openai"
-
-[[models]]
-id = "built"
-backend = "corp"
-
-[[models]]
-id = "limited"
-backend = "limited"
-
-[[models]]
-id = "quick-timeout"
-backend = "quick_timeout"
-
-[[models]]
-id = "slow-timeout"
-backend = "slow_timeout"
-
-[[models]]
-id = "blackhole"
-backend = "blackhole"
-"""
+    ticket = {"x-dep-ticket": "${CORP_TICKET}"}
+    config = gateway_toml(
+        gateway={"api_keys": ["${GATEWAY_API_KEY}"], "heartbeat_seconds": HEARTBEAT, "cors_origins": [ORIGIN],
+                 "max_request_bytes": 100000},
+        backends={
+            "openai": backend(openai_backend.url, streaming=True, read_timeout=2),
+            "corp": backend(corp_backend.url, read_timeout=5, headers=ticket),
+            "limited": backend(corp_backend.url, max_concurrency=2, headers=ticket),
+            "quick_timeout": backend(corp_backend.url, read_timeout=0.2, headers=ticket),
+            "slow_timeout": backend(corp_backend.url, read_timeout=1.2, headers=ticket),
+            "blackhole": backend(f"http://127.0.0.1:{blackhole}/v1/chat/completions", connect_timeout=0.5),
+        },
+        models=[model("relay", "openai"), model("built", "corp"), model("limited", "limited"),
+                model("quick-timeout", "quick_timeout"), model("slow-timeout", "slow_timeout"), model("blackhole", "blackhole")],
+    )
     server = GatewayServer(config, tmp_path_factory.mktemp("hardened"), env={"CORP_TICKET": TICKET, "GATEWAY_API_KEY": API_KEY})
     try:
         yield server.wait_ready()

@@ -7,20 +7,13 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 from tests.backends import wait_until
+from tests.configs import backend, gateway_toml, model
 from tests.gunicorn_server import GatewayServer
 from tests.sse_client import content_of, data_payloads, read_events
 
 
 def test_sigterm_lets_twenty_streams_finish(openai_backend, tmp_path):
-    config = f"""
-[backends.openai]
-url = "{openai_backend.url}"
-streaming = true
-
-[[models]]
-id = "relay"
-backend = "openai"
-"""
+    config = gateway_toml(backends={"openai": backend(openai_backend.url, streaming=True)}, models=[model("relay", "openai")])
     server = GatewayServer(config, tmp_path, env={"GATEWAY_GRACEFUL_TIMEOUT": "30"}).wait_ready()
 
     # about two seconds per answer
