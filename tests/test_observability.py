@@ -7,9 +7,9 @@ Chromium (Debian's package) loads the page, and a screenshot lands in test-outpu
 
 import glob
 import os
-import time
 import shutil
 import subprocess
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -212,15 +212,22 @@ def test_status_page_in_a_browser(observed, traffic, browser):
 
 def test_keepalives_are_counted(observed, corp_backend):
     """Runs last in this module: it adds traffic the exact counts above do not expect."""
+    two_keepalives_seen = threading.Event()
+
     def slow(exchange):
-        time.sleep(1.3)  # the backend thinking through two heartbeats
+        two_keepalives_seen.wait(10)  # the backend thinking until the client has had two keep-alives
         exchange.send_json(200, completion_json("done"))
 
     corp_backend.respond_with(slow)
     before = keepalives_counted(observed)
     body = {"model": "Gauss2-37b-instruct-v1.0", "messages": MESSAGES, "stream": True}
+    comments = 0
     with requests.post(observed.url + "/v1/chat/completions", json=body, stream=True, timeout=30) as response:
-        comments = sum(1 for kind, _ in iter_events(response) if kind == "comment")
+        for kind, _ in iter_events(response):
+            if kind == "comment":
+                comments += 1
+                if comments == 2:
+                    two_keepalives_seen.set()
     assert comments >= 2
     wait_until(lambda: keepalives_counted(observed) - before == comments, message="the keep-alives to be counted")
 

@@ -16,6 +16,7 @@ import requests
 
 from tests.backends import chunk_json, completion_json, wait_until
 from tests.configs import backend, gateway_toml, model
+from tests.conftest import HEARTBEAT as MAIN_HEARTBEAT
 from tests.conftest import INBOUND_KEY, TICKET
 from tests.gunicorn_server import GatewayServer
 from tests.sse_client import content_of, data_payloads, iter_events, read_events
@@ -81,14 +82,20 @@ def hang(exchange):
 
 
 def test_slow_non_streaming_backend_gets_keepalives_then_the_answer(hardened, corp_backend):
+    two_keepalives_seen = threading.Event()
+
     def slow(exchange):
-        time.sleep(3 * HEARTBEAT)  # the backend thinking, three heartbeats long
+        two_keepalives_seen.wait(10)  # the backend thinking until the client has had two keep-alives
         exchange.send_json(200, completion_json("finally"))
 
     corp_backend.respond_with(slow)
+    items = []
     with chat(hardened, "built") as response:
         assert response.status_code == 200
-        items = read_events(response)
+        for item in iter_events(response):
+            items.append(item)
+            if items.count(("comment", "keep-alive")) == 2:
+                two_keepalives_seen.set()
     kinds = [kind for kind, _ in items]
     assert kinds[:2] == ["comment", "comment"] and items[0] == ("comment", "keep-alive")
     assert content_of(data_payloads(items)) == "finally" and items[-1] == ("data", "[DONE]")
@@ -96,6 +103,8 @@ def test_slow_non_streaming_backend_gets_keepalives_then_the_answer(hardened, co
 
 def test_sdk_accepts_a_stream_with_keepalives(hardened, corp_backend):
     def slow(exchange):
+        # The backend thinking, three heartbeats long: the SDK reads keep-alives before the answer
+        # (that the gateway sends them then is the test above).
         time.sleep(3 * HEARTBEAT)
         exchange.send_json(200, completion_json("patience"))
 
@@ -204,22 +213,24 @@ def _leave_after_first_item(gateway, model):
     # leaving the with block closes the connection mid-stream
 
 
-@pytest.mark.parametrize("model, backend_name", [("relay", "openai_backend"), ("built", "corp_backend")])
-def test_client_leaving_closes_the_backend_request(hardened, request, model, backend_name):
+@pytest.mark.parametrize("model, backend_name", [("gpt-stream", "openai_backend"), ("corp-plain", "corp_backend")])
+def test_client_leaving_closes_the_backend_request(gateway, request, model, backend_name):
+    """On the main gateway, whose heartbeat is long (2 s): a gateway that noticed the client only
+    when a write failed would close the backend request at least a heartbeat after it left."""
     backend = request.getfixturevalue(backend_name)
 
     def watch(exchange):
-        if model == "relay":
+        if model == "gpt-stream":
             exchange.start_sse()
             exchange.event(chunk_json(delta={"role": "assistant", "content": "x"}))
         exchange.wait_for_client_close(timeout=30)
 
     backend.respond_with(watch)
-    _leave_after_first_item(hardened, model)
+    _leave_after_first_item(gateway, model)
     left = time.monotonic()
     wait_until(lambda: backend.client_closes, timeout=10, message="the backend connection to close")
     # The gateway watches the client socket: the backend request closes at once, not at the next write.
-    assert backend.client_closes[0] - left < HEARTBEAT
+    assert backend.client_closes[0] - left < MAIN_HEARTBEAT
 
 
 def worker_sockets(gateway) -> int:
@@ -244,7 +255,7 @@ def test_two_hundred_disconnects_leave_nothing_held(hardened, openai_backend, co
         try:
             while True:
                 exchange.event(chunk_json(delta={"content": "x"}))
-                time.sleep(0.02)
+                time.sleep(0.02)  # the backend's pace: 50 events a second
         except OSError:
             exchange.backend.note_close(time.monotonic())
 
