@@ -1,11 +1,16 @@
 """Shared fixtures: two real test backends and a real gunicorn+gevent gateway in front of them."""
 
 import json
+import os
+import sys
 from pathlib import Path
 
+import flask
 import openai
 import pytest
 import requests
+from flask.testing import FlaskClient
+from hypothesis import settings
 
 from app import create_app
 from gateway.config import parse_config
@@ -21,12 +26,25 @@ INBOUND_KEY = "sk-inbound-4e1f0b7a9d3c"  # the key clients present to the harden
 SECRETS = (TICKET, WRONG_TICKET, INBOUND_KEY, "tkt-secret-1234", "sk-inbound-5678")
 HEARTBEAT = 2
 
-# --- every response body the suite reads through requests is searched for SECRETS ---------------
+# pytest imports this file as `conftest`; test modules import `tests.conftest`. One module, not two
+# copies: else there would be two LEAKS lists and requests would be patched twice.
+sys.modules.setdefault("tests.conftest", sys.modules[__name__])
+
+# --- how many generated bodies the property tests try ---------------------------------------------
+# 200 by default, so `make test` stays quick; `HYPOTHESIS_PROFILE=full make test` runs 2,000.
+settings.register_profile("default", max_examples=200)
+settings.register_profile("full", max_examples=2000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+# --- every response body the suite reads (through requests, or in-process) is searched for SECRETS
 LEAKS = []  # (url, secret) for each response that carried a secret
 _read_body = requests.models.Response.iter_content
 
 
 def _iter_content_watching_for_secrets(self, *args, **kwargs):
+    if flask.has_app_context():  # the in-process gateway reading its backend: not an answer to a client
+        yield from _read_body(self, *args, **kwargs)
+        return
     seen = [str(self.headers).encode()]
     for chunk in _read_body(self, *args, **kwargs):
         seen.append(chunk if isinstance(chunk, bytes) else chunk.encode())
@@ -36,6 +54,22 @@ def _iter_content_watching_for_secrets(self, *args, **kwargs):
 
 
 requests.models.Response.iter_content = _iter_content_watching_for_secrets
+
+
+class SecretWatchingClient(FlaskClient):
+    """Flask's test client for the in-process layer; its answers are searched for SECRETS too.
+    It reads each answer whole before returning it (in-process streams are for fast backends only)."""
+
+    def open(self, *args, **kwargs):
+        response = super().open(*args, **kwargs)
+        whole = str(response.headers).encode() + response.get_data()
+        LEAKS.extend((response.request.url, s) for s in SECRETS if s.encode() in whole)
+        return response
+
+
+def json_of(response):
+    """The JSON body of an answer from either layer: requests' (real server) or Flask's test client."""
+    return response.get_json() if hasattr(response, "get_json") else response.json()
 
 
 def pytest_collection_modifyitems(items):
@@ -122,7 +156,9 @@ def _fresh_backends(request):
 def main_app(openai_backend, corp_backend):
     """The same gateway as `gateway`, built in this process: for what does not depend on the server."""
     config = parse_config(main_config(openai_backend.url, corp_backend.url), "test config", {"CORP_TICKET": TICKET})
-    return create_app(config)
+    app = create_app(config)
+    app.test_client_class = SecretWatchingClient
+    return app
 
 
 @pytest.fixture

@@ -76,14 +76,26 @@ def test_missing_config_file(tmp_path):
         load_config({"GATEWAY_CONFIG": str(tmp_path / "missing.toml")})
 
 
-@pytest.mark.parametrize(
-    "change, names",
-    [
-        (lambda t: t.replace("streaming = false", "streaming = false\nbogus = 1"), "backends.corp.bogus: unknown key"),
-        (lambda t: t.replace('backend = "corp"', 'backend = "nope"'), "models.0.backend"),
-        (lambda t: t.replace("${CORP_TICKET}\"\nUser", "${UNSET_TICKET_VAR}\"\nUser"), "environment variable UNSET_TICKET_VAR is not set"),
-    ],
-)
+BAD_FILES = [
+    (lambda t: t.replace("streaming = false", "streaming = false\nbogus = 1"), "backends.corp.bogus: unknown key"),
+    (lambda t: t.replace('backend = "corp"', 'backend = "nope"'), "models.0.backend"),
+    (lambda t: t.replace("${CORP_TICKET}\"\nUser", "${UNSET_TICKET_VAR}\"\nUser"), "environment variable UNSET_TICKET_VAR is not set"),
+]
+
+
+@pytest.mark.parametrize("change, names", BAD_FILES)
+def test_bad_config_file_names_the_file_and_key_without_secrets(tmp_path, change, names):
+    """What the gunicorn master does at start-up (load_config from GATEWAY_CONFIG), without starting it."""
+    path = tmp_path / "gateway.toml"
+    path.write_text(change(GOOD), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config({**ENV, "GATEWAY_CONFIG": str(path)})
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ") and names in message
+    assert "tkt-secret-1234" not in message
+
+
+@pytest.mark.parametrize("change, names", BAD_FILES[2:])  # one case: the server's own start-up is slow to repeat
 def test_bad_config_stops_the_real_server(tmp_path, change, names):
     server = GatewayServer(change(GOOD), tmp_path, env=ENV)
     try:

@@ -13,6 +13,7 @@ import requests
 
 from tests.backends import TestBackend, chunk_json
 from tests.certificates import TestCA
+from tests.configs import backend, gateway_toml, model
 from tests.gunicorn_server import GatewayServer
 from tests.proxy import TestProxy
 from tests.sse_client import content_of, data_payloads, read_events
@@ -72,31 +73,29 @@ def _reset_peers(peers):
     peers["proxy"].targets.clear()
 
 
-def backend(name, url, **settings):
-    lines = [f'[backends.{name}]', f'url = "{url}"']
-    for key, value in settings.items():
-        lines.append(f"{key} = {value!r}".replace("'", '"') if not isinstance(value, bool) else f"{key} = {str(value).lower()}")
-    return "\n".join(lines) + f'\n\n[[models]]\nid = "{name}"\nbackend = "{name}"\n'
+def model_per_backend(**backends):
+    """A config with these backends and, for each, a model of the same name."""
+    return gateway_toml(backends=backends, models=[model(name, name) for name in backends])
 
 
 @pytest.fixture(scope="module")
 def corporate(pki, peers, tmp_path_factory):
     ca = str(pki["ca"].path)
-    config = "\n".join([
-        backend("trusted", peers["tls"].url, ca_bundle=ca, streaming=True),
-        backend("untrusted", peers["tls"].url, streaming=True),
-        backend("mtls_ok", peers["mtls"].url, ca_bundle=ca, client_cert=str(pki["client_cert"]), client_key=str(pki["client_key"])),
-        backend("mtls_combined", peers["mtls"].url, ca_bundle=ca, client_cert=str(pki["combined"])),
-        backend("mtls_missing", peers["mtls"].url, ca_bundle=ca),
-        backend("expired", peers["expired"].url, ca_bundle=ca),
-        backend("wronghost", peers["wronghost"].url, ca_bundle=ca),
-        backend("insecure", peers["tls"].url, verify=False),
-        backend("proxied_plain", peers["plain"].url, proxy=peers["proxy"].url),
-        backend("proxied_tls", peers["tls"].url, ca_bundle=ca, proxy=peers["proxy"].url),
-        backend("stall_handshake", f"https://127.0.0.1:{peers['silent_port']}/v1/chat/completions", ca_bundle=ca, connect_timeout=0.5),
-        backend("stall_body", peers["tls"].url, ca_bundle=ca, streaming=True, read_timeout=0.5),
-        backend("redirecting", peers["plain"].url),
-    ])
+    config = model_per_backend(
+        trusted=backend(peers["tls"].url, ca_bundle=ca, streaming=True),
+        untrusted=backend(peers["tls"].url, streaming=True),
+        mtls_ok=backend(peers["mtls"].url, ca_bundle=ca, client_cert=str(pki["client_cert"]), client_key=str(pki["client_key"])),
+        mtls_combined=backend(peers["mtls"].url, ca_bundle=ca, client_cert=str(pki["combined"])),
+        mtls_missing=backend(peers["mtls"].url, ca_bundle=ca),
+        expired=backend(peers["expired"].url, ca_bundle=ca),
+        wronghost=backend(peers["wronghost"].url, ca_bundle=ca),
+        insecure=backend(peers["tls"].url, verify=False),
+        proxied_plain=backend(peers["plain"].url, proxy=peers["proxy"].url),
+        proxied_tls=backend(peers["tls"].url, ca_bundle=ca, proxy=peers["proxy"].url),
+        stall_handshake=backend(f"https://127.0.0.1:{peers['silent_port']}/v1/chat/completions", ca_bundle=ca, connect_timeout=0.5),
+        stall_body=backend(peers["tls"].url, ca_bundle=ca, streaming=True, read_timeout=0.5),
+        redirecting=backend(peers["plain"].url),
+    )
     server = GatewayServer(config, tmp_path_factory.mktemp("corporate"))
     try:
         yield server.wait_ready()
@@ -172,7 +171,7 @@ def test_no_proxy_configured_means_direct(corporate, peers):
 
 
 def environment_gateway(pki, peers, tmp_path, env):
-    config = backend("env_tls", peers["tls"].url, ca_bundle=str(pki["ca"].path)) + backend("env_plain", peers["plain"].url)
+    config = model_per_backend(env_tls=backend(peers["tls"].url, ca_bundle=str(pki["ca"].path)), env_plain=backend(peers["plain"].url))
     return GatewayServer(config, tmp_path, env=env).wait_ready()
 
 
@@ -261,7 +260,7 @@ def test_verify_false_works_warns_and_shows(corporate):
 def test_unusable_tls_files_stop_start_up_naming_the_key(peers, tmp_path, key, value, reason):
     from tests.gunicorn_server import ROOT
     path = value if value.startswith("/") else str(ROOT / value)
-    server = GatewayServer(backend("b", peers["tls"].url, **{key: path}), tmp_path)
+    server = GatewayServer(model_per_backend(b=backend(peers["tls"].url, **{key: path})), tmp_path)
     try:
         assert server.wait_exit(timeout=30) != 0
         log = server.log()
@@ -273,7 +272,7 @@ def test_unusable_tls_files_stop_start_up_naming_the_key(peers, tmp_path, key, v
 def test_a_pem_file_openssl_rejects_stops_the_worker_cleanly(peers, tmp_path):
     broken = tmp_path / "broken.pem"
     broken.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
-    server = GatewayServer(backend("b", peers["tls"].url, ca_bundle=str(broken)), tmp_path / "run")
+    server = GatewayServer(model_per_backend(b=backend(peers["tls"].url, ca_bundle=str(broken))), tmp_path / "run")
     try:
         assert server.wait_exit(timeout=30) != 0
         log = server.log()

@@ -21,9 +21,16 @@ def test_demo_lists_its_model(demo):
     assert [m["id"] for m in data["data"]] == ["demo-echo"]
 
 
-def test_demo_streams_with_the_sdk(demo):
-    client = openai.OpenAI(base_url=demo.url + "/v1", api_key="unused", max_retries=0)
-    chunks = list(client.chat.completions.create(
+@pytest.fixture
+def sdk(demo):
+    """The openai SDK pointed at the demo server, closed after the test (an open keep-alive
+    connection would make the server's stop wait for it)."""
+    with openai.OpenAI(base_url=demo.url + "/v1", api_key="unused", max_retries=0, timeout=30) as client:
+        yield client
+
+
+def test_demo_streams_with_the_sdk(sdk):
+    chunks = list(sdk.chat.completions.create(
         model="demo-echo", stream=True,
         messages=[{"role": "system", "content": "s"}, {"role": "user", "content": "hello gateway"}]))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -32,9 +39,8 @@ def test_demo_streams_with_the_sdk(demo):
     assert chunks[-1].choices[0].finish_reason == "stop"
 
 
-def test_demo_answers_without_streaming(demo):
-    client = openai.OpenAI(base_url=demo.url + "/v1", api_key="unused", max_retries=0)
-    answer = client.chat.completions.create(model="demo-echo", messages=[{"role": "user", "content": "hi"}])
+def test_demo_answers_without_streaming(sdk):
+    answer = sdk.chat.completions.create(model="demo-echo", messages=[{"role": "user", "content": "hi"}])
     assert answer.choices[0].message.content.endswith("You said: hi")
 
 

@@ -1,9 +1,10 @@
-"""What reaches the backend: the whole conversation, the picked model, the merged system prompt, headers."""
+"""What reaches the backend: the whole conversation, the picked model, the merged system prompt, headers.
+
+In-process (`app_client`): none of this depends on the server; the backends are the real loopback ones.
+"""
 
 import uuid
 from urllib.parse import quote, unquote
-
-import requests
 
 from tests.conftest import TICKET
 
@@ -16,63 +17,63 @@ FOUR_TURNS = [
 ]
 
 
-def post(gateway, body, headers=None):
-    return requests.post(gateway.url + "/v1/chat/completions", json=body, headers=headers, timeout=30)
+def post(app_client, body, headers=None):
+    return app_client.post("/v1/chat/completions", json=body, headers=headers)
 
 
-def test_four_turn_conversation_arrives_whole_and_in_order(gateway, corp_backend):
-    response = post(gateway, {"model": "corp-plain", "messages": FOUR_TURNS, "temperature": 0.2, "max_tokens": 50})
+def test_four_turn_conversation_arrives_whole_and_in_order(app_client, corp_backend):
+    response = post(app_client, {"model": "corp-plain", "messages": FOUR_TURNS, "temperature": 0.2, "max_tokens": 50})
     assert response.status_code == 200
     received = corp_backend.last.body
     assert received["messages"] == FOUR_TURNS
     assert received["model"] == "Gauss2-37b-instruct-v1.0"  # corp-plain maps to this upstream name
     assert received["temperature"] == 0.2 and received["max_tokens"] == 50
     assert received["stream"] is False
-    assert response.json()["choices"][0]["message"]["content"] == "echo 5: Which is bigger?"
+    assert response.get_json()["choices"][0]["message"]["content"] == "echo 5: Which is bigger?"
 
 
-def test_the_model_the_user_picked_is_the_one_called(gateway, openai_backend, client):
-    client.chat.completions.create(model="gpt-stream", messages=FOUR_TURNS)
+def test_the_model_the_user_picked_is_the_one_called(app_client, openai_backend):
+    assert post(app_client, {"model": "gpt-stream", "messages": FOUR_TURNS}).status_code == 200
     assert openai_backend.last.body["model"] == "upstream-stream-model"
-    client.chat.completions.create(model="openai-nostream", messages=FOUR_TURNS)
+    assert post(app_client, {"model": "openai-nostream", "messages": FOUR_TURNS}).status_code == 200
     assert openai_backend.last.body["model"] == "openai-nostream"  # no upstream: the id itself
 
 
-def test_system_prompt_is_prepended_when_the_conversation_has_none(gateway, corp_backend):
-    post(gateway, {"model": "Gauss2-37b-instruct-v1.0", "messages": FOUR_TURNS})
+def test_system_prompt_is_prepended_when_the_conversation_has_none(app_client, corp_backend):
+    post(app_client, {"model": "Gauss2-37b-instruct-v1.0", "messages": FOUR_TURNS})
     messages = corp_backend.last.body["messages"]
     assert messages[0] == {"role": "system", "content": "아는 것에 대해서만 대답해주세요."}
     assert messages[1:] == FOUR_TURNS
 
 
-def test_system_prompt_is_merged_into_the_conversations_own_first(gateway, corp_backend):
+def test_system_prompt_is_merged_into_the_conversations_own_first(app_client, corp_backend):
     conversation = [{"role": "system", "content": "You are terse."}, *FOUR_TURNS]
-    post(gateway, {"model": "Gauss2-37b-instruct-v1.0", "messages": conversation})
+    post(app_client, {"model": "Gauss2-37b-instruct-v1.0", "messages": conversation})
     messages = corp_backend.last.body["messages"]
     assert [m["role"] for m in messages].count("system") == 1
     assert messages[0] == {"role": "system", "content": "아는 것에 대해서만 대답해주세요.\n\nYou are terse."}
     assert messages[1:] == FOUR_TURNS
 
 
-def test_unknown_fields_pass_and_drop_params_are_removed(gateway, corp_backend):
+def test_unknown_fields_pass_and_drop_params_are_removed(app_client, corp_backend):
     body = {"model": "corp-plain", "messages": FOUR_TURNS, "x_drop_me": 1, "x_vendor": {"a": [1, 2]}, "seed": 7,
             "stream_options": {"include_usage": True}}
-    assert post(gateway, body).status_code == 200
+    assert post(app_client, body).status_code == 200
     received = corp_backend.last.body
     assert "x_drop_me" not in received
     assert received["x_vendor"] == {"a": [1, 2]} and received["seed"] == 7
     assert "stream_options" not in received  # a non-streaming backend never gets stream_options
 
 
-def test_headers_secret_uuids_and_forwarded_user(gateway, corp_backend):
+def test_headers_secret_uuids_and_forwarded_user(app_client, corp_backend):
     owui = {
         "X-OpenWebUI-User-Email": "kim@corp.example",
         "X-OpenWebUI-User-Name": quote("김철수 Kim", safe=" "),  # Open WebUI URL-encodes the name
         "X-OpenWebUI-User-Id": "u-123",
         "X-OpenWebUI-Chat-Id": "chat-9",
     }
-    post(gateway, {"model": "corp-plain", "messages": FOUR_TURNS}, headers=owui)
-    post(gateway, {"model": "corp-plain", "messages": FOUR_TURNS}, headers=owui)
+    post(app_client, {"model": "corp-plain", "messages": FOUR_TURNS}, headers=owui)
+    post(app_client, {"model": "corp-plain", "messages": FOUR_TURNS}, headers=owui)
     first, second = corp_backend.requests[-2].headers, corp_backend.requests[-1].headers
     assert first["x-dep-ticket"] == TICKET  # from ${CORP_TICKET} in the environment
     assert first["send-system-name"] == "D0aKG" and first["user-type"] == "AD_ID"
@@ -84,23 +85,23 @@ def test_headers_secret_uuids_and_forwarded_user(gateway, corp_backend):
     assert all(uuid.UUID(i) for i in ids)
 
 
-def test_header_fallbacks_when_open_webui_sends_nothing(gateway, corp_backend):
-    post(gateway, {"model": "corp-plain", "messages": FOUR_TURNS})
+def test_header_fallbacks_when_open_webui_sends_nothing(app_client, corp_backend):
+    post(app_client, {"model": "corp-plain", "messages": FOUR_TURNS})
     headers = corp_backend.last.headers
     assert headers["user-id"] == "anonymous"
     assert "user-name" not in headers and "chat-id" not in headers  # rendered empty: not sent
 
 
-def test_user_field_of_the_body_is_the_user_id_without_headers(gateway, corp_backend, tmp_path):
+def test_user_field_of_the_body_is_the_user_id_without_headers(app_client, corp_backend, tmp_path):
     # {user.email} has no value from the body, so the fallback applies; the user field itself passes on
-    post(gateway, {"model": "corp-plain", "messages": FOUR_TURNS, "user": "emp-42"})
+    post(app_client, {"model": "corp-plain", "messages": FOUR_TURNS, "user": "emp-42"})
     assert corp_backend.last.body["user"] == "emp-42"
     assert corp_backend.last.headers["user-id"] == "anonymous"
 
 
-def test_header_injection_through_user_values_is_impossible(gateway, corp_backend):
+def test_header_injection_through_user_values_is_impossible(app_client, corp_backend):
     evil = quote("Kim\r\nx-dep-ticket: stolen", safe=" ")  # decodes to a value with CR/LF
-    assert post(gateway, {"model": "corp-plain", "messages": FOUR_TURNS}, headers={"X-OpenWebUI-User-Name": evil}).status_code == 200
+    assert post(app_client, {"model": "corp-plain", "messages": FOUR_TURNS}, headers={"X-OpenWebUI-User-Name": evil}).status_code == 200
     headers = corp_backend.last.headers
     assert headers["x-dep-ticket"] == TICKET
     assert unquote(headers["user-name"]) == "Kim\r\nx-dep-ticket: stolen"

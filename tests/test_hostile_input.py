@@ -1,4 +1,8 @@
-"""Thousands of generated bodies against the real server: never a 5xx, always OpenAI's error shape."""
+"""Generated bodies against the real server: never a 5xx, always OpenAI's error shape.
+
+How many is the hypothesis profile's choice (tests/conftest.py): 200 by default, 2,000 with
+`HYPOTHESIS_PROFILE=full`.
+"""
 
 import json
 
@@ -83,7 +87,7 @@ def check_answer(response):
         assert response.json()["object"] == "chat.completion"
 
 
-@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
 @given(raw=raw_bodies)
 def test_generated_bodies_never_break_the_gateway(gateway, session, raw):
     response = session.post(gateway.url + "/v1/chat/completions", data=raw, headers={"Content-Type": "application/json"}, timeout=30)

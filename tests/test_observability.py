@@ -7,9 +7,9 @@ Chromium (Debian's package) loads the page, and a screenshot lands in test-outpu
 
 import glob
 import os
-import time
 import shutil
 import subprocess
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -17,6 +17,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.backends import chunk_json, completion_json, wait_until
+from tests.configs import backend, gateway_toml, model
 from tests.conftest import TICKET
 from tests.gunicorn_server import ROOT, GatewayServer
 from tests.sse_client import iter_events
@@ -34,29 +35,14 @@ def metrics_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def observed(openai_backend, corp_backend, metrics_dir, tmp_path_factory):
-    config = f"""
-[gateway]
-heartbeat_seconds = 0.5
-
-[backends.openai]
-url = "{openai_backend.url}"
-streaming = true
-
-[backends.corp]
-url = "{corp_backend.url}?token=${{URL_SECRET}}"
-
-[backends.corp.headers]
-x-dep-ticket = "${{CORP_TICKET}}"
-
-[[models]]
-id = "relay"
-backend = "openai"
-name = "Relay model"
-
-[[models]]
-id = "Gauss2-37b-instruct-v1.0"
-backend = "corp"
-"""
+    config = gateway_toml(
+        gateway={"heartbeat_seconds": 0.5},
+        backends={
+            "openai": backend(openai_backend.url, streaming=True),
+            "corp": backend(corp_backend.url + "?token=${URL_SECRET}", headers={"x-dep-ticket": "${CORP_TICKET}"}),
+        },
+        models=[model("relay", "openai", name="Relay model"), model("Gauss2-37b-instruct-v1.0", "corp")],
+    )
     server = GatewayServer(config, tmp_path_factory.mktemp("observed"), workers=2,
                            env={"CORP_TICKET": TICKET, "URL_SECRET": URL_SECRET, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
     try:
@@ -226,15 +212,22 @@ def test_status_page_in_a_browser(observed, traffic, browser):
 
 def test_keepalives_are_counted(observed, corp_backend):
     """Runs last in this module: it adds traffic the exact counts above do not expect."""
+    two_keepalives_seen = threading.Event()
+
     def slow(exchange):
-        time.sleep(1.3)  # the backend thinking through two heartbeats
+        two_keepalives_seen.wait(10)  # the backend thinking until the client has had two keep-alives
         exchange.send_json(200, completion_json("done"))
 
     corp_backend.respond_with(slow)
     before = keepalives_counted(observed)
     body = {"model": "Gauss2-37b-instruct-v1.0", "messages": MESSAGES, "stream": True}
+    comments = 0
     with requests.post(observed.url + "/v1/chat/completions", json=body, stream=True, timeout=30) as response:
-        comments = sum(1 for kind, _ in iter_events(response) if kind == "comment")
+        for kind, _ in iter_events(response):
+            if kind == "comment":
+                comments += 1
+                if comments == 2:
+                    two_keepalives_seen.set()
     assert comments >= 2
     wait_until(lambda: keepalives_counted(observed) - before == comments, message="the keep-alives to be counted")
 

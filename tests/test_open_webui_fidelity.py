@@ -2,7 +2,8 @@
 
 One gateway serves eight backends: both kinds (streaming OpenAI-compatible, non-streaming
 corporate) times `tools = pass|drop` times `content = parts|text`. Its `user_jwt_secret` is set,
-so user values come only from a verified X-OpenWebUI-User-Jwt.
+so user values come only from a verified X-OpenWebUI-User-Jwt. It also lists model ids Open WebUI
+would rewrite requests for, which its start-up log must warn about.
 """
 
 import itertools
@@ -16,6 +17,7 @@ import requests
 
 from gateway.upstream.conversation import IMAGE_PLACEHOLDER
 from tests.backends import chunk_json, completion_json
+from tests.configs import backend, gateway_toml, model
 from tests.conftest import FIXTURES, TICKET, fixture_body
 from tests.gunicorn_server import GatewayServer
 from tests.sse_client import content_of, data_payloads, read_events
@@ -31,23 +33,35 @@ CONTINUATION = [
 ]
 
 
+USER_HEADERS = {"x-dep-ticket": "${CORP_TICKET}", "User-Id": "{user.email|anonymous}", "User-Name": "{user.name}",
+                "Chat-Id": "{chat_id}"}
+
+
+# Open WebUI rewrites requests for ids that look like OpenAI reasoning models (the first two).
+REWRITTEN_IDS, KEPT_IDS = ("o3-mini", "gpt-5.1"), ("gpt-4o", "gauss-o1")
+
+
 def model_id(kind, tools, content):
     return f"{kind}-{tools}-{content}"
 
 
+def backend_name(kind, tools, content):
+    return model_id(kind, tools, content).replace("-", "_")
+
+
 @pytest.fixture(scope="module")
 def fidelity(openai_backend, corp_backend, tmp_path_factory):
-    parts = ["[gateway]\nuser_jwt_secret = \"${OWUI_JWT_SECRET}\"\n"]
-    for kind, tools, content in COMBOS:
-        name = model_id(kind, tools, content).replace("-", "_")
-        url = openai_backend.url if kind == "s" else corp_backend.url
-        parts.append(f'[backends.{name}]\nurl = "{url}"\nstreaming = {"true" if kind == "s" else "false"}\n'
-                     f'tools = "{tools}"\ncontent = "{content}"\n')
-        parts.append(f'[backends.{name}.headers]\nx-dep-ticket = "${{CORP_TICKET}}"\nUser-Id = "{{user.email|anonymous}}"\n'
-                     f'User-Name = "{{user.name}}"\nChat-Id = "{{chat_id}}"\n')
-    for kind, tools, content in COMBOS:
-        parts.append(f'[[models]]\nid = "{model_id(kind, tools, content)}"\nbackend = "{model_id(kind, tools, content).replace("-", "_")}"\n')
-    server = GatewayServer("\n".join(parts), tmp_path_factory.mktemp("fidelity"),
+    config = gateway_toml(
+        gateway={"user_jwt_secret": "${OWUI_JWT_SECRET}"},
+        backends={
+            backend_name(kind, tools, content): backend(openai_backend.url if kind == "s" else corp_backend.url,
+                                                        streaming=kind == "s", tools=tools, content=content, headers=USER_HEADERS)
+            for kind, tools, content in COMBOS
+        },
+        models=[model(model_id(*combo), backend_name(*combo)) for combo in COMBOS]
+        + [model(i, backend_name("s", "pass", "parts")) for i in REWRITTEN_IDS + KEPT_IDS],
+    )
+    server = GatewayServer(config, tmp_path_factory.mktemp("fidelity"),
                            env={"CORP_TICKET": TICKET, "OWUI_JWT_SECRET": JWT_SECRET})
     try:
         yield server.wait_ready()
@@ -111,10 +125,10 @@ def test_tool_call_reaches_the_sdk_as_a_tool_call(fidelity, request, kind):
     else:
         r4 = (FIXTURES / "R4_chat_stream_response_tool_call.sse").read_bytes()
         backend.respond_with(lambda ex: (ex.start_sse(), ex.write(r4), ex.end_sse()))
-    client = openai.OpenAI(base_url=fidelity.url + "/v1", api_key="unused", max_retries=0)
     body = fixture_body("06_chat_stream_native_builtin_tools_v0124_default_admin.json")
-    chunks = list(client.chat.completions.create(model=model_id(kind, "pass", "parts"), messages=body["messages"],
-                                                 tools=body["tools"], stream=True))
+    with openai.OpenAI(base_url=fidelity.url + "/v1", api_key="unused", max_retries=0, timeout=30) as client:
+        chunks = list(client.chat.completions.create(model=model_id(kind, "pass", "parts"), messages=body["messages"],
+                                                     tools=body["tools"], stream=True))
     calls = [call for c in chunks if c.choices for call in (c.choices[0].delta.tool_calls or [])]
     assert all(call.index == 0 for call in calls)
     assert calls[0].id == "call_9f2c1a7e" and calls[0].function.name == "get_current_timestamp"
@@ -218,16 +232,11 @@ def test_plain_user_headers_are_ignored_when_a_jwt_secret_is_set(fidelity, corp_
 # --- model list ----------------------------------------------------------------------------------------------------
 
 
-def test_ids_open_webui_rewrites_are_warned_about_at_start_up(openai_backend, tmp_path):
-    config = f'[backends.b]\nurl = "{openai_backend.url}"\n' + "".join(
-        f'[[models]]\nid = "{i}"\nbackend = "b"\n' for i in ("o3-mini", "gpt-5.1", "gpt-4o", "gauss-o1"))
-    server = GatewayServer(config, tmp_path).wait_ready()
-    try:
-        warning = next(line for line in server.log().splitlines() if "look like OpenAI reasoning models" in line)
-        assert "o3-mini" in warning and "gpt-5.1" in warning
-        assert "gpt-4o" not in warning and "gauss-o1" not in warning
-    finally:
-        server.stop()
+def test_ids_open_webui_rewrites_are_warned_about_at_start_up(fidelity):
+    warnings = [line for line in fidelity.log().splitlines() if "look like OpenAI reasoning models" in line]
+    assert len(warnings) == 1
+    assert "o3-mini" in warnings[0] and "gpt-5.1" in warnings[0]
+    assert "gpt-4o" not in warnings[0] and "gauss-o1" not in warnings[0]
 
 
 def test_json_of_fixture_r1_shape(fidelity):

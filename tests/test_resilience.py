@@ -15,6 +15,8 @@ import pytest
 import requests
 
 from tests.backends import chunk_json, completion_json, wait_until
+from tests.configs import backend, gateway_toml, model
+from tests.conftest import HEARTBEAT as MAIN_HEARTBEAT
 from tests.conftest import INBOUND_KEY, TICKET
 from tests.gunicorn_server import GatewayServer
 from tests.sse_client import content_of, data_payloads, iter_events, read_events
@@ -45,63 +47,21 @@ def blackhole():
 
 @pytest.fixture(scope="module")
 def hardened(openai_backend, corp_backend, blackhole, tmp_path_factory):
-    corp_headers = "[backends.NAME.headers]\nx-dep-ticket = \"${CORP_TICKET}\"\n"
-    config = f"""
-[gateway]
-api_keys = ["${{GATEWAY_API_KEY}}"]
-heartbeat_seconds = {HEARTBEAT}
-cors_origins = ["{ORIGIN}"]
-max_request_bytes = 100000
-
-[backends.openai]
-url = "{openai_backend.url}"
-streaming = true
-read_timeout = 2
-
-[backends.corp]
-url = "{corp_backend.url}"
-read_timeout = 5
-{corp_headers.replace("NAME", "corp")}
-[backends.limited]
-url = "{corp_backend.url}"
-max_concurrency = 2
-{corp_headers.replace("NAME", "limited")}
-[backends.quick_timeout]
-url = "{corp_backend.url}"
-read_timeout = 0.2
-{corp_headers.replace("NAME", "quick_timeout")}
-[backends.slow_timeout]
-url = "{corp_backend.url}"
-read_timeout = 1.2
-{corp_headers.replace("NAME", "slow_timeout")}
-[backends.blackhole]
-url = "http://127.0.0.1:{blackhole}/v1/chat/completions"
-connect_timeout = 0.5
-
-[[models]]
-id = "relay"
-backend = "openai"
-
-[[models]]
-id = "built"
-backend = "corp"
-
-[[models]]
-id = "limited"
-backend = "limited"
-
-[[models]]
-id = "quick-timeout"
-backend = "quick_timeout"
-
-[[models]]
-id = "slow-timeout"
-backend = "slow_timeout"
-
-[[models]]
-id = "blackhole"
-backend = "blackhole"
-"""
+    ticket = {"x-dep-ticket": "${CORP_TICKET}"}
+    config = gateway_toml(
+        gateway={"api_keys": ["${GATEWAY_API_KEY}"], "heartbeat_seconds": HEARTBEAT, "cors_origins": [ORIGIN],
+                 "max_request_bytes": 100000},
+        backends={
+            "openai": backend(openai_backend.url, streaming=True, read_timeout=2),
+            "corp": backend(corp_backend.url, read_timeout=5, headers=ticket),
+            "limited": backend(corp_backend.url, max_concurrency=2, headers=ticket),
+            "quick_timeout": backend(corp_backend.url, read_timeout=0.2, headers=ticket),
+            "slow_timeout": backend(corp_backend.url, read_timeout=1.2, headers=ticket),
+            "blackhole": backend(f"http://127.0.0.1:{blackhole}/v1/chat/completions", connect_timeout=0.5),
+        },
+        models=[model("relay", "openai"), model("built", "corp"), model("limited", "limited"),
+                model("quick-timeout", "quick_timeout"), model("slow-timeout", "slow_timeout"), model("blackhole", "blackhole")],
+    )
     server = GatewayServer(config, tmp_path_factory.mktemp("hardened"), env={"CORP_TICKET": TICKET, "GATEWAY_API_KEY": API_KEY})
     try:
         yield server.wait_ready()
@@ -122,14 +82,20 @@ def hang(exchange):
 
 
 def test_slow_non_streaming_backend_gets_keepalives_then_the_answer(hardened, corp_backend):
+    two_keepalives_seen = threading.Event()
+
     def slow(exchange):
-        time.sleep(3 * HEARTBEAT)  # the backend thinking, three heartbeats long
+        two_keepalives_seen.wait(10)  # the backend thinking until the client has had two keep-alives
         exchange.send_json(200, completion_json("finally"))
 
     corp_backend.respond_with(slow)
+    items = []
     with chat(hardened, "built") as response:
         assert response.status_code == 200
-        items = read_events(response)
+        for item in iter_events(response):
+            items.append(item)
+            if items.count(("comment", "keep-alive")) == 2:
+                two_keepalives_seen.set()
     kinds = [kind for kind, _ in items]
     assert kinds[:2] == ["comment", "comment"] and items[0] == ("comment", "keep-alive")
     assert content_of(data_payloads(items)) == "finally" and items[-1] == ("data", "[DONE]")
@@ -137,12 +103,14 @@ def test_slow_non_streaming_backend_gets_keepalives_then_the_answer(hardened, co
 
 def test_sdk_accepts_a_stream_with_keepalives(hardened, corp_backend):
     def slow(exchange):
+        # The backend thinking, three heartbeats long: the SDK reads keep-alives before the answer
+        # (that the gateway sends them then is the test above).
         time.sleep(3 * HEARTBEAT)
         exchange.send_json(200, completion_json("patience"))
 
     corp_backend.respond_with(slow)
-    client = openai.OpenAI(base_url=hardened.url + "/v1", api_key=API_KEY, max_retries=0)
-    chunks = list(client.chat.completions.create(model="built", messages=MESSAGES, stream=True))
+    with openai.OpenAI(base_url=hardened.url + "/v1", api_key=API_KEY, max_retries=0, timeout=30) as client:
+        chunks = list(client.chat.completions.create(model="built", messages=MESSAGES, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "patience"
 
 
@@ -245,22 +213,24 @@ def _leave_after_first_item(gateway, model):
     # leaving the with block closes the connection mid-stream
 
 
-@pytest.mark.parametrize("model, backend_name", [("relay", "openai_backend"), ("built", "corp_backend")])
-def test_client_leaving_closes_the_backend_request(hardened, request, model, backend_name):
+@pytest.mark.parametrize("model, backend_name", [("gpt-stream", "openai_backend"), ("corp-plain", "corp_backend")])
+def test_client_leaving_closes_the_backend_request(gateway, request, model, backend_name):
+    """On the main gateway, whose heartbeat is long (2 s): a gateway that noticed the client only
+    when a write failed would close the backend request at least a heartbeat after it left."""
     backend = request.getfixturevalue(backend_name)
 
     def watch(exchange):
-        if model == "relay":
+        if model == "gpt-stream":
             exchange.start_sse()
             exchange.event(chunk_json(delta={"role": "assistant", "content": "x"}))
         exchange.wait_for_client_close(timeout=30)
 
     backend.respond_with(watch)
-    _leave_after_first_item(hardened, model)
+    _leave_after_first_item(gateway, model)
     left = time.monotonic()
     wait_until(lambda: backend.client_closes, timeout=10, message="the backend connection to close")
     # The gateway watches the client socket: the backend request closes at once, not at the next write.
-    assert backend.client_closes[0] - left < HEARTBEAT
+    assert backend.client_closes[0] - left < MAIN_HEARTBEAT
 
 
 def worker_sockets(gateway) -> int:
@@ -285,7 +255,7 @@ def test_two_hundred_disconnects_leave_nothing_held(hardened, openai_backend, co
         try:
             while True:
                 exchange.event(chunk_json(delta={"content": "x"}))
-                time.sleep(0.02)
+                time.sleep(0.02)  # the backend's pace: 50 events a second
         except OSError:
             exchange.backend.note_close(time.monotonic())
 
