@@ -106,6 +106,14 @@ class GatewayBusy(GatewayError):
     kind = "concurrency_limit"
 
 
+class ShuttingDown(GatewayError):
+    """This worker is stopping (SIGTERM, or a reload retiring it) and could not finish the answer."""
+
+    status = 503
+    code = "gateway_shutting_down"
+    kind = "shutting_down"
+
+
 class InternalError(GatewayError):
     """A bug of ours. The client gets the request id to quote; the log gets the traceback."""
 

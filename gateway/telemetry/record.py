@@ -12,7 +12,7 @@ import sys
 import time
 
 from ..chat.chunks import HAS_USAGE
-from ..errors import BackendError, BackendTimeout, GatewayError, InternalError
+from ..errors import BackendError, BackendTimeout, GatewayError, InternalError, ShuttingDown
 
 access_log = logging.getLogger("gateway.access")
 
@@ -23,6 +23,7 @@ BACKEND_ERROR = "backend_error"
 TIMEOUT = "timeout"
 REJECTED = "rejected"  # the client's request was refused before any backend was called
 INTERNAL_ERROR = "internal_error"
+SHUTTING_DOWN = "shutting_down"  # a stream the worker ended as its graceful timeout ran out
 
 
 def setup_access_log() -> None:
@@ -42,6 +43,8 @@ def outcome_of(error: GatewayError) -> str:
         return BACKEND_ERROR
     if isinstance(error, InternalError):
         return INTERNAL_ERROR
+    if isinstance(error, ShuttingDown):
+        return SHUTTING_DOWN
     return REJECTED
 
 

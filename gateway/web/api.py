@@ -4,10 +4,12 @@ The chat view reads like the contract: validate, pick the model and its backend,
 backend call, take a slot, then answer with one JSON completion or a stream.
 """
 
-from flask import Blueprint, g, request
+from flask import Blueprint, Response, g, request
 
 from ..chat.request_schema import validate_chat_request
 from ..streaming.chat_stream import ChatStream
+from ..streaming.client_watch import ClientLeft, abandoned_if_client_leaves
+from ..telemetry.record import CLIENT_GONE
 from ..upstream.call import build_call
 from ..upstream.identity import who_is_asking
 from .access import require_api_key
@@ -38,7 +40,13 @@ def chat_completions():
 
     if not record.stream:
         try:
-            completion = backend.complete(call)
+            # Open WebUI's title and tag tasks are such calls: when their client leaves, the
+            # backend request is closed at once instead of computing an answer nobody reads.
+            with abandoned_if_client_leaves(request.environ.get("gunicorn.socket")):
+                completion = backend.complete(call)
+        except ClientLeft:
+            record.outcome = CLIENT_GONE
+            return Response(status=499)  # nobody reads it: the server's write fails quietly
         finally:
             slot.release()
         record.note_usage(completion.get("usage"))
