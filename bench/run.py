@@ -5,7 +5,7 @@ gunicorn.conf.py and one worker, and the bare floor (bench/floor.py) under the s
 then drives all three from this process (gevent, http.client, keep-alive connections). Our
 machines are noisy, so every figure is a difference or a ratio against the direct call measured
 in the same run, interleaved, and each is the median of REPEATS repeats. Prints one table and
-writes bench/results.json.
+writes bench/out/results.json (ignored by git: the README's table is the record).
 """
 
 from gevent import monkey
@@ -29,6 +29,7 @@ import gevent  # noqa: E402
 from gevent.pool import Pool  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out" / "results.json"
 BIN = Path(sys.executable).parent
 REPEATS = 3
 HEARTBEAT = 1.0
@@ -425,7 +426,8 @@ def main():
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
-    (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(results, indent=2) + "\n")
     print_table(results)
 
 
@@ -456,7 +458,7 @@ def print_table(r):
           f"medians of {r['machine']['repeats']} repeats; {r['machine']['seconds']} s)")
     for row in rows:
         print("  ".join(cell.ljust(width[i]) for i, cell in enumerate(row)).rstrip())
-    print(f"\nwritten to {ROOT / 'bench' / 'results.json'}")
+    print(f"\nwritten to {OUT}")
 
 
 if __name__ == "__main__":
