@@ -135,7 +135,7 @@ else:
                 result = run.paced_run(target, direct, model, streams, run.PACE_SPREAD, run.PACE_TWIN_EVERY)
                 print(f"{streams} streams: p99 added {result['added_p99_ms']:.1f} ms, by second {result['added_p99_ms_by_second']}")
             else:
-                result = run.load(target, json.dumps(run.PLAIN).encode(), 64, 10.0)
+                result = run.load_c64([target], json.dumps(run.PLAIN).encode(), 1, 10.0, {})[target.name]
                 print(f"{result['rps']:.0f} requests/s")
             after = user_system(worker)
             print(f"worker CPU during the load: user {after[0] - before[0]:.2f} s, system {after[1] - before[1]:.2f} s")

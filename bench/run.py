@@ -12,10 +12,11 @@ How each figure is measured
 ---------------------------
 Non-streaming (section `requests`). Concurrency 1: direct, gateway and floor requests take turns,
 request by request, on keep-alive connections, so drift hits all three alike; "added" is each one's
-p50 minus the direct p50 of the same turns. Concurrency 64: closed loops of 64 clients, one slice per
-target, the three slices back to back in an order that rotates with each repeat; "added p99" is the
-target's p99 minus the direct slice's p99 (direct is ~10x faster, so this never nears zero). CPU per
-request is the worker's user+system CPU during its slice over the requests it served.
+p50 minus the direct p50 of the same turns. Concurrency 64: 64 keep-alive connections per target,
+opened and used once beforehand; closed loops in 1 s slices, the three targets taking turns slice
+by slice (3 rounds, order rotating), each target's latencies pooled over its slices; "added p99" is
+its p99 minus the direct p99 (direct is ~10x faster, so this never nears zero). CPU per request is
+the worker's user+system CPU during its slices over the requests it served.
 
 Relay (section `relay`). The backend stamps every event with x_sent (just before its write) on
 CLOCK_MONOTONIC, which every process on the machine shares. Each relayed stream has a *direct twin*:
@@ -41,7 +42,10 @@ added_i is taken over the twinned streams (the others are load of the same kind,
 unbiased). A level *holds* when every stream completes and p99 of added_i is <= 50 ms. The first
 repeat starts at 500, goes two steps (100) up while levels hold, halves while they do not, then
 bisects to a multiple of 50; later repeats start where the previous one ended. The figure is the
-highest level that held. Gateway and floor take turns, level by level, in the same run. Each
+highest level that held. Gateway and floor take turns, level by level, in the same run. A level
+that missed while other processes kept >= 0.25 cores busy is run once more and the second run
+counts (load from elsewhere only adds delay, so a level that held despite it stands); the table
+says how many were. Each
 level also records p99 by second of the run (the start-up second is usually the worst), the
 relay worker's CPU per 1,000 events, and the cores other processes kept busy meanwhile.
 
@@ -97,7 +101,8 @@ SECTIONS = ("requests", "relay", "tools", "pace", "fresh")
 FULL = {
     "repeats": 3,  # requests, tools, fresh
     "c1_requests": 300,
-    "c64_seconds": 2.0,
+    "c64_rounds": 3,
+    "c64_seconds": 1.0,
     "relay_repeats": 5,
     "relay_streams": 10,
     "relay_model": "stream-300-10",  # 300 events, 100 per second: 3,000 events per repeat for a steadier p99
@@ -113,7 +118,7 @@ QUICK = {
     **FULL,
     "repeats": 1,
     "c1_requests": 50,
-    "c64_seconds": 1.0,
+    "c64_rounds": 1,
     "relay_repeats": 1,
     "cpu_streams": 10,
     "tools_requests": 40,
@@ -129,6 +134,7 @@ PACE_TWIN_EVERY = 4
 PACE_LIMIT_MS = 50.0  # the p99 added delay per event a level may have and still hold
 PACE_TARGET = 500  # streams per worker
 PACE_RESOLUTION = 50  # streams: the figure is a multiple of this
+PACE_BUSY_CORES = 0.25  # a level that missed while other processes kept this many cores busy is run once more
 
 # --- processes --------------------------------------------------------------------------------------
 
@@ -349,35 +355,48 @@ def latencies_c1(targets, body: bytes, count: int) -> dict:
     return result
 
 
-def load(target, body: bytes, concurrency: int, seconds: float, pid=None) -> dict:
-    """`concurrency` clients in closed loops for `seconds`: latencies, requests/s, worker CPU per request."""
-    latencies = []
-    deadline = time.perf_counter() + seconds
+def load_c64(targets, body: bytes, rounds: int, seconds: float, pids: dict, rotate: int = 0) -> dict:
+    """64 clients per target in closed loops, on keep-alive connections opened (and used once)
+    beforehand; `rounds` slices of `seconds` per target, the targets taking turns slice by slice
+    in an order that rotates each round, so load from elsewhere falls on all of them alike.
+    Per target: the latencies of all its slices, requests/s, and its worker's CPU per request."""
+    conns = {t.name: [t.connection() for _ in range(64)] for t in targets}
+    gevent.joinall([gevent.spawn(post, conn, t, body) for t in targets for conn in conns[t.name]], raise_error=True)
+    result = {t.name: {"latencies": [], "seconds": 0.0, "cpu": 0.0} for t in targets}
+    for round_ in range(rounds):
+        shift = (round_ + rotate) % len(targets)
+        for t in targets[shift:] + targets[:shift]:
+            into = result[t.name]
+            deadline = time.perf_counter() + seconds
 
-    def client():
-        conn = target.connection()
-        while time.perf_counter() < deadline:
-            started = time.perf_counter()
-            post(conn, target, body)
-            latencies.append(time.perf_counter() - started)
-        conn.close()
+            def client(conn):
+                while time.perf_counter() < deadline:
+                    started = time.perf_counter()
+                    post(conn, t, body)
+                    into["latencies"].append(time.perf_counter() - started)
 
-    cpu_before = cpu_seconds(pid) if pid else 0.0
-    began = time.perf_counter()
-    gevent.joinall([gevent.spawn(client) for _ in range(concurrency)], raise_error=True)
-    elapsed = time.perf_counter() - began
-    cpu = cpu_seconds(pid) - cpu_before if pid else None
-    return {"latencies": latencies, "rps": len(latencies) / elapsed, "cpu_ms_per_request": ms(cpu) / len(latencies) if pid else None}
+            pid = pids.get(t.name)
+            cpu_before = cpu_seconds(pid) if pid else 0.0
+            began = time.perf_counter()
+            gevent.joinall([gevent.spawn(client, conn) for conn in conns[t.name]], raise_error=True)
+            into["seconds"] += time.perf_counter() - began
+            into["cpu"] += cpu_seconds(pid) - cpu_before if pid else 0.0
+    for t in targets:
+        for conn in conns[t.name]:
+            conn.close()
+        into = result[t.name]
+        into["rps"] = len(into["latencies"]) / into["seconds"]
+        into["cpu_ms_per_request"] = ms(into["cpu"]) / len(into["latencies"]) if pids.get(t.name) else None
+    return result
 
 
 def measure_requests(cfg, direct, gateway, floor, pids) -> dict:
     body = json.dumps(PLAIN).encode()
     runs = []
-    orders = [(direct, gateway, floor), (gateway, floor, direct), (floor, direct, gateway)]
     for repeat in range(cfg["repeats"]):
         lat = latencies_c1([direct, gateway, floor], body, cfg["c1_requests"])
         d50 = percentile(lat["direct"], 50)
-        c64 = {t.name: load(t, body, 64, cfg["c64_seconds"], pids.get(t.name)) for t in orders[repeat % 3]}
+        c64 = load_c64([direct, gateway, floor], body, cfg["c64_rounds"], cfg["c64_seconds"], pids, rotate=repeat)
         d99 = percentile(c64["direct"]["latencies"], 99)
         run = {"direct_p50_ms_c1": ms(d50), "direct_p99_ms_c64": ms(d99), "direct_rps_c64": c64["direct"]["rps"]}
         for name in ("gateway", "floor"):
@@ -389,7 +408,8 @@ def measure_requests(cfg, direct, gateway, floor, pids) -> dict:
             }
         runs.append(run)
         print(f"  repeat {repeat + 1}: c1 added p50 gateway {run['gateway']['added_p50_ms_c1']:.2f} / floor {run['floor']['added_p50_ms_c1']:.2f} ms; "
-              f"c64 rps gateway {run['gateway']['rps_c64']:.0f} / floor {run['floor']['rps_c64']:.0f}", flush=True)
+              f"c64 added p99 gateway {run['gateway']['added_p99_ms_c64']:.0f} / floor {run['floor']['added_p99_ms_c64']:.0f} ms, "
+              f"rps gateway {run['gateway']['rps_c64']:.0f} / floor {run['floor']['rps_c64']:.0f}", flush=True)
     return {"runs": runs}
 
 
@@ -521,15 +541,22 @@ def measure_pace(cfg, direct, gateway, floor, pids) -> dict:
                 if n is None:
                     continue
                 progressed = True
-                r = paced_run(t, direct, model, n, PACE_SPREAD, PACE_TWIN_EVERY, pids[t.name])
-                r["holds"] = r["failed"] == 0 and r["completed"] == n and r["added_p99_ms"] <= PACE_LIMIT_MS
+                earlier = None
+                while True:
+                    r = paced_run(t, direct, model, n, PACE_SPREAD, PACE_TWIN_EVERY, pids[t.name])
+                    r["holds"] = r["failed"] == 0 and r["completed"] == n and r["added_p99_ms"] <= PACE_LIMIT_MS
+                    failures = f", {r['failed']} failures: {'; '.join(r['failures'][:2])}" if r["failed"] else ""
+                    print(f"  repeat {repeat + 1}: {t.name} {n} streams: p99 added {r['added_p99_ms']:.1f} ms (p50 {r['added_p50_ms']:.1f}; "
+                          f"by second {', '.join(f'{v:.0f}' for v in r['added_p99_ms_by_second'])}), direct delay p99 {r['direct_delay_p99_ms']:.1f} ms, "
+                          f"{r['completed']}/{n} completed{failures}; others used {r['other_processes_cores']:.2f} cores: "
+                          f"{'holds' if r['holds'] else 'does not hold'}", flush=True)
+                    gevent.sleep(0.5)  # the previous level's connections close
+                    if r["holds"] or earlier is not None or r["other_processes_cores"] < PACE_BUSY_CORES:
+                        break
+                    # Other processes took this much CPU: a miss may be theirs, not the relay's. Once more.
+                    earlier = r
+                r["earlier_attempt"] = earlier
                 levels[t.name][n] = r
-                failures = f", {r['failed']} failures: {'; '.join(r['failures'][:2])}" if r["failed"] else ""
-                print(f"  repeat {repeat + 1}: {t.name} {n} streams: p99 added {r['added_p99_ms']:.1f} ms (p50 {r['added_p50_ms']:.1f}; "
-                      f"by second {', '.join(f'{v:.0f}' for v in r['added_p99_ms_by_second'])}), direct delay p99 {r['direct_delay_p99_ms']:.1f} ms, "
-                      f"{r['completed']}/{n} completed{failures}; others used {r['other_processes_cores']:.2f} cores: "
-                      f"{'holds' if r['holds'] else 'does not hold'}", flush=True)
-                gevent.sleep(0.5)  # the previous level's connections close
             turn += 1
             if not progressed:
                 break
@@ -840,11 +867,13 @@ def table(r, cfg) -> list:
         f = [x["floor"]["holds"] for x in runs]
         at_target = {name: [x[name]["levels"][str(PACE_TARGET)]["added_p99_ms"] for x in runs if str(PACE_TARGET) in x[name]["levels"]]
                      for name in ("gateway", "floor")}
-        detail = "; ".join(f"{name} {med(v):.1f} ms" for name, v in at_target.items() if v)
+        detail = "; ".join(f"{name} {med(v):.1f} ms" for name, v in at_target.items() if v) or "not tried"
+        reruns = sum(1 for x in runs for name in ("gateway", "floor") for level in x[name]["levels"].values() if level["earlier_attempt"])
+        detail += f"; {reruns} level(s) run twice (others busy)" if reruns else ""
         count = lambda v: f"{v:.0f}" if v else f"< {PACE_RESOLUTION}"  # noqa: E731
         rows.append(row(f"streams one worker holds at 20 events/s, p99 added <= {PACE_LIMIT_MS:g} ms",
                         count(med(g)), spread(g, count),
-                        f"floor {count(med(f))}{' (' + spread(f, count) + ')' if len(f) > 1 else ''}; p99 added at {PACE_TARGET}: {detail or 'not tried'}",
+                        f"floor {count(med(f))}{' (' + spread(f, count) + ')' if len(f) > 1 else ''}; p99 added at {PACE_TARGET}: {detail}",
                         f">= {PACE_TARGET} streams", verdict_at_least(med(g), PACE_TARGET, lambda v: f"{v:.0f} streams")))
     if "fresh" in r:
         runs = r["fresh"]["runs"]
