@@ -48,12 +48,13 @@ class ChatStream:
         "_socket", "_stalled_after", "_writing_since", "_interruption",
     )
 
-    def __init__(self, events, release, *, heartbeat: float, record: RequestRecord, secrets=(), client_socket=None, stalled_after: float = 60):
-        """`events`: the backend's payloads (a generator, not started yet); `release()` frees the
-        backend slot; `client_socket`: the client's connection, watched when the server gives it;
+    def __init__(self, events, release=None, *, heartbeat: float, record: RequestRecord, secrets=(), client_socket=None, stalled_after: float = 60):
+        """`events`: the backend's payloads (a generator, not started yet; closing it ends the
+        backend call); `release()`, if given, frees what the call held once it is over;
+        `client_socket`: the client's connection, watched when the server gives it;
         `stalled_after`: seconds a client may take to accept a write (at least three heartbeats)."""
         self._queue = Queue(_QUEUE_SIZE)
-        self._release = release
+        self._release = release or _nothing
         self._heartbeat = heartbeat
         self._record = record
         self._secrets = secrets
@@ -228,3 +229,7 @@ class ChatStream:
         self._record.failed(error)
         yield encode_event(error_json(error, self._secrets))
         yield DONE
+
+
+def _nothing() -> None:
+    pass

@@ -51,7 +51,7 @@ def outcome_of(error: GatewayError) -> str:
 class RequestRecord:
     __slots__ = (
         "request_id", "method", "path", "started", "model", "backend", "stream", "status",
-        "first_byte", "finished", "outcome", "error", "usage", "keepalives", "chat",
+        "first_byte", "finished", "outcome", "error", "usage", "keepalives", "chat", "attempts",
     )
 
     def __init__(self, request_id: str, method: str, path: str):
@@ -63,6 +63,7 @@ class RequestRecord:
         self.first_byte = self.finished = self.outcome = self.error = self.usage = None
         self.keepalives = 0
         self.chat = False  # a chat completion request (the ones metrics count)
+        self.attempts = None  # failover.Attempts: which backends were tried, which one answered
 
     def mark_first_byte(self) -> None:
         if self.first_byte is None:
@@ -91,6 +92,10 @@ class RequestRecord:
         if self.finished is not None:
             return False
         now = self.finished = time.monotonic()
+        tried = self.attempts.tried if self.attempts is not None else ()
+        if tried:
+            answered = self.attempts.answered_by
+            self.backend = answered.name if answered is not None else tried[-1][0]
         if self.outcome is None:
             # A stream whose body never ran was closed by a client that had already left.
             self.outcome = CLIENT_GONE if self.stream and self.first_byte is None else COMPLETED
@@ -112,5 +117,7 @@ class RequestRecord:
             for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
                 if isinstance(self.usage.get(key), int):
                     line[key] = self.usage[key]
+        if len(tried) > 1:  # failover: every attempt, in order
+            line["attempts"] = [{"backend": name, "result": result} for name, result in tried]
         access_log.info(json.dumps(line, separators=(",", ":")))
         return True
