@@ -213,3 +213,19 @@ def test_upstream_table_falls_back_to_the_model_id():
     text = '[backends.a]\nurl = "http://a/x"\n[backends.b]\nurl = "http://b/x"\n[[models]]\nid = "m"\nbackends = ["a", "b"]\nupstream = { a = "gauss" }\n'
     entry = parse_config(text, "gw.toml", {}).models["m"]
     assert (entry.upstream_for("a"), entry.upstream_for("b"), entry.backend) == ("gauss", "m", "a")
+
+
+def test_every_backend_failing_after_a_keepalive_is_an_error_event_naming_each(failover, primary, dr):
+    def slow_failure(exchange):  # past the first keep-alive, then a failure
+        time.sleep(0.8)
+        exchange.send_json(502, {"error": {"message": "upstream died"}})
+
+    primary.respond_with(slow_failure)
+    dr.respond_with(slow_failure)
+    with chat(failover, "duo", stream=True) as response:
+        assert response.status_code == 200
+        items = read_events(response)
+    payloads = data_payloads(items)
+    assert items[0] == ("comment", "keep-alive") and payloads[-1] == "[DONE]"
+    message = payloads[-2]["error"]["message"]
+    assert "primary: failed (HTTP 502)" in message and "dr: failed (HTTP 502)" in message
