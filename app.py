@@ -4,8 +4,11 @@ config → this worker's models and backends → what every request passes throu
 inbound keys and CORS) → the blueprints → the error handlers. Each piece registers itself.
 """
 
+import logging
+
 from flask import Flask
 
+from gateway.concurrency import threads_note
 from gateway.config import Config, load_config
 from gateway.registry import ModelRegistry
 from gateway.telemetry import metrics, request_log
@@ -20,6 +23,8 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions["registry"] = ModelRegistry(config, on_slot_change=metrics.in_flight_counter, on_cooldown=metrics.cooldown_setter)
 
     request_log.init_app(app)  # first: every later step, preflights included, has a record
+    if note := threads_note():
+        logging.getLogger("gateway").warning(note)
     access.init_app(app, config.gateway)
 
     # Users type either base URL into Open WebUI: serve the API with and without /v1.

@@ -8,12 +8,14 @@ goes out as it arrives, chunked or not.
 
 import json
 import re
+import socket
 
 import gevent
 import requests
 from requests.structures import CaseInsensitiveDict
 
 from .. import errors
+from ..concurrency import cooperative, on_cancel
 from ..chat.answers import complete_envelope, completion_problem
 from ..chat.chunks import HAS_USAGE, completion_chunks, missing_usage_chunk
 from ..config import BackendConfig
@@ -57,6 +59,7 @@ class HttpBackend(Backend):
 
     def stream(self, call: UpstreamCall):
         response = self._post(call, stream=True)
+        on_cancel(lambda: _abort(response))  # a reader thread (no gevent) is stopped this way
         finished = False
         try:
             content_type = response.headers.get("Content-Type", "")
@@ -73,7 +76,7 @@ class HttpBackend(Backend):
         except WIRE_ERRORS as exc:
             raise translate(exc, self.config) from None
         finally:
-            if finished:
+            if finished and cooperative():
                 # The answer is complete: let the client have its [DONE] now, and read the end of
                 # the body in the background so the connection can go back to the pool.
                 gevent.spawn(_drain_and_release, response)
@@ -149,6 +152,17 @@ class HttpBackend(Backend):
         if problem:
             raise errors.BackendInvalidAnswer(self.name, f"answered with JSON that is not a chat completion: it {problem}")
         return complete_envelope(data, model_id)
+
+
+def _abort(response: requests.Response) -> None:
+    """From another thread: makes a read blocked on this response's socket fail at once (closing
+    a socket does not wake a thread blocked on it; shutting it down does)."""
+    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 def _drain_and_release(response: requests.Response) -> None:

@@ -1,9 +1,9 @@
 """One streamed chat answer, from the backend call to the last byte: `ChatStream`.
 
-The backend's events are read in a greenlet of their own and handed over a small queue, so the
-response can wait for the next one with a deadline and send `: keep-alive` when
-`heartbeat_seconds` pass in silence, whether the backend streams or is still computing a whole
-answer. The life of a stream, in order:
+The backend's events are read beside the response (a greenlet under gevent, a thread under any
+other WSGI server: concurrency.py) and handed over a small queue, so the response can wait for
+the next one with a deadline and send `: keep-alive` when `heartbeat_seconds` pass in silence,
+whether the backend streams or is still computing a whole answer. The life of a stream, in order:
 
 1. `ChatStream(...)` starts the backend call and watches the client's connection;
 2. `start()` waits for the first event or the first heartbeat, in the view: a failure known by
@@ -13,18 +13,19 @@ answer. The life of a stream, in order:
 4. `close()` (the server closes the response: done, or the client left) stops the backend call
    at once and frees what the stream held. Idempotent.
 
-While it is open the stream is in `open_streams`, whose watchdog drops a client that stopped
-reading (`check_stalled`) and ends the stream when the worker's graceful stop runs out
-(`interrupt`).
+Under gevent, the client's socket is watched (a hang-up stops the backend at once), and while it
+is open the stream is in `open_streams`, whose watchdog drops a client that stopped reading
+(`check_stalled`) and ends the stream when the worker's graceful stop runs out (`interrupt`).
+Elsewhere a departed client is noticed at the next write, as the server closes the body.
 """
 
 import logging
 import socket
 import time
 
-import gevent
-from gevent.queue import Empty, Full, Queue
+from queue import Empty, Full
 
+from ..concurrency import CancelScope, cooperative, new_queue, start_reader, stop_reader
 from ..errors import GatewayError, InternalError, error_json
 from ..sse import DONE, KEEPALIVE, encode_event
 from ..telemetry.record import CLIENT_GONE, COMPLETED, RequestRecord
@@ -44,8 +45,8 @@ _QUEUE_SIZE = 64
 
 class ChatStream:
     __slots__ = (
-        "_queue", "_greenlet", "_release", "_heartbeat", "_record", "_secrets", "_cleanups", "_first",
-        "_socket", "_stalled_after", "_writing_since", "_interruption",
+        "_queue", "_reader", "_scope", "_release", "_heartbeat", "_record", "_secrets", "_cleanups", "_first",
+        "_socket", "_stalled_after", "_writing_since", "_interruption", "_held",
     )
 
     def __init__(self, events, release=None, *, heartbeat: float, record: RequestRecord, secrets=(), client_socket=None, stalled_after: float = 60):
@@ -53,7 +54,7 @@ class ChatStream:
         backend call); `release()`, if given, frees what the call held once it is over;
         `client_socket`: the client's connection, watched when the server gives it;
         `stalled_after`: seconds a client may take to accept a write (at least three heartbeats)."""
-        self._queue = Queue(_QUEUE_SIZE)
+        self._queue = new_queue(_QUEUE_SIZE)
         self._release = release or _nothing
         self._heartbeat = heartbeat
         self._record = record
@@ -63,12 +64,16 @@ class ChatStream:
         self._stalled_after = max(stalled_after, 3 * heartbeat)
         self._writing_since = 0.0  # when the pending write began; 0.0 while no write is pending
         self._interruption = None  # set by interrupt(): the error the stream must end with
-        self._greenlet = gevent.spawn(self._read_backend, events)
-        self._cleanups = [self._stop_backend, lambda: open_streams.discard(self)]
-        if client_socket is not None:
-            # Watched from now on, the first wait included: a client gone early stops the backend too.
-            self._cleanups.append(ClientWatch(client_socket, self._client_left).stop)
-        open_streams.add(self)
+        self._held = None  # a non-payload item `_ready` took from the queue, for `_next`
+        self._scope = CancelScope()
+        self._reader = start_reader(lambda: self._read_backend(events))
+        self._cleanups = [self._stop_backend]
+        if cooperative():
+            if client_socket is not None:
+                # Watched from now on, the first wait included: a client gone early stops the backend too.
+                self._cleanups.append(ClientWatch(client_socket, self._client_left).stop)
+            open_streams.add(self)
+            self._cleanups.append(lambda: open_streams.discard(self))
 
     # --- the four steps ----------------------------------------------------------------------------
 
@@ -170,28 +175,42 @@ class ChatStream:
     # --- the backend side --------------------------------------------------------------------------
 
     def _read_backend(self, events):
-        put = self._queue.put
+        put = self._queue.put if cooperative() else self._put_unless_cancelled
         try:
-            for payload in events:
-                if payload.__class__ is not bytes:  # a UsageNote: for the record, not the client
-                    self._record.note_usage(payload.usage)
-                    continue
-                put(payload)
+            with self._scope:
+                for payload in events:
+                    if payload.__class__ is not bytes:  # a UsageNote: for the record, not the client
+                        self._record.note_usage(payload.usage)
+                        continue
+                    put(payload)
             put(ENDED)
         except GatewayError as exc:
-            put(exc)
+            self._put_ending(exc)
+        except _ReaderStopped:
+            pass
         except Exception:  # a bug of ours must still end the client's stream cleanly
+            if self._scope.cancelled:
+                return  # a read we aborted from outside: nobody waits for this stream any more
             log.exception("backend stream failed unexpectedly")
-            put(InternalError("The gateway failed while reading the backend's answer."))
+            self._put_ending(InternalError("The gateway failed while reading the backend's answer."))
         finally:
             # Killed while waiting for room in the queue, the backend's generator would stay open
             # (and its connection with it) for as long as the traceback holds it: close it now.
             events.close()
             self._release()  # the backend request is over: its slot is free for the next one
 
+    def _put_unless_cancelled(self, item) -> None:
+        """A reader thread's put: a thread cannot be killed while it waits for room in the queue."""
+        while True:
+            try:
+                self._queue.put(item, timeout=1.0)
+                return
+            except Full:
+                if self._scope.cancelled:
+                    raise _ReaderStopped from None
+
     def _stop_backend(self) -> None:
-        if not self._greenlet.dead:
-            self._greenlet.kill(block=False)
+        stop_reader(self._reader, self._scope)
         # A greenlet killed before it ever ran never reaches its `finally`.
         self._release()
 
@@ -205,14 +224,22 @@ class ChatStream:
 
     # --- the client side ---------------------------------------------------------------------------
 
+    def _put_ending(self, item) -> None:
+        try:
+            self._queue.put(item, timeout=1.0)
+        except Full:
+            pass  # the body is gone or stuck writing; it ends through close() or the watchdog
+
     def _next(self):
         """The next payload, or SILENCE, ENDED or CLIENT_LEFT; raises the backend's failure."""
         if self._interruption is not None:
             raise self._interruption
-        try:
-            item = self._queue.get(timeout=self._heartbeat)
-        except Empty:
-            return SILENCE
+        item, self._held = self._held, None
+        if item is None:
+            try:
+                item = self._queue.get(timeout=self._heartbeat)
+            except Empty:
+                return SILENCE
         if isinstance(item, GatewayError):
             raise item
         return item
@@ -220,10 +247,16 @@ class ChatStream:
     def _ready(self) -> list:
         """Whatever payloads are already waiting, without waiting for more (for one combined write)."""
         items = []
-        queue = self._queue
-        while queue.qsize() and queue.peek().__class__ is bytes:
-            items.append(queue.get())
-        return items
+        get = self._queue.get_nowait
+        while True:
+            try:
+                item = get()
+            except Empty:
+                return items
+            if item.__class__ is not bytes:
+                self._held = item  # the end, or a failure: `_next` takes it from here
+                return items
+            items.append(item)
 
     def _error_event(self, error: GatewayError):
         self._record.failed(error)
@@ -233,3 +266,7 @@ class ChatStream:
 
 def _nothing() -> None:
     pass
+
+
+class _ReaderStopped(Exception):
+    """The reader thread was cancelled while it waited to hand over an event."""

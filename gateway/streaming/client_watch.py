@@ -4,6 +4,8 @@ import socket
 
 import gevent
 
+from ..concurrency import cooperative
+
 
 class ClientWatch:
     """Calls `on_gone()` the moment the client closes its connection.
@@ -61,7 +63,7 @@ class abandoned_if_client_leaves:
         self._watch = None
 
     def __enter__(self):
-        if self._socket is not None:
+        if self._socket is not None and cooperative():  # elsewhere a departed client is noticed at the write
             self._greenlet = gevent.getcurrent()
             self._watch = ClientWatch(self._socket, self._interrupt)
         return self

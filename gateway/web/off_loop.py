@@ -8,14 +8,10 @@ Outside gevent (another WSGI server) each request has its own thread already: ru
 import contextlib
 
 import gevent
-from gevent import monkey
+
+from ..concurrency import cooperative
 
 LARGE_BYTES = 256 * 1024  # above this, parsing, validating or serialising leaves the loop
-
-
-def cooperative() -> bool:
-    """Whether this process runs gevent's cooperative runtime (gunicorn's gevent worker)."""
-    return monkey.is_module_patched("socket")
 
 
 def run_if_large(size: int, function, *args):

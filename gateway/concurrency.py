@@ -1,0 +1,103 @@
+"""How this process runs concurrent work: gevent's cooperative runtime, or real threads.
+
+Under gunicorn with gunicorn.conf.py the gevent worker has patched the standard library: a
+stream's backend reader is a greenlet, and killing it interrupts any socket wait at once. Under
+any other WSGI server (gunicorn sync or gthread, waitress, uWSGI, mod_wsgi) a greenlet doing
+socket I/O would block its whole thread, so the reader is a real thread, and a thread cannot be
+killed: the code that opens a backend connection registers how to abort it in the reader's
+`CancelScope`, and `cancel()` runs that from the thread that noticed the client left, which
+makes the reader's blocked read fail. Imports nothing of ours: backends and streams both use it.
+"""
+
+import queue
+import threading
+
+import gevent
+import gevent.queue
+from gevent import monkey
+
+
+def cooperative() -> bool:
+    """Whether gevent has patched this process (gunicorn's gevent worker)."""
+    return monkey.is_module_patched("socket")
+
+
+def threads_note() -> str | None:
+    """One line for the start-up log when streams run on threads, saying what that means."""
+    if cooperative():
+        return None
+    return (
+        "llm-gateway runs without gevent's cooperative runtime (this server is not gunicorn with "
+        "gunicorn.conf.py): streams still stream, but each open stream holds one of the server's "
+        "threads and a reader thread, so a process serves at most as many streams at once as it has "
+        "threads; use gunicorn -c gunicorn.conf.py (gevent workers) for hundreds per process"
+    )
+
+
+def new_queue(size: int):
+    """A bounded queue between a stream's reader and its response body."""
+    return gevent.queue.Queue(size) if cooperative() else queue.Queue(size)
+
+
+def start_reader(function):
+    """Runs `function()` beside the request: a greenlet under gevent, else a daemon thread.
+    Returns what `stop_reader` takes."""
+    if cooperative():
+        return gevent.spawn(function)
+    thread = threading.Thread(target=function, name="llm-gateway-reader", daemon=True)
+    thread.start()
+    return thread
+
+
+def stop_reader(reader, scope: "CancelScope") -> None:
+    """Stops a reader started by `start_reader`: kills the greenlet (which interrupts any wait at
+    once), or cancels the thread's scope (which aborts its backend connection)."""
+    if isinstance(reader, gevent.Greenlet):
+        scope.cancelled = True
+        if not reader.dead:
+            reader.kill(block=False)
+    else:
+        scope.cancel()
+
+_current = threading.local()  # greenlet-local under gevent's patching, thread-local elsewhere
+
+
+class CancelScope:
+    __slots__ = ("_aborts", "cancelled", "_lock")
+
+    def __init__(self):
+        self._aborts = []
+        self.cancelled = False
+        self._lock = threading.Lock()
+
+    def __enter__(self):
+        _current.scope = self
+        return self
+
+    def __exit__(self, *exc_info):
+        _current.scope = None
+        return False
+
+    def add(self, abort) -> None:
+        with self._lock:
+            if not self.cancelled:
+                self._aborts.append(abort)
+                return
+        abort()  # cancelled already: abort at once
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled = True
+            aborts, self._aborts = self._aborts, []
+        for abort in aborts:
+            try:
+                abort()
+            except Exception:  # noqa: BLE001 - aborting is best effort; the reader ends either way
+                pass
+
+
+def on_cancel(abort) -> None:
+    """Registers `abort()` with the scope the current reader runs in, if any."""
+    scope = getattr(_current, "scope", None)
+    if scope is not None:
+        scope.add(abort)
