@@ -37,6 +37,11 @@ timeout = 30
 # On SIGTERM, in-flight streams get this long to finish before the worker is stopped.
 graceful_timeout = int(os.environ.get("GATEWAY_GRACEFUL_TIMEOUT", "60"))
 
+# A unix:PATH bind is created 0660 (owner and group), not world-writable. gunicorn applies this
+# only around the socket's bind and its workers' heartbeat files (mkstemp, 0600 anyway), never to
+# the processes: files the gateway itself creates keep the umask it was started with.
+umask = 0o117
+
 # Seconds an idle client connection is kept open for its next request.
 keepalive = 5
 
