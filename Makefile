@@ -29,7 +29,7 @@ test: $(VENV)/.test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.runtime
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py$(if $(filter-out 0,$(CHECK)), --check)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -18,7 +18,7 @@ def create_app(config: Config | None = None) -> Flask:
     config = config or load_config()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.gateway.max_request_bytes
-    app.extensions["registry"] = ModelRegistry(config, on_slot_change=metrics.in_flight_counter)
+    app.extensions["registry"] = ModelRegistry(config, on_slot_change=metrics.in_flight_counter, on_cooldown=metrics.cooldown_setter)
     announce_once(config)  # under any WSGI server; under gunicorn.conf.py the master already did
 
     request_log.init_app(app)  # first: every later step, preflights included, has a record

@@ -1,11 +1,21 @@
 """A fast test backend for the benchmark: raw HTTP/1.1 on gevent, answers chosen by the model name.
 
 It must never be the bottleneck, so it parses only what it needs: the request head, the body
-length, and the `model` value; answers are prebuilt bytes. Model names:
+length, the `model` value and an optional `x_start`; answers are prebuilt bytes. Model names:
 
     plain                  one chat.completion at once
-    stream-N-MS            N events, MS milliseconds apart; each carries `x_sent` (its send time)
+    stream-N-MS            N events; event i is sent at BASE + i * MS milliseconds
     slow-MS                one chat.completion after MS milliseconds (a backend that thinks)
+
+Streamed events carry two stamps from CLOCK_MONOTONIC (`time.monotonic_ns()`, the same clock in
+every process on the machine), as the last fields of the chunk's JSON:
+
+    "x_recv": when this backend had the whole request, "x_sent": just before this event's write
+
+BASE is the request's `x_start` (monotonic ns, an unknown field the gateway passes on) when it has
+one, else `x_recv`. The schedule is absolute, so a late event does not delay the next ones, and two
+requests carrying the same `x_start` (a stream and its direct twin in bench/run.py) get event i at
+the same moment. An event whose time has passed is sent at once; MS = 0 sends them back to back.
 
 Run: python bench/backend.py PORT
 """
@@ -24,6 +34,7 @@ import gevent  # noqa: E402
 from gevent.server import StreamServer  # noqa: E402
 
 _MODEL = re.compile(rb'"model"\s*:\s*"([^"]*)"')
+_START = re.compile(rb'"x_start"\s*:\s*(\d+)')
 _LENGTH = re.compile(rb"content-length:\s*(\d+)", re.IGNORECASE)
 
 COMPLETION = json.dumps({
@@ -33,14 +44,25 @@ COMPLETION = json.dumps({
 }).encode()
 JSON_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(COMPLETION), COMPLETION)
 SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-_EVENT = ('data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1764093600,"model":"bench",'
-          '"choices":[{"index":0,"delta":{"content":"word "},"finish_reason":null}],"x_sent":%.6f}\n\n')
+_EVENT = (b'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1764093600,"model":"bench",'
+          b'"choices":[{"index":0,"delta":{"content":"word "},"finish_reason":null}],"x_recv":%d,"x_sent":%d}\n\n')
 _LAST = (b'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1764093600,"model":"bench",'
          b'"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n')
 
 
 def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def _stream(sock, count: int, interval_ns: int, base: int, received: int) -> None:
+    sock.sendall(SSE_HEAD)
+    for i in range(count):
+        if interval_ns:
+            wait = base + i * interval_ns - time.monotonic_ns()
+            if wait > 0:
+                gevent.sleep(wait / 1e9)
+        sock.sendall(_chunk(_EVENT % (received, time.monotonic_ns())))
+    sock.sendall(_chunk(_LAST) + b"0\r\n\r\n")
 
 
 def handle(sock, _address):
@@ -64,16 +86,13 @@ def handle(sock, _address):
                     return
                 buffer += data
             body, buffer = buffer[:length], buffer[length:]
+            received = time.monotonic_ns()
             match = _MODEL.search(body)
             model = match.group(1).decode() if match else "plain"
             if model.startswith("stream-"):
                 _, count, interval = model.split("-")
-                sock.sendall(SSE_HEAD)
-                for _ in range(int(count)):
-                    sock.sendall(_chunk((_EVENT % time.time()).encode()))
-                    if int(interval):
-                        gevent.sleep(int(interval) / 1000)
-                sock.sendall(_chunk(_LAST) + b"0\r\n\r\n")
+                start = _START.search(body)
+                _stream(sock, int(count), int(interval) * 1_000_000, int(start.group(1)) if start else received, received)
             elif model.startswith("slow-"):
                 gevent.sleep(int(model.split("-")[1]) / 1000)
                 sock.sendall(JSON_ANSWER)

@@ -50,13 +50,16 @@ def run(path: str | None = None, out=None, err=None) -> int:
 
 def report(config: Config, shown_headers: dict) -> str:
     lines = [f"{config.source}: OK, the gateway starts with this config.", "", "models (id → backend → upstream name):"]
-    lines += [f"  {m.id} → {m.backend} → {m.upstream}" for m in config.models.values()]
+    for m in config.models.values():
+        lines.append(f"  {m.id} → {m.backend} → {m.upstream_for(m.backend)}")
+        # a failover list: the others, in the order they are tried
+        lines += [f"  {m.id} → {name} → {m.upstream_for(name)} (failover {n})" for n, name in enumerate(m.backends[1:], 2)]
     lines += ["", "Headers of a sample request, per backend: ${VAR} values as ***, a fresh {uuid}, and the user",
               "  " + ", ".join(f"{key} {value}" for key, value in SAMPLE_USER.items())]
     for name, backend in config.backends.items():
         lines += ["", f"backend {name}: {backend.location}, {_how(backend)}"]
-        models = [m for m in config.models.values() if m.backend == name]
-        model = models[0] if models else ModelConfig(id="", backend=name, upstream="")
+        models = [m for m in config.models.values() if name in m.backends]
+        model = models[0] if models else ModelConfig(id="", backends=(name,), upstream={})
         headers = sample_headers(backend, shown_headers[name], model)
         lines.append(f"  headers sent with a request for {model.id}:" if models else "  headers sent (no model uses this backend):")
         lines += [f"    {header}: {value}" for header, value in headers.items()] or ["    (none configured)"]

@@ -65,6 +65,8 @@ class BackendConfig:
     connect_timeout: float = 5.0
     read_timeout: float = 300.0
     max_concurrency: int = 64
+    failure_threshold: int = 5  # consecutive failures before the backend is skipped ...
+    cooldown_seconds: float = 30.0  # ... for this long; then one trial request decides
     tools: str = "pass"
     content: str = "parts"
     drop_params: tuple = ()
@@ -88,10 +90,18 @@ class BackendConfig:
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     id: str
-    backend: str
-    upstream: str
+    backends: tuple  # backend names, tried in this order (failover); one for most models
+    upstream: dict  # backend name -> the model's name there (the id where the config names none)
     name: str | None = None
     system_prompt: str | None = None
+
+    @property
+    def backend(self) -> str:
+        """The first (primary) backend."""
+        return self.backends[0]
+
+    def upstream_for(self, backend: str) -> str:
+        return self.upstream.get(backend, self.id)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +170,8 @@ class BackendSchema(_Strict):
     connect_timeout = StrictNumber(minimum=0, exclusive=True)
     read_timeout = StrictNumber(minimum=0, exclusive=True)
     max_concurrency = StrictNumber(integer=True, minimum=1)
+    failure_threshold = StrictNumber(integer=True, minimum=1)
+    cooldown_seconds = StrictNumber(minimum=0, exclusive=True)
     tools = fields.String(validate=validate.OneOf(["pass", "drop"]))
     content = fields.String(validate=validate.OneOf(["parts", "text"]))
     drop_params = fields.List(fields.String())
@@ -173,10 +185,24 @@ class BackendSchema(_Strict):
     )
 
 
+class _Upstream(fields.Field):
+    """The model's name at its backend: one string, or a table {backend name: its name there}."""
+
+    default_error_messages = {"invalid": "Must be a non-empty string or a table of backend name = model name."}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, dict) and value and all(isinstance(v, str) and v for v in value.values()):
+            return value
+        raise self.make_error("invalid")
+
+
 class ModelSchema(_Strict):
     id = fields.String(required=True, validate=validate.Length(min=1))
-    backend = fields.String(required=True)
-    upstream = fields.String(validate=validate.Length(min=1))
+    backend = fields.String()
+    backends = fields.List(fields.String(), validate=validate.Length(min=1))
+    upstream = _Upstream()
     name = fields.String()
     system_prompt = fields.String()
 
@@ -210,13 +236,22 @@ class ConfigSchema(_Strict):
     def _models_name_real_backends(self, data, **kwargs):
         backends = data.get("backends", {})
         seen = set()
+        known = ", ".join(sorted(backends)) or "none"
         for index, model in enumerate(data.get("models", [])):
-            if model["backend"] not in backends:
-                known = ", ".join(sorted(backends)) or "none"
-                raise ValidationError(
-                    f"names backend {model['backend']!r}, which is not defined (defined: {known})",
-                    f"models.{index}.backend",
-                )
+            if ("backend" in model) == ("backends" in model):
+                raise ValidationError("needs exactly one of backend (one) or backends (a failover list), not both or neither", f"models.{index}.backend")
+            key = "backend" if "backend" in model else "backends"
+            names = [model["backend"]] if key == "backend" else model["backends"]
+            for name in names:
+                if name not in backends:
+                    raise ValidationError(f"names backend {name!r}, which is not defined (defined: {known})", f"models.{index}.{key}")
+            if len(set(names)) != len(names):
+                raise ValidationError("names a backend twice", f"models.{index}.backends")
+            upstream = model.get("upstream")
+            if isinstance(upstream, dict):
+                for name in upstream:
+                    if name not in names:
+                        raise ValidationError(f"names backend {name!r}, which this model does not use ({', '.join(names)})", f"models.{index}.upstream")
             if model["id"] in seen:
                 raise ValidationError(f"duplicate model id {model['id']!r}", f"models.{index}.id")
             seen.add(model["id"])
@@ -254,10 +289,13 @@ class ConfigSchema(_Strict):
             if "drop_params" in raw:
                 raw["drop_params"] = tuple(raw["drop_params"])
             backends[name] = BackendConfig(name=name, **raw)
-        models = {
-            m["id"]: ModelConfig(upstream=m.get("upstream", m["id"]), **{k: v for k, v in m.items() if k != "upstream"})
-            for m in data["models"]
-        }
+        models = {}
+        for m in data["models"]:
+            names = tuple(m["backends"]) if "backends" in m else (m["backend"],)
+            upstream = m.get("upstream", m["id"])
+            table = dict(upstream) if isinstance(upstream, dict) else {name: upstream for name in names}
+            extra = {k: v for k, v in m.items() if k not in ("id", "backend", "backends", "upstream")}
+            models[m["id"]] = ModelConfig(id=m["id"], backends=names, upstream=table, **extra)
         return gateway, backends, models
 
 

@@ -106,6 +106,14 @@ class GatewayBusy(GatewayError):
     kind = "concurrency_limit"
 
 
+class ShuttingDown(GatewayError):
+    """This worker is stopping (SIGTERM, or a reload retiring it) and could not finish the answer."""
+
+    status = 503
+    code = "gateway_shutting_down"
+    kind = "shutting_down"
+
+
 class InternalError(GatewayError):
     """A bug of ours. The client gets the request id to quote; the log gets the traceback."""
 
@@ -116,15 +124,23 @@ class InternalError(GatewayError):
 
 
 class BackendError(GatewayError):
-    """The backend failed us. `kind` is what happened, as counted in logs and metrics."""
+    """The backend failed us. `kind` is what happened, as counted in logs and metrics.
+
+    `passes_on`: the failure is the backend's, not the request's, so a model with several
+    backends tries the next one (until the first content event went out) and the backend's
+    circuit breaker counts it. `answered`: the backend sent an HTTP answer (it is named in
+    X-Gateway-Backend), as opposed to never answering (refused, timed out, TLS)."""
 
     status = 502
     type = "backend_error"
     code = "backend_error"
+    passes_on = True
+    answered = False
 
     def __init__(self, backend, message, **kwargs):
         super().__init__(f"Backend '{backend}' {message}", **kwargs)
         self.backend = backend
+        self.reason = message  # the message without the backend's name: for a list of several
 
 
 class BackendUnreachable(BackendError):
@@ -150,6 +166,7 @@ class BackendServerError(BackendError):
 
     code = "backend_server_error"
     kind = "5xx"
+    answered = True
 
 
 class BackendInvalidAnswer(BackendError):
@@ -157,6 +174,7 @@ class BackendInvalidAnswer(BackendError):
 
     code = "backend_invalid_answer"
     kind = "invalid_answer"
+    answered = True
 
 
 class BackendAuthRejected(BackendError):
@@ -164,6 +182,7 @@ class BackendAuthRejected(BackendError):
 
     code = "backend_auth_rejected"
     kind = "auth_rejected"
+    answered = True
 
 
 class BackendRateLimited(BackendError):
@@ -171,6 +190,7 @@ class BackendRateLimited(BackendError):
     type = "rate_limit_error"
     code = "backend_rate_limited"
     kind = "rate_limited"
+    answered = True
 
 
 class BackendRejected(BackendError):
@@ -178,6 +198,8 @@ class BackendRejected(BackendError):
 
     code = "backend_rejected_request"
     kind = "rejected"
+    passes_on = False  # about the request: no other backend would answer it differently
+    answered = True
 
     def __init__(self, backend, message, *, status, **kwargs):
         super().__init__(backend, message, **kwargs)
@@ -188,6 +210,42 @@ class BackendRejected(BackendError):
 class BackendRedirected(BackendError):
     code = "backend_redirect"
     kind = "redirect"
+    answered = True
+
+
+class BackendCoolingDown(BackendError):
+    """Skipped: the backend's circuit breaker is open after consecutive failures."""
+
+    code = "backend_cooling_down"
+    kind = "cooling_down"
+
+
+class AllBackendsFailed(GatewayError):
+    """Every backend of a model failed or was skipped. The status is the failures' own when they
+    all agree (429: all rate limited or full; 504: all timed out), else 502."""
+
+    type = "backend_error"
+
+    def __init__(self, model_id: str, failures: list):
+        reasons = "; ".join(f"{name}: {getattr(error, 'reason', error.message)}" for name, error in failures)
+        last = failures[-1][1]
+        kinds = {type(error) for _, error in failures}
+        retry_after = [error.headers["Retry-After"] for _, error in failures if "Retry-After" in error.headers]
+        super().__init__(f"Every backend of model '{model_id}' failed: {reasons}", headers={"Retry-After": min(retry_after, key=_seconds)} if retry_after else None)
+        if kinds <= {BackendRateLimited, GatewayBusy}:
+            self.status, self.type, self.code = 429, "rate_limit_error", last.code
+        elif kinds == {BackendTimeout}:
+            self.status, self.code = 504, BackendTimeout.code
+        else:
+            self.status, self.code = 502, "all_backends_failed"
+        self.kind = last.kind
+
+
+def _seconds(retry_after: str) -> float:
+    try:
+        return float(retry_after)
+    except ValueError:
+        return float("inf")  # an HTTP date: prefer any number of seconds
 
 
 class BackendTLSError(BackendError):

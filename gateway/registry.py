@@ -9,15 +9,18 @@ from .errors import ModelNotFound
 
 
 class ModelRegistry:
-    def __init__(self, config: Config, on_slot_change=None):
+    def __init__(self, config: Config, on_slot_change=None, on_cooldown=None):
         """`on_slot_change(backend_name)` gives the callback a backend calls with +1/-1 as its
-        slots are taken and freed (the in-flight metric); None counts nothing outside."""
+        slots are taken and freed (the in-flight metric); `on_cooldown(backend_name)` the one its
+        circuit breaker calls as it opens and closes. None counts nothing outside."""
         self.config = config
         self.settings = config.gateway
         # A backend never has more requests in flight per worker than max_concurrency, so that
         # is all the pooled connections it can use.
         self.backends = {
-            name: build_backend(cfg, cfg.max_concurrency, on_slot_change(name) if on_slot_change else None)
+            name: build_backend(
+                cfg, cfg.max_concurrency, on_slot_change(name) if on_slot_change else None, on_cooldown(name) if on_cooldown else None
+            )
             for name, cfg in config.backends.items()
         }
         # Set by gunicorn.conf.py in the master, so every worker tells the same uptime and the
@@ -33,8 +36,9 @@ class ModelRegistry:
                 param="model",
             ) from None
 
-    def backend_for(self, model: ModelConfig) -> Backend:
-        return self.backends[model.backend]
+    def backends_for(self, model: ModelConfig) -> list[Backend]:
+        """The model's backends, in the order they are tried."""
+        return [self.backends[name] for name in model.backends]
 
     def close(self) -> None:
         for backend in self.backends.values():

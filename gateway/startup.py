@@ -76,18 +76,22 @@ def announce_once(config: Config) -> None:
     announce(config, _logger())
 
 
-def _logger() -> logging.Logger:
-    """`gateway.startup`; straight to stderr when the host server configured no logging at all
-    (Python would drop the info line and print bare warnings)."""
-    log = logging.getLogger("gateway.startup")
-    if not log.handlers and not logging.getLogger().handlers:
+def setup_gateway_log() -> logging.Logger:
+    """The gateway's own warnings and errors, in the same shape as gunicorn's error log lines, on
+    stderr under any server (without a handler Python would drop info lines)."""
+    log = logging.getLogger("gateway")
+    if not log.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s", "%Y-%m-%d %H:%M:%S %z"))
         log.addHandler(handler)
-        log.propagate = False
-    if log.level == logging.NOTSET:
         log.setLevel(logging.INFO)
+        log.propagate = False
     return log
+
+
+def _logger() -> logging.Logger:
+    setup_gateway_log()
+    return logging.getLogger("gateway.startup")
 
 
 # --- CPUs ---------------------------------------------------------------------------------------

@@ -93,16 +93,21 @@ CORP_HEADERS = {
 }
 
 
+# The shared backends fail on purpose test after test: their circuit breakers must not open
+# (tests/test_failover.py proves the breaker on backends of its own).
+NO_BREAKER = {"failure_threshold": 1_000_000}
+
+
 def main_config(openai_url: str, corp_url: str) -> str:
     return gateway_toml(
         gateway={"heartbeat_seconds": HEARTBEAT},
         backends={
-            "openai": backend(openai_url, streaming=True, read_timeout=20),
+            "openai": backend(openai_url, streaming=True, read_timeout=20, **NO_BREAKER),
             # the same OpenAI-compatible server, called without streaming
-            "openai_nostream": backend(openai_url, streaming=False),
-            "corp": backend(corp_url, streaming=False, drop_params=["x_drop_me"], headers=CORP_HEADERS),
-            "corp_wrong_ticket": backend(corp_url, headers={"x-dep-ticket": WRONG_TICKET}),
-            "nowhere": backend(f"http://127.0.0.1:{closed_port()}/v1/chat/completions"),
+            "openai_nostream": backend(openai_url, streaming=False, **NO_BREAKER),
+            "corp": backend(corp_url, streaming=False, drop_params=["x_drop_me"], headers=CORP_HEADERS, **NO_BREAKER),
+            "corp_wrong_ticket": backend(corp_url, headers={"x-dep-ticket": WRONG_TICKET}, **NO_BREAKER),
+            "nowhere": backend(f"http://127.0.0.1:{closed_port()}/v1/chat/completions", **NO_BREAKER),
         },
         models=[
             model("gpt-stream", "openai", upstream="upstream-stream-model"),

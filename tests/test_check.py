@@ -39,11 +39,12 @@ CORP = backend("https://llm.corp.example/ask", streaming=False, headers={
 })
 GOOD = gateway_toml(
     gateway={"api_keys": ["${GATEWAY_API_KEY}"]},
-    backends={"corp": CORP, "echo": backend("demo://echo")},
+    backends={"corp": CORP, "echo": backend("demo://echo"), "corp-dr": backend("http://127.0.0.1:9/v1")},
     models=[
         model("Gauss2-37b-instruct-v1.0", "corp", upstream="gauss2-37b"),
         model("corp-plain", "corp"),
         model("demo-echo", "echo"),
+        {"id": "gauss-ha", "backends": ["corp", "corp-dr"], "upstream": {"corp-dr": "gauss-dr"}},
     ],
 )
 GOOD_ENV = {"CORP_TICKET": SECRET, "GATEWAY_API_KEY": "sk-check-inbound-1234", "OPTIONAL": ""}
@@ -76,6 +77,8 @@ def test_a_good_config_passes_and_lists_each_model_its_backend_and_upstream_name
         "Gauss2-37b-instruct-v1.0 → corp → gauss2-37b",
         "corp-plain → corp → corp-plain",
         "demo-echo → echo → demo-echo",
+        "gauss-ha → corp → gauss-ha",  # failover: each backend in the order tried, with its own name
+        "gauss-ha → corp-dr → gauss-dr (failover 2)",
     ]
 
 

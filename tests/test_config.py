@@ -31,7 +31,7 @@ def test_good_config():
     backend = config.backends["corp"]
     assert backend.streaming is False and backend.read_timeout == 300 and backend.max_concurrency == 64
     assert backend.location == "https://llm.corp.example"  # never the path or query with its token
-    assert config.models["Gauss2-37b-instruct-v1.0"].upstream == "Gauss2-37b-instruct-v1.0"
+    assert config.models["Gauss2-37b-instruct-v1.0"].upstream_for("corp") == "Gauss2-37b-instruct-v1.0"
     assert config.gateway.api_keys == ("sk-inbound-5678",)
     assert {"tkt-secret-1234", "sk-inbound-5678"} <= config.secrets
     assert backend.headers.render({})["x-dep-ticket"] == "tkt-secret-1234"

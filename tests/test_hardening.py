@@ -265,3 +265,99 @@ def test_a_secret_echoed_back_in_any_form_is_redacted(headers_app, corp_backend,
     error = headers_app.test_client().post("/v1/chat/completions", json={"model": "gauss-38b", "messages": MESSAGES}).get_json()["error"]
     assert form not in error["message"] and "[redacted]" in error["message"]
     assert "gauss-38b" in error["message"] and "Backend 'gauss'" in error["message"]
+
+
+# --- 16. a client leaving a stream: false request closes the backend request -----------------------------
+
+
+def test_a_client_leaving_a_non_streaming_request_closes_the_backend_request(gateway, corp_backend):
+    from tests.backends import wait_until
+
+    corp_backend.respond_with(lambda exchange: exchange.wait_for_client_close(timeout=30))  # a backend still thinking
+    body = json.dumps({"model": "corp-plain", "stream": False, "messages": MESSAGES}).encode()
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        wait_until(lambda: corp_backend.requests, message="the request to reach the backend")
+    # The client is gone; before, the backend kept computing until read_timeout (300 s here).
+    wait_until(lambda: corp_backend.client_closes, timeout=10, message="the backend connection to close")
+    line = wait_until(lambda: next((json.loads(l) for l in gateway.log().splitlines() if l.startswith("{") and '"client_gone"' in l and '"stream":false' in l), None),
+                      message="the access-log line")
+    assert line["model"] == "corp-plain"
+
+
+# --- 5, 12: graceful stop and stalled clients -------------------------------------------------------------
+
+
+@pytest.fixture
+def ending(openai_backend, tmp_path):
+    config = gateway_toml(
+        gateway={"heartbeat_seconds": 0.3, "stalled_client_seconds": 1},
+        backends={"openai": backend(openai_backend.url, streaming=True)},
+        models=[model("relay", "openai")],
+    )
+    server = GatewayServer(config, tmp_path, env={"GATEWAY_GRACEFUL_TIMEOUT": "3"}).wait_ready()
+    yield server
+    server.stop()
+
+
+def test_streams_still_open_at_the_graceful_deadline_end_with_an_error_event_and_done(ending, openai_backend):
+    import signal
+    import threading
+
+    from tests.backends import wait_until
+    from tests.sse_client import data_payloads, read_events
+
+    openai_backend.respond_with(lambda exchange: exchange.paced_reply(["x"] * 200, 0.1))  # 20 s: longer than the grace
+    result = {}
+
+    def stream():
+        body = {"model": "relay", "stream": True, "messages": MESSAGES}
+        with requests.post(ending.url + "/v1/chat/completions", json=body, stream=True, timeout=30) as response:
+            result["request_id"] = response.headers["X-Request-Id"]
+            result["payloads"] = data_payloads(read_events(response))
+
+    reader = threading.Thread(target=stream)
+    reader.start()
+    wait_until(lambda: openai_backend.requests, message="the stream to start")
+    ending.process.send_signal(signal.SIGTERM)
+    reader.join(timeout=20)
+    payloads = result["payloads"]
+    assert payloads[-1] == "[DONE]"
+    assert "shutting down" in payloads[-2]["error"]["message"] and payloads[-2]["error"]["code"] == "gateway_shutting_down"
+    assert any(p.get("choices") for p in payloads[:-2])  # it was cut mid-answer
+    assert ending.wait_exit(timeout=20) == 0
+    line = next(json.loads(l) for l in ending.log().splitlines() if l.startswith("{") and result["request_id"] in l)
+    assert line["outcome"] == "shutting_down"
+
+
+def test_a_client_that_stops_reading_is_dropped_with_one_warning_line(ending, openai_backend):
+    from tests.backends import chunk_json, wait_until
+
+    sent = []
+
+    def flood(exchange):  # streams until the gateway closes the connection
+        exchange.start_sse()
+        try:
+            for _ in range(20000):
+                exchange.event(chunk_json(delta={"content": "y" * 4000}))
+                sent.append(1)
+        except OSError:
+            exchange.backend.note_close(time.monotonic())
+
+    openai_backend.respond_with(flood)
+    body = json.dumps({"model": "relay", "stream": True, "messages": MESSAGES}).encode()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", ending.port))
+    try:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        # Never read: the gateway's writes stall, then the backend's.
+        wait_until(lambda: openai_backend.client_closes, timeout=20, message="the backend request to be closed")
+        warnings = [line for line in ending.log().splitlines() if "accepted no bytes" in line]
+        assert len(warnings) == 1 and "stalled_client_seconds" in warnings[0]
+        assert "Traceback" not in ending.log() and "Socket error" not in ending.log()
+        assert len(sent) < 20000
+    finally:
+        sock.close()

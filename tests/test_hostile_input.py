@@ -11,6 +11,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+BAD_NUMBER_KEY = "x_bad_number"  # json.dumps escapes quotes in strings: only a key can look like this
 MODELS = ["gpt-stream", "corp-plain", "openai-nostream", "Gauss2-37b-instruct-v1.0"]
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=30)
@@ -65,7 +66,19 @@ raw_bodies = st.one_of(
     st.integers(1, 200_000).map(lambda n: deep(n, "[", "]")),
     st.integers(1, 5_000).map(lambda n: b'{"model":"corp-plain","messages":[{"role":"user","content":"x"}],"x":' + deep(n, "[", "]") + b"}"),
     st.text(max_size=100).map(lambda t: json.dumps({"model": "corp-plain", "messages": [{"role": "user", "content": t}]}).encode("utf-8", "surrogatepass")),
+    # numbers JSON does not have, anywhere in a body (json.dumps writes NaN and Infinity bare)
+    bodies.flatmap(lambda b: st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999", "-1e400"]).map(
+        lambda number: json.dumps({**b, BAD_NUMBER_KEY: 0}).replace(f'"{BAD_NUMBER_KEY}": 0', f'"{BAD_NUMBER_KEY}": {number}').encode())),
+    # huge lists whose first item is bad, and user values too long for a header
+    st.integers(1000, 300_000).map(lambda n: json.dumps({"model": "corp-plain", "messages": [1] * n}).encode()),
+    st.integers(1025, 200_000).map(lambda n: json.dumps({"model": "corp-plain", "messages": [{"role": "user", "content": "x"}], "user": "u" * n}).encode()),
 )
+
+
+def check_refused_number(raw: bytes, response) -> None:
+    """A body with a number JSON does not have is a 400, whatever else it holds."""
+    if f'"{BAD_NUMBER_KEY}": '.encode() in raw:
+        assert response.status_code == 400, response.text[:300]
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +105,7 @@ def check_answer(response):
 def test_generated_bodies_never_break_the_gateway(gateway, session, raw):
     response = session.post(gateway.url + "/v1/chat/completions", data=raw, headers={"Content-Type": "application/json"}, timeout=30)
     check_answer(response)
+    check_refused_number(raw, response)
 
 
 def test_worker_still_answers_afterwards(gateway, client):

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.backends import chunk_json, completion_json, wait_until
 from tests.configs import backend, gateway_toml, model
-from tests.conftest import TICKET
+from tests.conftest import NO_BREAKER, TICKET
 from tests.gunicorn_server import ROOT, GatewayServer
 from tests.sse_client import iter_events
 
@@ -38,8 +38,8 @@ def observed(openai_backend, corp_backend, metrics_dir, tmp_path_factory):
     config = gateway_toml(
         gateway={"heartbeat_seconds": 0.5},
         backends={
-            "openai": backend(openai_backend.url, streaming=True),
-            "corp": backend(corp_backend.url + "?token=${URL_SECRET}", headers={"x-dep-ticket": "${CORP_TICKET}"}),
+            "openai": backend(openai_backend.url, streaming=True, **NO_BREAKER),
+            "corp": backend(corp_backend.url + "?token=${URL_SECRET}", headers={"x-dep-ticket": "${CORP_TICKET}"}, **NO_BREAKER),
         },
         models=[model("relay", "openai", name="Relay model"), model("Gauss2-37b-instruct-v1.0", "corp")],
     )
@@ -142,8 +142,9 @@ def test_status_json_counts_every_worker(observed, traffic):
         assert relay["requests_5m"] == traffic["failed"] + traffic["cancelled"] and relay["errors_5m"] == traffic["failed"]
         assert relay["last_error"]["kind"] == "5xx" and corp["last_success"] and corp["last_error"] is None
         assert corp["ttfb_seconds"]["p50"] > 0 and corp["duration_seconds"]["p95"] >= corp["duration_seconds"]["p50"]
-        assert status["models"] == [{"id": "relay", "name": "Relay model", "backend": "openai"},
-                                    {"id": "Gauss2-37b-instruct-v1.0", "name": None, "backend": "corp"}]
+        assert status["models"] == [{"id": "relay", "name": "Relay model", "backend": "openai", "backends": ["openai"]},
+                                    {"id": "Gauss2-37b-instruct-v1.0", "name": None, "backend": "corp", "backends": ["corp"]}]
+        assert (relay["state"], relay["failovers"], corp["state"]) == ("ok", 0, "ok")
         assert status["mode"] == "config" and status["inbound_auth"] is False and status["uptime_seconds"] >= 0
 
 

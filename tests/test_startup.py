@@ -107,14 +107,17 @@ def risky_config(model_id: str, **gateway):
 
 
 @pytest.fixture
-def startup_log(caplog, monkeypatch):
-    """What gateway.startup logs, whatever handler an earlier create_app gave its logger."""
+def startup_log(monkeypatch):
+    """What gateway.startup logs (level, message), whatever handlers earlier app builds set up."""
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
     log = logging.getLogger("gateway.startup")
-    monkeypatch.setattr(log, "propagate", True)
-    monkeypatch.setattr(log, "handlers", [])
+    monkeypatch.setattr(log, "handlers", [handler])
+    monkeypatch.setattr(log, "propagate", False)  # "gateway" would print it to stderr too
+    monkeypatch.setattr(log, "level", logging.INFO)
     monkeypatch.delenv(startup.ANNOUNCED_BY, raising=False)
-    caplog.set_level(logging.INFO, logger="gateway.startup")
-    return lambda: [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "gateway.startup"]
+    return lambda: [(r.levelname, r.getMessage()) for r in records]
 
 
 def test_create_app_logs_the_config_and_its_warnings_once_per_process(startup_log):

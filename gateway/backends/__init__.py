@@ -3,6 +3,8 @@
 - `http.py`         a real endpoint, called with requests (`transport.py` sets up its session,
                     `wire_errors.py` translates what goes wrong)
 - `demo.py`         the built-in echo model (`url = "demo://echo"`)
+- `failover.py`     one request's way through a model's backends, in order
+- `breaker.py`      each backend's circuit breaker
 
 The HTTP backend is imported only when a config names one, and only inside a worker, after
 gevent has patched the standard library.
@@ -12,11 +14,11 @@ from ..config import BackendConfig
 from .base import Backend
 
 
-def build_backend(config: BackendConfig, pool_size: int, on_slot_change=None) -> Backend:
+def build_backend(config: BackendConfig, pool_size: int, on_slot_change=None, on_cooldown=None) -> Backend:
     if config.url.startswith("demo:"):
         from .demo import EchoBackend
 
-        return EchoBackend(config, on_slot_change)
+        return EchoBackend(config, on_slot_change, on_cooldown)
     from .http import HttpBackend
 
-    return HttpBackend(config, pool_size, on_slot_change)
+    return HttpBackend(config, pool_size, on_slot_change, on_cooldown)

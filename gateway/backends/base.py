@@ -8,6 +8,7 @@ uses, so the stream machinery sees only payloads.
 from ..chat.chunks import UsageNote, completion_chunks
 from ..config import BackendConfig
 from ..errors import GatewayBusy
+from .breaker import CircuitBreaker
 from ..upstream.call import UpstreamCall
 
 
@@ -33,22 +34,26 @@ def _ignore(change: int) -> None:
 class Backend:
     """A place chat requests go. Failures are raised as `errors.BackendError`s."""
 
-    def __init__(self, config: BackendConfig, on_slot_change=None):
+    def __init__(self, config: BackendConfig, on_slot_change=None, on_cooldown=None):
         self.config = config
         self.name = config.name
         # Per worker; greenlets of one process never run at the same time, so no lock is needed.
         self.in_flight = 0
         # Told +1 / -1 as slots are taken and freed (the registry passes the in-flight metric).
         self._on_slot_change = on_slot_change or _ignore
+        # `on_cooldown(until)`: told when the breaker opens or closes (the registry passes a metric).
+        self.breaker = CircuitBreaker(config.failure_threshold, config.cooldown_seconds, on_cooldown)
 
     def acquire(self) -> Slot:
         """A slot for one request, or GatewayBusy (429) when `max_concurrency` are in flight."""
         if self.in_flight >= self.config.max_concurrency:
-            raise GatewayBusy(
+            busy = GatewayBusy(
                 f"The gateway is already running {self.config.max_concurrency} requests for backend '{self.name}' "
                 "(max_concurrency); retry shortly.",
                 headers={"Retry-After": "1"},
             )
+            busy.reason = f"has no free slot ({self.config.max_concurrency} in flight, max_concurrency)"
+            raise busy
         self.in_flight += 1
         self._on_slot_change(1)
         return Slot(self)

@@ -30,8 +30,8 @@ _ERROR_EVENT = re.compile(rb'\s*\{\s*"error"\s*:')
 
 
 class HttpBackend(Backend):
-    def __init__(self, config: BackendConfig, pool_size: int, on_slot_change=None):
-        super().__init__(config, on_slot_change)
+    def __init__(self, config: BackendConfig, pool_size: int, on_slot_change=None, on_cooldown=None):
+        super().__init__(config, on_slot_change, on_cooldown)
         self.timeout = (config.connect_timeout, config.read_timeout)
         self.session, self._adapter = backend_session(config, pool_size)
         # Prepared once: the per-call work left is the body and the rendered headers.

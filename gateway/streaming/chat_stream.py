@@ -12,9 +12,15 @@ answer. The life of a stream, in order:
    end; after the first byte a failure is an in-stream error event and `[DONE]`;
 4. `close()` (the server closes the response: done, or the client left) stops the backend call
    at once and frees what the stream held. Idempotent.
+
+While it is open the stream is in `open_streams`, whose watchdog drops a client that stopped
+reading (`check_stalled`) and ends the stream when the worker's graceful stop runs out
+(`interrupt`).
 """
 
 import logging
+import socket
+import time
 
 import gevent
 from gevent.queue import Empty, Full, Queue
@@ -22,6 +28,7 @@ from gevent.queue import Empty, Full, Queue
 from ..errors import GatewayError, InternalError, error_json
 from ..sse import DONE, KEEPALIVE, encode_event
 from ..telemetry.record import CLIENT_GONE, COMPLETED, RequestRecord
+from . import open_streams
 from .client_watch import ClientWatch
 
 log = logging.getLogger(__name__)
@@ -36,26 +43,32 @@ _QUEUE_SIZE = 64
 
 
 class ChatStream:
-    __slots__ = ("_queue", "_greenlet", "_release", "_heartbeat", "_record", "_secrets", "_cleanups", "_first")
+    __slots__ = (
+        "_queue", "_greenlet", "_release", "_heartbeat", "_record", "_secrets", "_cleanups", "_first",
+        "_socket", "_stalled_after", "_writing_since", "_interruption",
+    )
 
-    def __init__(self, events, release, *, heartbeat: float, record: RequestRecord, secrets=(), client_socket=None, stalled_after: float = 60):
-        """`events`: the backend's payloads (a generator, not started yet); `release()` frees the
-        backend slot; `client_socket`: the client's connection, watched when the server gives it."""
+    def __init__(self, events, release=None, *, heartbeat: float, record: RequestRecord, secrets=(), client_socket=None, stalled_after: float = 60):
+        """`events`: the backend's payloads (a generator, not started yet; closing it ends the
+        backend call); `release()`, if given, frees what the call held once it is over;
+        `client_socket`: the client's connection, watched when the server gives it;
+        `stalled_after`: seconds a client may take to accept a write (at least three heartbeats)."""
         self._queue = Queue(_QUEUE_SIZE)
-        self._release = release
+        self._release = release or _nothing
         self._heartbeat = heartbeat
         self._record = record
         self._secrets = secrets
         self._first = SILENCE
+        self._socket = client_socket
+        self._stalled_after = max(stalled_after, 3 * heartbeat)
+        self._writing_since = 0.0  # when the pending write began; 0.0 while no write is pending
+        self._interruption = None  # set by interrupt(): the error the stream must end with
         self._greenlet = gevent.spawn(self._read_backend, events)
-        self._cleanups = [self._stop_backend]
+        self._cleanups = [self._stop_backend, lambda: open_streams.discard(self)]
         if client_socket is not None:
             # Watched from now on, the first wait included: a client gone early stops the backend too.
             self._cleanups.append(ClientWatch(client_socket, self._client_left).stop)
-            # gunicorn's gevent worker writes with no timeout: a client that stops reading without
-            # closing would hold the stream, its backend connection and its slot until TCP gives up.
-            client_socket.settimeout(max(stalled_after, 3 * heartbeat))
-            self._cleanups.append(lambda: client_socket.settimeout(None))
+        open_streams.add(self)
 
     # --- the four steps ----------------------------------------------------------------------------
 
@@ -68,7 +81,18 @@ class ChatStream:
             raise
 
     def body(self):
-        """The response body, from what `start()` got on."""
+        """The response body, from what `start()` got on. Each write the server makes of it is
+        timed (for `check_stalled`): the server asks for the next item once the last is written."""
+        items = self._items()
+        try:
+            for data in items:
+                self._writing_since = time.monotonic()
+                yield data
+                self._writing_since = 0.0
+        finally:
+            items.close()
+
+    def _items(self):
         record, item = self._record, self._first
         if item is not CLIENT_LEFT:
             record.mark_first_byte()
@@ -111,6 +135,38 @@ class ChatStream:
         for cleanup in cleanups:
             cleanup()
 
+    # --- what the worker's watchdog does ----------------------------------------------------------
+
+    def check_stalled(self, now: float) -> None:
+        """Drops the client if a write has waited longer than `stalled_after` (one warning line)."""
+        since = self._writing_since
+        if not since or now - since < self._stalled_after or self._socket is None:
+            return
+        self._writing_since = 0.0
+        log.warning(
+            "dropped a streaming client that accepted no bytes for %g s (stalled_client_seconds), request %s",
+            self._stalled_after, self._record.request_id,
+        )
+        self._record.outcome = CLIENT_GONE
+        self._record.error = "stalled_client"
+        self._stop_backend()
+        try:
+            # The pending write then fails as a broken pipe, which the server ends quietly. The
+            # real socket under gevent's: gevent's own shutdown cancels the pending write with
+            # EBADF, which gunicorn logs as a traceback.
+            getattr(self._socket, "_sock", self._socket).shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def interrupt(self, error: GatewayError) -> None:
+        """Ends the stream now with `error` as its last event (the worker is stopping)."""
+        self._interruption = error
+        self._stop_backend()
+        try:
+            self._queue.put_nowait(error)  # wakes a body waiting for the next event
+        except Full:
+            pass  # the body is writing: it finds the interruption when it asks for the next item
+
     # --- the backend side --------------------------------------------------------------------------
 
     def _read_backend(self, events):
@@ -128,6 +184,9 @@ class ChatStream:
             log.exception("backend stream failed unexpectedly")
             put(InternalError("The gateway failed while reading the backend's answer."))
         finally:
+            # Killed while waiting for room in the queue, the backend's generator would stay open
+            # (and its connection with it) for as long as the traceback holds it: close it now.
+            events.close()
             self._release()  # the backend request is over: its slot is free for the next one
 
     def _stop_backend(self) -> None:
@@ -148,6 +207,8 @@ class ChatStream:
 
     def _next(self):
         """The next payload, or SILENCE, ENDED or CLIENT_LEFT; raises the backend's failure."""
+        if self._interruption is not None:
+            raise self._interruption
         try:
             item = self._queue.get(timeout=self._heartbeat)
         except Empty:
@@ -168,3 +229,7 @@ class ChatStream:
         self._record.failed(error)
         yield encode_event(error_json(error, self._secrets))
         yield DONE
+
+
+def _nothing() -> None:
+    pass

@@ -42,3 +42,41 @@ class ClientWatch:
             self._watcher.stop()
             self._watcher.close()
             self._watcher = None
+
+
+class ClientLeft(BaseException):
+    """Raised into a request's greenlet when its client hung up while a `stream: false` answer
+    was awaited. A BaseException, like GreenletExit: no `except Exception` on the way (requests,
+    urllib3, ours) may swallow it; urllib3 closes the backend connection as it passes."""
+
+
+class abandoned_if_client_leaves:
+    """`with abandoned_if_client_leaves(client_socket): ...`: the block is interrupted with
+    ClientLeft the moment the client closes its connection (no-op without a socket to watch)."""
+
+    __slots__ = ("_socket", "_watch", "_greenlet")
+
+    def __init__(self, client_socket):
+        self._socket = client_socket
+        self._watch = None
+
+    def __enter__(self):
+        if self._socket is not None:
+            self._greenlet = gevent.getcurrent()
+            self._watch = ClientWatch(self._socket, self._interrupt)
+        return self
+
+    def _interrupt(self):
+        # From the event loop: the throw runs as the loop's next callback, in the request's greenlet.
+        if self._watch is not None:
+            gevent.get_hub().loop.run_callback(self._throw)
+
+    def _throw(self):
+        if self._watch is not None:  # still inside the block
+            self._greenlet.throw(ClientLeft())
+
+    def __exit__(self, *exc_info):
+        if self._watch is not None:
+            self._watch.stop()
+            self._watch = None
+        return False

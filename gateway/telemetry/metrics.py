@@ -39,6 +39,10 @@ LAST_SUCCESS = Gauge(
 LAST_ERROR = Gauge(
     "llm_gateway_backend_last_error_timestamp_seconds", "When a backend last failed, by kind.", ["backend", "kind"], multiprocess_mode="max"
 )
+FAILOVERS = Counter("llm_gateway_failovers", "Requests passed on from a backend to the model's next one.", ["model", "backend"])
+COOLDOWN_UNTIL = Gauge(
+    "llm_gateway_backend_cooldown_until_timestamp_seconds", "Until when a backend's circuit breaker skips it (0: closed).", ["backend"], multiprocess_mode="livemax"
+)
 _WINDOW = Gauge(_WINDOW_NAME, "Per-minute counts for the status page (not exported).", ["backend", "slot", "field"], multiprocess_mode="all")
 
 _window_minute = {}  # (backend, slot) -> the minute this process's slot currently counts
@@ -81,6 +85,15 @@ def observe(record) -> None:
     elif record.outcome == COMPLETED:
         LAST_SUCCESS.labels(backend).set(now)
     _count_in_window(backend, failed, now)
+
+
+def count_failover(model: str, backend: str) -> None:
+    FAILOVERS.labels(model, backend).inc()
+
+
+def cooldown_setter(backend: str):
+    """What a backend's circuit breaker calls with the end of its cooldown (0.0 when closed)."""
+    return COOLDOWN_UNTIL.labels(backend).set
 
 
 def in_flight_counter(backend: str):
@@ -143,6 +156,7 @@ def snapshot() -> dict:
         return backends.setdefault(name, {
             "requests_5m": 0, "errors_5m": 0, "requests_60m": 0, "errors_60m": 0, "in_flight": 0,
             "last_success": None, "last_error": None, "ttfb_seconds": {}, "duration_seconds": {},
+            "failovers": 0, "cooldown_until": 0.0,
         })
 
     for family in _registry().collect():
@@ -153,6 +167,10 @@ def snapshot() -> dict:
                 continue
             if family.name == "llm_gateway_in_flight_requests":
                 entry(backend)["in_flight"] += int(sample.value)
+            elif sample.name == "llm_gateway_failovers_total":
+                entry(backend)["failovers"] += int(sample.value)
+            elif family.name == "llm_gateway_backend_cooldown_until_timestamp_seconds":
+                entry(backend)["cooldown_until"] = max(entry(backend)["cooldown_until"], sample.value)
             elif family.name == "llm_gateway_backend_last_success_timestamp_seconds":
                 entry(backend)["last_success"] = sample.value or None
             elif family.name == "llm_gateway_backend_last_error_timestamp_seconds":

@@ -14,7 +14,7 @@ import time
 
 from ..chat.chunks import HAS_USAGE
 from ..config import ConfigError
-from ..errors import BackendError, BackendTimeout, GatewayError, InternalError
+from ..errors import BackendError, BackendTimeout, GatewayError, InternalError, ShuttingDown
 
 access_log = logging.getLogger("gateway.access")
 
@@ -25,6 +25,7 @@ BACKEND_ERROR = "backend_error"
 TIMEOUT = "timeout"
 REJECTED = "rejected"  # the client's request was refused before any backend was called
 INTERNAL_ERROR = "internal_error"
+SHUTTING_DOWN = "shutting_down"  # a stream the worker ended as its graceful timeout ran out
 
 
 def setup_access_log() -> None:
@@ -62,13 +63,15 @@ def outcome_of(error: GatewayError) -> str:
         return BACKEND_ERROR
     if isinstance(error, InternalError):
         return INTERNAL_ERROR
+    if isinstance(error, ShuttingDown):
+        return SHUTTING_DOWN
     return REJECTED
 
 
 class RequestRecord:
     __slots__ = (
         "request_id", "method", "path", "started", "started_at", "model", "backend", "stream", "status",
-        "first_byte", "finished", "outcome", "error", "usage", "keepalives", "chat",
+        "first_byte", "finished", "outcome", "error", "usage", "keepalives", "chat", "attempts",
     )
 
     def __init__(self, request_id: str, method: str, path: str):
@@ -81,6 +84,7 @@ class RequestRecord:
         self.first_byte = self.finished = self.outcome = self.error = self.usage = None
         self.keepalives = 0
         self.chat = False  # a chat completion request (the ones metrics count)
+        self.attempts = None  # failover.Attempts: which backends were tried, which one answered
 
     def mark_first_byte(self) -> None:
         if self.first_byte is None:
@@ -109,6 +113,10 @@ class RequestRecord:
         if self.finished is not None:
             return False
         now = self.finished = time.monotonic()
+        tried = self.attempts.tried if self.attempts is not None else ()
+        if tried:
+            answered = self.attempts.answered_by
+            self.backend = answered.name if answered is not None else tried[-1][0]
         if self.outcome is None:
             # A stream whose body never ran was closed by a client that had already left.
             self.outcome = CLIENT_GONE if self.stream and self.first_byte is None else COMPLETED
@@ -131,5 +139,7 @@ class RequestRecord:
             for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
                 if isinstance(self.usage.get(key), int):
                     line[key] = self.usage[key]
+        if len(tried) > 1:  # failover: every attempt, in order
+            line["attempts"] = [{"backend": name, "result": result} for name, result in tried]
         access_log.info(json.dumps(line, separators=(",", ":")))
         return True

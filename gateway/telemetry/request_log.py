@@ -4,6 +4,7 @@ import uuid
 
 from flask import Flask, g, request
 
+from ..startup import setup_gateway_log
 from . import metrics
 from .record import RequestRecord, setup_access_log
 
@@ -15,6 +16,7 @@ def _close(record: RequestRecord) -> None:
 
 def init_app(app: Flask) -> None:
     setup_access_log()
+    setup_gateway_log()  # the gateway's own warnings (gateway.startup may have set it up already)
 
     @app.before_request
     def open_record():

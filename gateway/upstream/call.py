@@ -40,7 +40,7 @@ def build_call(chat: dict, model: ModelConfig, backend: BackendConfig, asker: di
     client_stream = bool(chat.get("stream"))
     backend_stream = client_stream and backend.streaming
     body = dict(chat)
-    body["model"] = model.upstream
+    body["model"] = model.upstream_for(backend.name)
     if model.system_prompt:
         body["messages"] = merge_system_prompt(chat["messages"], model.system_prompt)
     if backend.tools == "drop":

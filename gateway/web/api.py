@@ -4,10 +4,14 @@ The chat view reads like the contract: validate, pick the model and its backend,
 backend call, take a slot, then answer with one JSON completion or a stream.
 """
 
-from flask import Blueprint, g, request
+from flask import Blueprint, Response, g, request
 
+from ..backends.failover import Attempts
 from ..chat.request_schema import validate_chat_request
 from ..streaming.chat_stream import ChatStream
+from ..streaming.client_watch import ClientLeft, abandoned_if_client_leaves
+from ..telemetry import metrics
+from ..telemetry.record import CLIENT_GONE
 from ..upstream.call import build_call
 from ..upstream.identity import who_is_asking
 from .access import require_api_key
@@ -24,29 +28,35 @@ def parse_chat_request(raw: bytes) -> dict:
 
 @bp.post("/chat/completions")
 def chat_completions():
-    models, record = registry(), g.record
+    models, record, settings = registry(), g.record, registry().settings
     record.chat = True
-    raw = read_body(models.settings)
+    raw = read_body(settings)
     chat = off_loop.run_if_large(len(raw), parse_chat_request, raw)
     model = models.model(chat["model"])
-    backend = models.backend_for(model)
-    record.model, record.backend, record.stream = model.id, backend.name, bool(chat.get("stream"))
-    settings = models.settings
+    record.model, record.backend, record.stream = model.id, model.backend, bool(chat.get("stream"))
     asker = who_is_asking(request.headers, chat, settings.user_jwt_secret, settings.user_jwt_leeway)
-    call = off_loop.run_if_large(len(raw), build_call, chat, model, backend.config, asker, g.request_id)
-    slot = backend.acquire()  # 429 when the backend already has max_concurrency in flight here
+    request_id = g.request_id  # a stream's attempts run outside the request context
+
+    def call_for(backend):  # per attempt: fresh {uuid}s, the backend's own upstream name
+        return off_loop.run_if_large(len(raw), build_call, chat, model, backend.config, asker, request_id)
+
+    attempts = Attempts(model.id, models.backends_for(model), call_for, on_failover=lambda name: metrics.count_failover(model.id, name))
+    record.attempts = attempts
 
     if not record.stream:
         try:
-            completion = backend.complete(call)
-        finally:
-            slot.release()
+            # Open WebUI's title and tag tasks are such calls: when their client leaves, the
+            # backend request is closed at once instead of computing an answer nobody reads.
+            with abandoned_if_client_leaves(request.environ.get("gunicorn.socket")):
+                completion = attempts.complete()
+        except ClientLeft:
+            record.outcome = CLIENT_GONE
+            return Response(status=499)  # nobody reads it: the server's write fails quietly
         record.note_usage(completion.get("usage"))
-        return json_response(completion)
+        return _answered_by(json_response(completion), attempts)
 
     stream = ChatStream(
-        backend.events(call),
-        slot.release,
+        attempts.events(),
         heartbeat=settings.heartbeat_seconds,
         record=record,
         secrets=models.config.secrets,
@@ -54,7 +64,14 @@ def chat_completions():
         stalled_after=settings.stalled_client_seconds,
     )
     stream.start()  # the first event or heartbeat: a failure by then is still a real HTTP status
-    return sse_response(stream)
+    return _answered_by(sse_response(stream), attempts)
+
+
+def _answered_by(response: Response, attempts: Attempts) -> Response:
+    """Names the backend whose answer this is (unknown yet when a keep-alive went out first)."""
+    if attempts.answered_by is not None:
+        response.headers["X-Gateway-Backend"] = attempts.answered_by.name
+    return response
 
 
 def _model_entry(model, created: int) -> dict:

@@ -36,6 +36,8 @@ def init_app(app: Flask, config: Config) -> None:
             g.record.failed(error)
         response = Response(error_json(error, config.secrets), status=error.status, mimetype="application/json")
         response.headers.update(error.headers)
+        if getattr(error, "answered", False):  # a backend's own answer, passed on (a 4xx, a 5xx...)
+            response.headers["X-Gateway-Backend"] = error.backend
         if error.closes_connection:
             response.call_on_close(_end_connection(request.environ.get("gunicorn.socket")))
         return response

@@ -22,6 +22,14 @@ def _rounded(value):
     return None if value is None else round(value, 4)
 
 
+def breaker_state(cooldown_until: float) -> dict:
+    """`ok`, or `cooling_down` with the seconds left, as any worker's circuit breaker has it."""
+    left = cooldown_until - time.time()
+    if left > 0:
+        return {"state": "cooling_down", "cooldown_left": round(left, 1)}
+    return {"state": "ok", "cooldown_left": None}
+
+
 def tls_state(backend) -> str:
     """What protects the connection to a backend, in the contract's words."""
     if not backend.url.startswith("https:"):
@@ -41,6 +49,8 @@ def status_data(models: ModelRegistry, environ=None) -> dict:
             "streaming": b.streaming,
             "verify": b.verify,
             "tls": tls_state(b),
+            **breaker_state(n.get("cooldown_until", 0.0)),
+            "failovers": n.get("failovers", 0),
             "connect_timeout": b.connect_timeout,
             "read_timeout": b.read_timeout,
             "max_concurrency": b.max_concurrency,
@@ -63,7 +73,7 @@ def status_data(models: ModelRegistry, environ=None) -> dict:
         "inbound_auth": bool(config.gateway.api_keys),
         "heartbeat_seconds": config.gateway.heartbeat_seconds,
         "backends": backends,
-        "models": [{"id": m.id, "name": m.name, "backend": m.backend} for m in config.models.values()],
+        "models": [{"id": m.id, "name": m.name, "backend": m.backend, "backends": list(m.backends)} for m in config.models.values()],
         "server": describe_server(environ or {}),  # the WSGI server and worker answering, whose numbers
     }
 

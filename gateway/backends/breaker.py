@@ -1,0 +1,60 @@
+"""A backend's circuit breaker (per worker): skip a backend that keeps failing, then try it again.
+
+`failure_threshold` consecutive failures open the breaker: the backend is `cooling_down` for
+`cooldown_seconds`, and requests skip it. Then one request (the trial) may try it while the
+others still skip it; the trial's result decides: a success closes the breaker, a failure starts
+another cooldown. Greenlets of one worker never run at the same time, so no lock is needed.
+"""
+
+import time
+
+OK = "ok"
+COOLING_DOWN = "cooling_down"
+
+
+class CircuitBreaker:
+    __slots__ = ("threshold", "cooldown", "failures", "cooling_until", "trial_running", "_on_change")
+
+    def __init__(self, threshold: int, cooldown: float, on_change=None):
+        """`on_change(cooling_until)` is told when the breaker opens (a time) or closes (0.0)."""
+        self.threshold = threshold
+        self.cooldown = cooldown
+        self._on_change = on_change or (lambda until: None)
+        self.failures = 0  # consecutive
+        self.cooling_until = 0.0  # time.time() when the cooldown ends; 0.0 while closed
+        self.trial_running = False
+
+    def allows(self) -> bool:
+        """Whether a request may try the backend now; True makes it the trial after a cooldown."""
+        if not self.cooling_until:
+            return True
+        if time.time() < self.cooling_until or self.trial_running:
+            return False
+        self.trial_running = True
+        return True
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        self.trial_running = False
+        if self.cooling_until:
+            self.cooling_until = 0.0
+            self._on_change(0.0)
+
+    def failed(self) -> None:
+        self.failures += 1
+        if self.trial_running or self.failures >= self.threshold:
+            self.cooling_until = time.time() + self.cooldown
+            self.failures = 0
+            self._on_change(self.cooling_until)
+        self.trial_running = False
+
+    def undecided(self) -> None:
+        """The attempt ended with no verdict on the backend (the client left): let another try."""
+        self.trial_running = False
+
+    def state(self) -> tuple[str, float]:
+        """(`ok` or `cooling_down`, seconds left of the cooldown)."""
+        left = self.cooling_until - time.time() if self.cooling_until else 0.0
+        if left > 0 or (self.cooling_until and self.trial_running):
+            return COOLING_DOWN, max(0.0, left)
+        return OK, 0.0

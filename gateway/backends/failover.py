@@ -1,0 +1,137 @@
+"""One client request's way through its model's backends, in order: `Attempts`.
+
+A model usually has one backend; with `backends = [...]` the request goes to the first that can
+take it. Until the first content event has gone out, a backend whose failure is its own (see
+`BackendError.passes_on`: unreachable, TLS, timeout, 5xx, 429, 401/403, an invalid answer), that
+is cooling down, or that has no free slot, passes the request to the next, with fresh headers
+(the call is built again per attempt). After the first content event, never: the answer the user
+started to see is not repeated by another backend. Other 4xx answers are about the request and
+are returned at once.
+
+Each attempt holds its own backend slot while it runs, and tells the backend's circuit breaker
+how it went. With one backend, its failure is raised as it is; with several, one error names each
+backend and why.
+"""
+
+from ..errors import AllBackendsFailed, BackendCoolingDown, BackendError, GatewayBusy, GatewayError
+
+
+class Attempts:
+    __slots__ = ("_model_id", "_backends", "_build", "_on_failover", "answered_by", "tried")
+
+    def __init__(self, model_id: str, backends: list, build, on_failover=None):
+        """`build(backend)` makes the UpstreamCall for one attempt; `on_failover(backend_name)` is
+        told each time a request is passed on from a backend to the next."""
+        self._model_id = model_id
+        self._backends = backends
+        self._build = build
+        self._on_failover = on_failover
+        self.answered_by = None  # the backend whose answer the client gets
+        self.tried = []  # (backend name, "ok" or the failure's kind), for the access log
+
+    def complete(self) -> dict:
+        """The first whole answer a backend gives (`stream: false`)."""
+        failures = []
+        for backend in self._backends:
+            slot = self._take(backend, failures)
+            if slot is None:
+                continue
+            try:
+                answer = backend.complete(self._build(backend))
+            except BackendError as error:
+                if not self._passed_on(backend, error, failures):
+                    raise
+                continue
+            except BaseException:
+                backend.breaker.undecided()
+                raise
+            finally:
+                slot.release()
+            self._succeeded(backend)
+            return answer
+        raise self._all_failed(failures)
+
+    def events(self):
+        """The payloads of the first backend that sends a content event; then only that one's."""
+        failures = []
+        for backend in self._backends:
+            slot = self._take(backend, failures)
+            if slot is None:
+                continue
+            payloads = None
+            try:
+                try:
+                    payloads = backend.events(self._build(backend))
+                    first = next(payloads, None)
+                except BackendError as error:
+                    if self._passed_on(backend, error, failures):
+                        continue
+                    raise
+                except BaseException:
+                    backend.breaker.undecided()
+                    raise
+                self.answered_by = backend
+                if first is not None:
+                    try:
+                        yield first
+                        yield from payloads
+                    except BackendError as error:  # after the first event: the stream ends with it
+                        (backend.breaker.failed if error.passes_on else backend.breaker.succeeded)()
+                        self.tried.append((backend.name, error.kind))
+                        raise
+                    except BaseException:  # the client left
+                        backend.breaker.undecided()
+                        raise
+                self._succeeded(backend)
+                return
+            finally:
+                if payloads is not None:
+                    payloads.close()
+                slot.release()
+        raise self._all_failed(failures)
+
+    # --- one attempt ---------------------------------------------------------------------------
+
+    def _take(self, backend, failures):
+        """The backend's slot, or None (and the reason noted) when it must be skipped."""
+        if not backend.breaker.allows():
+            _, left = backend.breaker.state()
+            failures.append((backend.name, BackendCoolingDown(
+                backend.name, f"is cooling down after repeated failures (for {left:.0f} s more)", headers={"Retry-After": str(max(1, round(left)))}
+            )))
+            self.tried.append((backend.name, "cooling_down"))
+            self._note_failover(backend)
+            return None
+        try:
+            return backend.acquire()
+        except GatewayBusy as busy:
+            backend.breaker.undecided()
+            failures.append((backend.name, busy))
+            self.tried.append((backend.name, busy.kind))
+            self._note_failover(backend)
+            return None
+
+    def _passed_on(self, backend, error: BackendError, failures: list) -> bool:
+        """Whether the request goes on to the next backend after `error` (True) or fails with it."""
+        self.tried.append((backend.name, error.kind))
+        if not error.passes_on:
+            backend.breaker.succeeded()  # the backend answered: it is alive, the request was wrong
+            return False
+        backend.breaker.failed()
+        failures.append((backend.name, error))
+        self._note_failover(backend)
+        return True
+
+    def _note_failover(self, backend) -> None:
+        if self._on_failover is not None and backend is not self._backends[-1]:
+            self._on_failover(backend.name)
+
+    def _succeeded(self, backend) -> None:
+        backend.breaker.succeeded()
+        self.answered_by = backend
+        self.tried.append((backend.name, "ok"))
+
+    def _all_failed(self, failures: list) -> GatewayError:
+        if len(failures) == 1:
+            return failures[0][1]  # one backend: its own error, exactly as without failover
+        return AllBackendsFailed(self._model_id, failures)

@@ -1,0 +1,62 @@
+"""Every stream open in this worker, and the one watchdog that looks after them all.
+
+One greenlet per worker, not a timer per stream (with a thousand streams open, per-stream timers
+add up): once a second it looks at each open stream.
+- A client that accepts no bytes for `stalled_client_seconds` while a write is pending is
+  dropped: one warning line, its socket shut, its backend request closed. gunicorn's gevent
+  worker writes without a timeout; a socket timeout would surface there as a traceback.
+- When the worker's graceful stop begins (SIGTERM, or a reload retiring it), streams still open
+  one second before `GATEWAY_GRACEFUL_TIMEOUT` ends get an error event ("the gateway is shutting
+  down"), `[DONE]` and their access-log line, instead of being cut mid-answer.
+"""
+
+import logging
+import time
+
+import gevent
+
+from ..errors import ShuttingDown
+from ..telemetry import lifecycle
+
+log = logging.getLogger("gateway")
+
+CHECK_EVERY = 1.0  # seconds between two looks at every open stream
+_streams = set()
+_watchdog = None
+
+
+def add(stream) -> None:
+    global _watchdog
+    _streams.add(stream)
+    if _watchdog is None:
+        _watchdog = gevent.spawn(_watch)
+        lifecycle.on_shutdown(_end_before_deadline)
+
+
+def discard(stream) -> None:
+    _streams.discard(stream)
+
+
+def count() -> int:
+    return len(_streams)
+
+
+def _watch():
+    while True:
+        gevent.sleep(CHECK_EVERY)
+        now = time.monotonic()
+        for stream in list(_streams):
+            stream.check_stalled(now)
+
+
+def _end_before_deadline(graceful_timeout: float) -> None:
+    gevent.spawn_later(max(0.0, graceful_timeout - 1.0), end_all)
+
+
+def end_all() -> None:
+    """Ends every open stream now with a shutdown error event (the worker is about to stop)."""
+    streams = list(_streams)
+    if streams:
+        log.warning("ending %d stream(s) still open as the graceful timeout runs out", len(streams))
+    for stream in streams:
+        stream.interrupt(ShuttingDown("The gateway is shutting down; the answer was cut short. Please retry."))
