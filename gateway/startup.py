@@ -1,6 +1,6 @@
 """What happens once when the gateway starts, wherever it is hosted: the start-up messages about
-the config (which file, which models, and the warnings an operator must see), and how many
-workers fit the CPUs this process may use.
+the config (which file, which models, and the warnings an operator must see) on the gateway's
+own log, and how many workers fit the CPUs this process may use.
 
 Both the gunicorn master (gunicorn.conf.py) and `create_app` use this module, so it imports no
 Flask, requests, ssl or gevent: the master must not load those before the workers' gevent

@@ -74,7 +74,7 @@ def status_data(models: ModelRegistry, environ=None) -> dict:
         "heartbeat_seconds": config.gateway.heartbeat_seconds,
         "backends": backends,
         "models": [{"id": m.id, "name": m.name, "backend": m.backend, "backends": list(m.backends)} for m in config.models.values()],
-        "server": describe_server(environ or {}),  # the WSGI server and worker answering, whose numbers
+        "server": describe_server(environ or {}),  # which server and worker model answered, whose numbers
     }
 
 
