@@ -1,9 +1,10 @@
 # Two commands on a fresh machine: `make run` starts the gateway, `make test` runs every test.
+# `make check` (or `make check CONFIG=path`) checks a config as start-up does and shows what it sends.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench clean
+.PHONY: run check test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("llm-gateway needs Python 3.11 or newer (tomllib)") if sys.version_info < (3, 11) else None'
@@ -20,6 +21,9 @@ $(VENV)/.test: requirements.txt requirements-test.txt | $(BIN)/python
 
 run: $(VENV)/.runtime
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+check: $(VENV)/.runtime
+	$(BIN)/python -m gateway check $(CONFIG)
 
 test: $(VENV)/.test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -11,6 +11,7 @@ from flask import Flask
 from gateway.concurrency import threads_note
 from gateway.config import Config, load_config
 from gateway.registry import ModelRegistry
+from gateway.startup import announce_once
 from gateway.telemetry import metrics, request_log
 from gateway.web import access, api, error_handlers, status
 
@@ -21,10 +22,11 @@ def create_app(config: Config | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.gateway.max_request_bytes
     app.extensions["registry"] = ModelRegistry(config, on_slot_change=metrics.in_flight_counter, on_cooldown=metrics.cooldown_setter)
+    announce_once(config)  # under any WSGI server; under gunicorn.conf.py the master already did
+    if note := threads_note():  # each process that streams on threads says what that means
+        logging.getLogger("gateway").warning(note)
 
     request_log.init_app(app)  # first: every later step, preflights included, has a record
-    if note := threads_note():
-        logging.getLogger("gateway").warning(note)
     access.init_app(app, config.gateway)
 
     # Users type either base URL into Open WebUI: serve the API with and without /v1.

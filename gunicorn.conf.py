@@ -2,7 +2,8 @@
 
 Nothing here may import requests, ssl or the app: the gevent worker monkey-patches the standard
 library when it starts, and anything the master imported before that stays unpatched (blocking).
-The config check below imports only gateway.config, which is kept free of those imports.
+The config check and the start-up messages below import only gateway.config and
+gateway.startup, which are kept free of those imports.
 """
 
 import glob
@@ -14,11 +15,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from gateway.startup import announce_for_workers, cpus_available  # noqa: E402 - needs the path above
+
 # Where to listen: GATEWAY_BIND (host:port, unix:PATH or fd://N).
 bind = [os.environ.get("GATEWAY_BIND", "127.0.0.1:8000")]
 
-# One process per CPU; each serves many requests at once on greenlets.
-workers = int(os.environ.get("GATEWAY_WORKERS") or os.cpu_count() or 1)
+# One process per CPU this process may use (affinity and cgroup quota: in a container,
+# os.cpu_count() is the host's); each serves many requests at once on greenlets.
+workers = int(os.environ.get("GATEWAY_WORKERS") or cpus_available())
 
 # The gevent worker: requests to backends block only their own greenlet.
 worker_class = "gevent"
@@ -32,6 +36,11 @@ timeout = 30
 
 # On SIGTERM, in-flight streams get this long to finish before the worker is stopped.
 graceful_timeout = int(os.environ.get("GATEWAY_GRACEFUL_TIMEOUT", "60"))
+
+# A unix:PATH bind is created 0660 (owner and group), not world-writable. gunicorn applies this
+# only around the socket's bind and its workers' heartbeat files (mkstemp, 0600 anyway), never to
+# the processes: files the gateway itself creates keep the umask it was started with.
+umask = 0o117
 
 # Seconds an idle client connection is kept open for its next request.
 keepalive = 5
@@ -104,27 +113,6 @@ def _keep_as_last_good(text):
     os.environ[SNAPSHOT_VARIABLE] = path
 
 
-def _warn_about(config, log):
-    from gateway.config import ids_open_webui_rewrites, unverified_backends
-
-    log.info("llm-gateway config: %s; models: %s", config.source, ", ".join(config.models))
-    risky = ids_open_webui_rewrites(config)
-    if risky:
-        log.warning(
-            "model ids %s look like OpenAI reasoning models to Open WebUI, which then renames max_tokens "
-            "and changes the system role in their requests; prefer other ids (upstream keeps the backend's name)",
-            ", ".join(risky),
-        )
-    for name in unverified_backends(config):
-        log.warning(
-            "backend '%s' has verify = false: its TLS certificate is NOT checked, so anyone who can "
-            "intercept the connection sees every prompt and the backend's credentials",
-            name,
-        )
-    if not config.gateway.api_keys:
-        log.warning("inbound authentication is off: no api_keys in the config, anyone who can reach %s may use the models", ", ".join(bind))
-
-
 def on_starting(server):
     """Checks the config before any worker starts, so a bad file stops start-up with one message."""
     from gateway.config import ConfigError
@@ -136,7 +124,7 @@ def on_starting(server):
         raise RuntimeError(f"llm-gateway cannot start: {exc}") from None
     _fresh_run_dir(server)
     _keep_as_last_good(text)
-    _warn_about(config, server.log)
+    announce_for_workers(config, server.log, ", ".join(bind))
 
 
 def on_reload(arbiter):
@@ -151,7 +139,7 @@ def on_reload(arbiter):
         arbiter.log.error("llm-gateway reload refused, still serving the previous config: %s", exc)
         return
     _keep_as_last_good(text)
-    _warn_about(config, arbiter.log)
+    announce_for_workers(config, arbiter.log, ", ".join(bind))
 
 
 def post_worker_init(worker):

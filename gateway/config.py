@@ -329,6 +329,17 @@ def _expand_env(value, path, environ, errors, secrets):
     return value
 
 
+def headers_as_shown(text: str) -> dict:
+    """Each backend's header templates with every `${VAR}` part as `***`: `make check` renders
+    them to show what a request sends without printing a secret. Literal parts and placeholders
+    are compiled exactly as parse_config compiles them; call it on text parse_config accepted."""
+    shown = {}
+    for name, backend in tomllib.loads(text).get("backends", {}).items():
+        templates = backend.get("headers", {}) if isinstance(backend, dict) else {}
+        shown[name] = HeaderSet({header: _ENV_REFERENCE.sub("***", value) for header, value in templates.items()})
+    return shown
+
+
 def _flatten(messages, path=""):
     """marshmallow's nested error map as ("models.0.backend", "reason") pairs."""
     if isinstance(messages, dict):

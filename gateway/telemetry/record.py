@@ -8,10 +8,12 @@ no header values ever go in: only ids, names, numbers and outcomes.
 
 import json
 import logging
+import os
 import sys
 import time
 
 from ..chat.chunks import HAS_USAGE
+from ..config import ConfigError
 from ..errors import BackendError, BackendTimeout, GatewayError, InternalError, ShuttingDown
 
 access_log = logging.getLogger("gateway.access")
@@ -27,13 +29,31 @@ SHUTTING_DOWN = "shutting_down"  # a stream the worker ended as its graceful tim
 
 
 def setup_access_log() -> None:
-    """One JSON object per line on stderr, whatever else configures logging."""
+    """One JSON object per line, whatever else configures logging: on stderr, or appended to the
+    file GATEWAY_ACCESS_LOG names (opened once per process; logging flushes every line)."""
     if not access_log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = access_log_handler(os.environ.get("GATEWAY_ACCESS_LOG") or "-")
         handler.setFormatter(logging.Formatter("%(message)s"))
         access_log.addHandler(handler)
         access_log.setLevel(logging.INFO)
         access_log.propagate = False
+
+
+def access_log_handler(destination: str) -> logging.Handler:
+    """`-`: stderr; anything else: a file path, appended to. A path that cannot be opened stops
+    start-up with one message (the app factory's ConfigError), not a traceback."""
+    if destination == "-":
+        return logging.StreamHandler(sys.stderr)
+    try:
+        return logging.FileHandler(destination, mode="a", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"GATEWAY_ACCESS_LOG: cannot open {destination} for appending: {exc.strerror or exc}") from None
+
+
+def timestamp(wall_time: float) -> str:
+    """ISO-8601 UTC with milliseconds and Z: 2026-11-26T10:21:52.123Z."""
+    seconds, millis = divmod(int(wall_time * 1000), 1000)  # one rounding for both parts
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
 
 
 def outcome_of(error: GatewayError) -> str:
@@ -50,7 +70,7 @@ def outcome_of(error: GatewayError) -> str:
 
 class RequestRecord:
     __slots__ = (
-        "request_id", "method", "path", "started", "model", "backend", "stream", "status",
+        "request_id", "method", "path", "started", "started_at", "model", "backend", "stream", "status",
         "first_byte", "finished", "outcome", "error", "usage", "keepalives", "chat", "attempts",
     )
 
@@ -59,6 +79,7 @@ class RequestRecord:
         self.method = method
         self.path = path
         self.started = time.monotonic()
+        self.started_at = time.time()  # wall clock, for the log line's "ts"; durations use `started`
         self.model = self.backend = self.stream = self.status = None
         self.first_byte = self.finished = self.outcome = self.error = self.usage = None
         self.keepalives = 0
@@ -100,6 +121,7 @@ class RequestRecord:
             # A stream whose body never ran was closed by a client that had already left.
             self.outcome = CLIENT_GONE if self.stream and self.first_byte is None else COMPLETED
         line = {
+            "ts": timestamp(self.started_at),
             "request_id": self.request_id,
             "method": self.method,
             "path": self.path,

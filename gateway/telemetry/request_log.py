@@ -1,11 +1,10 @@
 """Every request gets an id and a record; the record is closed when the server closes the
 response (after a stream's last byte, or when its client left), and counted in the metrics."""
-import logging
-import sys
 import uuid
 
 from flask import Flask, g, request
 
+from ..startup import setup_gateway_log
 from . import metrics
 from .record import RequestRecord, setup_access_log
 
@@ -15,20 +14,9 @@ def _close(record: RequestRecord) -> None:
         metrics.observe(record)
 
 
-def _setup_gateway_log() -> None:
-    """The gateway's own warnings and errors, in the same shape as gunicorn's error log lines."""
-    log = logging.getLogger("gateway")
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s", "%Y-%m-%d %H:%M:%S %z"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
-
-
 def init_app(app: Flask) -> None:
     setup_access_log()
-    _setup_gateway_log()
+    setup_gateway_log()  # the gateway's own warnings (gateway.startup may have set it up already)
 
     @app.before_request
     def open_record():

@@ -6,9 +6,10 @@ tickets. The numbers come from all workers (telemetry/metrics.py), whichever one
 
 import time
 
-from flask import Blueprint, Response, render_template
+from flask import Blueprint, Response, render_template, request
 
 from .. import __version__
+from ..hosting import describe_server
 from ..registry import ModelRegistry
 from ..telemetry import metrics
 from ..telemetry.lifecycle import shutting_down
@@ -36,7 +37,7 @@ def tls_state(backend) -> str:
     return "verified" if backend.verify else "unverified"
 
 
-def status_data(models: ModelRegistry) -> dict:
+def status_data(models: ModelRegistry, environ=None) -> dict:
     config = models.config
     numbers = metrics.snapshot()
     backends = []
@@ -73,17 +74,18 @@ def status_data(models: ModelRegistry) -> dict:
         "heartbeat_seconds": config.gateway.heartbeat_seconds,
         "backends": backends,
         "models": [{"id": m.id, "name": m.name, "backend": m.backend, "backends": list(m.backends)} for m in config.models.values()],
+        "server": describe_server(environ or {}),  # which server and worker model answered, whose numbers
     }
 
 
 @bp.get("/")
 def page():
-    return render_template("status.html", status=status_data(registry()))
+    return render_template("status.html", status=status_data(registry(), request.environ))
 
 
 @bp.get("/status.json")
 def status_json():
-    return json_response(status_data(registry()))
+    return json_response(status_data(registry(), request.environ))
 
 
 @bp.get("/metrics")

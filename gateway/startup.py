@@ -1,0 +1,154 @@
+"""What happens once when the gateway starts, wherever it is hosted: the start-up messages about
+the config (which file, which models, and the warnings an operator must see) on the gateway's
+own log, and how many workers fit the CPUs this process may use.
+
+Both the gunicorn master (gunicorn.conf.py) and `create_app` use this module, so it imports no
+Flask, requests, ssl or gevent: the master must not load those before the workers' gevent
+patching (see STACK-NOTES).
+"""
+
+import logging
+import math
+import os
+import sys
+
+from .config import Config, ids_open_webui_rewrites, unverified_backends
+
+# The pid of the gunicorn master that has logged the start-up messages. Its workers inherit it
+# and stay quiet: N workers would otherwise repeat every warning N times.
+ANNOUNCED_BY = "GATEWAY_ANNOUNCED_BY"
+
+_announced = set()  # the messages this process has logged (create_app may run more than once)
+
+
+# --- start-up messages ----------------------------------------------------------------------------
+
+
+def summary(config: Config) -> str:
+    return f"llm-gateway config: {config.source}; models: {', '.join(config.models)}"
+
+
+def warnings_for(config: Config, where: str | None = None) -> list:
+    """What an operator must hear about this config at every start (`where`: the bind addresses)."""
+    warnings = []
+    risky = ids_open_webui_rewrites(config)
+    if risky:
+        warnings.append(
+            f"model ids {', '.join(risky)} look like OpenAI reasoning models to Open WebUI, which then renames "
+            "max_tokens and changes the system role in their requests; prefer other ids (upstream keeps the backend's name)"
+        )
+    for name in unverified_backends(config):
+        warnings.append(
+            f"backend '{name}' has verify = false: its TLS certificate is NOT checked, so anyone who can "
+            "intercept the connection sees every prompt and the backend's credentials"
+        )
+    if not config.gateway.api_keys:
+        warnings.append(
+            "inbound authentication is off: no api_keys in the config, anyone who can reach "
+            f"{where or 'the gateway'} may use the models"
+        )
+    return warnings
+
+
+def announce(config: Config, log, where: str | None = None) -> None:
+    """Logs the summary and the warnings on `log` (gunicorn's logger, or ours)."""
+    log.info(summary(config))
+    for warning in warnings_for(config, where):
+        log.warning(warning)
+
+
+def announce_for_workers(config: Config, log, where: str) -> None:
+    """In the gunicorn master: logs the messages and tells the workers it forks that it did."""
+    announce(config, log, where)
+    os.environ[ANNOUNCED_BY] = str(os.getpid())
+
+
+def announce_once(config: Config) -> None:
+    """Where the app is built: the same messages, once per process and config; nothing in a
+    gunicorn worker whose master has logged them already."""
+    # The pid must be our parent's: a marker inherited some other way must not silence us.
+    if os.environ.get(ANNOUNCED_BY) == str(os.getppid()):
+        return
+    messages = (summary(config), *warnings_for(config))
+    if messages in _announced:
+        return
+    _announced.add(messages)
+    announce(config, _logger())
+
+
+def setup_gateway_log() -> logging.Logger:
+    """The gateway's own warnings and errors, in the same shape as gunicorn's error log lines, on
+    stderr under any server (without a handler Python would drop info lines)."""
+    log = logging.getLogger("gateway")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s", "%Y-%m-%d %H:%M:%S %z"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    return log
+
+
+def _logger() -> logging.Logger:
+    setup_gateway_log()
+    return logging.getLogger("gateway.startup")
+
+
+# --- CPUs ---------------------------------------------------------------------------------------
+
+
+def cpus_available(affinity=None, cgroup_root="/sys/fs/cgroup", self_cgroup="/proc/self/cgroup") -> int:
+    """The CPUs this process may use: its CPU affinity and its cgroup v2 CPU quota, the smaller,
+    at least 1. In a container with a CPU limit, os.cpu_count() is the host's count."""
+    if affinity is None:
+        try:
+            affinity = os.sched_getaffinity(0)
+        except AttributeError:  # not Linux
+            affinity = range(os.cpu_count() or 1)
+    cpus = len(affinity)
+    quota = cgroup_cpu_quota(cgroup_root, self_cgroup)
+    if quota is not None:
+        cpus = min(cpus, quota)
+    return max(1, cpus)
+
+
+def cgroup_cpu_quota(cgroup_root="/sys/fs/cgroup", self_cgroup="/proc/self/cgroup") -> int | None:
+    """Whole CPUs the cgroup v2 quota allows (rounded up), or None without a quota. The limit
+    may sit on this process's cgroup or any parent (a systemd slice, a container): the smallest
+    counts. In a container the process's cgroup is the root of what it sees."""
+    limits = [q for q in (_cpu_max(os.path.join(d, "cpu.max")) for d in _cgroup_dirs(cgroup_root, self_cgroup)) if q]
+    return min(limits) if limits else None
+
+
+def _cgroup_dirs(cgroup_root: str, self_cgroup: str) -> list:
+    """This process's cgroup v2 directory and each parent up to the root, innermost first."""
+    relative = ""
+    try:
+        with open(self_cgroup, encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("0::"):  # the v2 line; v1 lines name a controller
+                    relative = line[3:].strip()
+    except OSError:
+        pass
+    parts = [p for p in relative.split("/") if p]
+    if ".." in parts:  # a cgroup outside our namespace: only the root we see is ours
+        parts = []
+    return [os.path.join(cgroup_root, *parts[:n]) for n in range(len(parts), -1, -1)]
+
+
+def _cpu_max(path: str) -> int | None:
+    """cpu.max holds "max 100000" (no limit) or "<quota> <period>" in microseconds."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            fields = handle.read().split()
+    except OSError:
+        return None
+    if len(fields) != 2 or fields[0] == "max":
+        return None
+    try:
+        quota, period = int(fields[0]), int(fields[1])
+    except ValueError:
+        return None
+    if quota <= 0 or period <= 0:
+        return None
+    return math.ceil(quota / period)

@@ -1,0 +1,63 @@
+"""The JSON access log: every line starts with `ts` (when the request started, ISO-8601 UTC with Z),
+and GATEWAY_ACCESS_LOG sends the lines to a file instead of stderr.
+
+The file under real gunicorn workers (opened once per worker, flushed per line) is in test_hosting.py.
+"""
+
+import json
+import logging
+import sys
+import time
+
+import pytest
+
+from gateway.config import ConfigError
+from gateway.telemetry.record import RequestRecord, access_log, access_log_handler, timestamp
+
+
+@pytest.mark.parametrize("wall_time, expected", [
+    (0, "1970-01-01T00:00:00.000Z"),
+    (1795688512.123456, "2026-11-26T10:21:52.123Z"),
+    (1795688512.9999, "2026-11-26T10:21:52.999Z"),
+])
+def test_timestamp_is_iso_8601_utc_with_milliseconds_and_z(wall_time, expected):
+    assert timestamp(wall_time) == expected
+
+
+def test_access_log_line_starts_with_ts_of_when_the_request_started(monkeypatch):
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    monkeypatch.setattr(access_log, "handlers", [handler])
+    monkeypatch.setattr(access_log, "level", logging.INFO)
+    clock = [1795688512.123456]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    record = RequestRecord("r1", "GET", "/healthz")
+    clock[0] += 95  # the request takes a while: ts still says when it started
+    record.status = 200
+    assert record.finish()
+    line = json.loads(lines[0])
+    assert list(line)[0] == "ts"
+    assert line["ts"] == "2026-11-26T10:21:52.123Z"
+
+
+def test_access_log_destination_dash_is_stderr():
+    handler = access_log_handler("-")
+    assert type(handler) is logging.StreamHandler and handler.stream is sys.stderr
+
+
+def test_access_log_file_is_appended_to_and_each_line_is_on_disk_at_once(tmp_path):
+    path = tmp_path / "access.log"
+    path.write_text('{"earlier":"line"}\n')
+    handler = access_log_handler(str(path))
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    try:
+        handler.emit(logging.makeLogRecord({"msg": '{"ts":"x"}'}))
+        assert path.read_text() == '{"earlier":"line"}\n{"ts":"x"}\n'  # read while still open
+    finally:
+        handler.close()
+
+
+def test_an_access_log_path_that_cannot_be_opened_is_a_start_up_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"^GATEWAY_ACCESS_LOG: cannot open .*/no/such/dir/a\.log for appending"):
+        access_log_handler(str(tmp_path / "no" / "such" / "dir" / "a.log"))

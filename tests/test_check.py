@@ -1,0 +1,185 @@
+"""`python -m gateway check [CONFIG]` (`make check`), run as an operator runs it: a subprocess.
+
+A good config: exit 0, each model → backend → upstream name, and each backend's headers as a
+sample request sends them (`${VAR}` as `***`, the secret itself never printed). A bad one: exit 1
+and the very line start-up prints, also for what only a worker finds (a CA file OpenSSL rejects).
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.configs import backend, gateway_toml, model
+from tests.gunicorn_server import PROXY_VARIABLES, ROOT, GatewayServer
+
+SECRET = "tkt-check-{uuid}-9f8e7d"  # braces too: a ${VAR} value is literal text, never a placeholder
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+
+
+def run_check(cwd, *args, env=None):
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_") and k.lower() not in PROXY_VARIABLES}
+    environ.update({"PYTHONPATH": str(ROOT), **(env or {})})
+    return subprocess.run([sys.executable, "-m", "gateway", "check", *args], cwd=cwd, env=environ,
+                          capture_output=True, text=True, timeout=60)
+
+
+CORP = backend("https://llm.corp.example/ask", streaming=False, headers={
+    "x-dep-ticket": "${CORP_TICKET}",
+    "Authorization": "Bearer ${CORP_TICKET}",
+    "Send-System-Name": "D0aKG",
+    "User-Id": "{user.email|anonymous}",
+    "User-Name": "{user.name}",
+    "Owner": "{user.id}",
+    "Prompt-Msg-Id": "{uuid}",
+    "Model-Name": "{model}",
+    "Optional": "${OPTIONAL}",
+})
+GOOD = gateway_toml(
+    gateway={"api_keys": ["${GATEWAY_API_KEY}"]},
+    backends={"corp": CORP, "echo": backend("demo://echo"), "corp-dr": backend("http://127.0.0.1:9/v1")},
+    models=[
+        model("Gauss2-37b-instruct-v1.0", "corp", upstream="gauss2-37b"),
+        model("corp-plain", "corp"),
+        model("demo-echo", "echo"),
+        {"id": "gauss-ha", "backends": ["corp", "corp-dr"], "upstream": {"corp-dr": "gauss-dr"}},
+    ],
+)
+GOOD_ENV = {"CORP_TICKET": SECRET, "GATEWAY_API_KEY": "sk-check-inbound-1234", "OPTIONAL": ""}
+
+
+@pytest.fixture(scope="module")
+def good_check(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("check")
+    (directory / "corp.toml").write_text(GOOD, encoding="utf-8")
+    return run_check(directory, "corp.toml", env=GOOD_ENV)
+
+
+def section(output: str, title: str) -> list:
+    """The indented lines under the line that starts with `title`."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(title))
+    body = []
+    for line in lines[start + 1:]:
+        if not line.startswith(" "):
+            break
+        body.append(line.strip())
+    return body
+
+
+def test_a_good_config_passes_and_lists_each_model_its_backend_and_upstream_name(good_check):
+    assert good_check.returncode == 0, good_check.stderr
+    assert good_check.stderr == ""
+    assert good_check.stdout.startswith("corp.toml: OK")
+    assert section(good_check.stdout, "models") == [
+        "Gauss2-37b-instruct-v1.0 → corp → gauss2-37b",
+        "corp-plain → corp → corp-plain",
+        "demo-echo → echo → demo-echo",
+        "gauss-ha → corp → gauss-ha",  # failover: each backend in the order tried, with its own name
+        "gauss-ha → corp-dr → gauss-dr (failover 2)",
+    ]
+
+
+def test_headers_show_literals_as_written_secrets_as_stars_and_the_sample_user_as_sent(good_check):
+    headers = dict(line.split(": ", 1) for line in section(good_check.stdout, "backend corp:")[1:])
+    assert headers["x-dep-ticket"] == "***"
+    assert headers["Authorization"] == "Bearer ***"
+    assert headers["Send-System-Name"] == "D0aKG"
+    assert headers["User-Id"] == "kim@example.com"
+    assert headers["Owner"] == "u-123"
+    assert headers["User-Name"] == "%EA%B9%80%EB%AF%BC%EC%88%98"  # 김민수, percent-encoded as sent
+    assert re.fullmatch(UUID, headers["Prompt-Msg-Id"])
+    assert headers["Model-Name"] == "Gauss2-37b-instruct-v1.0"  # {model}: the first model using it
+    assert headers["Optional"] == "(renders empty: not sent)"  # ${OPTIONAL} is set, but empty
+
+
+def test_the_secret_is_never_printed(good_check):
+    for secret in (SECRET, GOOD_ENV["GATEWAY_API_KEY"], "tkt-check"):
+        assert secret not in good_check.stdout + good_check.stderr
+
+
+def test_uuid_is_fresh_for_every_occurrence(tmp_path):
+    (tmp_path / "gateway.toml").write_text(gateway_toml(
+        backends={"corp": backend("http://127.0.0.1:9/v1", headers={"A": "{uuid}", "B": "{uuid}"})},
+        models=[model("m", "corp")]), encoding="utf-8")
+    result = run_check(tmp_path)
+    headers = dict(line.split(": ", 1) for line in section(result.stdout, "backend corp:")[1:])
+    assert re.fullmatch(UUID, headers["A"]) and re.fullmatch(UUID, headers["B"]) and headers["A"] != headers["B"]
+
+
+def test_the_start_up_warnings_are_shown(tmp_path):
+    (tmp_path / "gateway.toml").write_text(gateway_toml(
+        backends={"corp": backend("https://127.0.0.1:9/v1", verify=False)}, models=[model("o3-mini", "corp")]), encoding="utf-8")
+    result = run_check(tmp_path)
+    assert result.returncode == 0
+    warnings = section(result.stdout, "warnings")
+    assert len(warnings) == 3
+    assert "o3-mini look like OpenAI reasoning models" in warnings[0]
+    assert "verify = false" in warnings[1] and "inbound authentication is off" in warnings[2]
+
+
+def test_default_config_is_found_as_make_run_finds_it(tmp_path):
+    assert run_check(tmp_path).stdout.startswith("built-in demo config: OK")  # nothing: the demo
+    (tmp_path / "gateway.toml").write_text(gateway_toml(backends={"b": backend("demo://echo")}, models=[model("local", "b")]), encoding="utf-8")
+    assert run_check(tmp_path).stdout.startswith("gateway.toml: OK")  # gateway.toml in the working directory
+    (tmp_path / "other.toml").write_text(gateway_toml(backends={"b": backend("demo://echo")}, models=[model("named", "b")]), encoding="utf-8")
+    named = run_check(tmp_path, env={"GATEWAY_CONFIG": "other.toml"})  # GATEWAY_CONFIG wins over gateway.toml
+    assert named.stdout.startswith("other.toml: OK") and "named → b → named" in named.stdout
+    assert run_check(tmp_path, "gateway.toml", env={"GATEWAY_CONFIG": "other.toml"}).stdout.startswith("gateway.toml: OK")
+
+
+def startup_error(tmp_path, config_text, env) -> str:
+    """The error line the real server (gunicorn with gunicorn.conf.py) prints for this config."""
+    server = GatewayServer(config_text, tmp_path / "server", env=env)
+    try:
+        assert server.wait_exit() != 0
+        log = server.log()
+    finally:
+        server.stop()
+    return next(line for line in log.splitlines() if line.startswith("Error: "))
+
+
+def test_a_bad_config_fails_with_the_line_start_up_prints(tmp_path):
+    bad = gateway_toml(backends={"corp": {**CORP, "colour": "blue"}}, models=[model("m", "corp")])
+    (tmp_path / "gateway.toml").write_text(bad, encoding="utf-8")
+    env = {"CORP_TICKET": SECRET, "OPTIONAL": ""}
+    result = run_check(tmp_path, "gateway.toml", env=env)
+    assert result.returncode == 1 and result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1
+    line = result.stderr.strip()
+    assert line.startswith("Error: llm-gateway cannot start: gateway.toml: ")
+    assert line.endswith("backends.corp.colour: unknown key")
+    assert line == startup_error(tmp_path, bad, env).replace(str(tmp_path / "server" / "gateway.toml"), "gateway.toml")
+
+
+def test_an_unset_variable_is_named_and_no_value_is_printed(tmp_path):
+    (tmp_path / "corp.toml").write_text(GOOD, encoding="utf-8")
+    result = run_check(tmp_path, "corp.toml", env={"GATEWAY_API_KEY": "sk-check-inbound-1234", "OPTIONAL": ""})
+    assert result.returncode == 1
+    assert "backends.corp.headers.x-dep-ticket: environment variable CORP_TICKET is not set" in result.stderr
+    assert "sk-check-inbound-1234" not in result.stderr + result.stdout
+
+
+def test_what_only_a_worker_finds_fails_the_check_with_the_workers_line(tmp_path):
+    # A PEM marker around garbage passes the master's structural check; OpenSSL rejects it.
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n")
+    config = gateway_toml(backends={"tls": backend("https://127.0.0.1:9/v1", ca_bundle=str(tmp_path / "ca.pem"))},
+                          models=[model("m", "tls")])
+    (tmp_path / "gateway.toml").write_text(config, encoding="utf-8")
+    result = run_check(tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: llm-gateway cannot start: backends.tls.ca_bundle: not a usable CA bundle")
+    assert result.stderr.strip() == startup_error(tmp_path, config, {})
+
+
+def test_a_missing_file_is_an_error(tmp_path):
+    result = run_check(tmp_path, "nope.toml")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "Error: llm-gateway cannot start: nope.toml: cannot read the config file: No such file or directory"
+
+
+def test_without_a_command_it_shows_usage():
+    result = subprocess.run([sys.executable, "-m", "gateway"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "usage: python -m gateway" in result.stderr and "check" in result.stderr

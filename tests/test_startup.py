@@ -1,0 +1,158 @@
+"""Start-up wherever the app is built: the config's warnings from create_app (once per process, and
+not again in a gunicorn worker whose master logged them), and the default number of workers from
+the CPUs the process may use. What the gunicorn master may import stays free of Flask, requests,
+ssl and gevent.
+
+The same behaviour under real servers is in test_hosting.py.
+"""
+
+import logging
+import os
+import runpy
+import subprocess
+import sys
+
+import pytest
+
+from app import create_app
+from gateway import startup
+from gateway.config import parse_config
+from tests.configs import backend, gateway_toml, model
+from tests.test_layout import ROOT, loaded_by
+
+# --- walls: the gunicorn master imports these --------------------------------------------------------
+
+MASTER_MUST_NOT_LOAD = ("flask", "werkzeug", "requests", "ssl", "gevent", "jwt", "prometheus_client")
+
+
+@pytest.mark.parametrize("module", ["gateway.startup", "gateway.hosting"])
+def test_modules_the_master_may_import_load_no_flask_requests_ssl_or_gevent(module):
+    assert loaded_by(module, MASTER_MUST_NOT_LOAD) == []
+
+
+def test_gunicorn_conf_itself_loads_no_flask_requests_ssl_or_gevent():
+    probe = (
+        "import runpy, sys; runpy.run_path('gunicorn.conf.py'); "
+        f"print(' '.join(n for n in {list(MASTER_MUST_NOT_LOAD)!r} if n in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == []
+
+
+# --- workers: the CPUs this process may use ------------------------------------------------------------
+
+
+def cgroup_tree(tmp_path, self_cgroup="0::/\n", limits=None):
+    """A fake /sys/fs/cgroup and /proc/self/cgroup: `limits` maps a cgroup path to its cpu.max."""
+    root = tmp_path / "cgroup"
+    root.mkdir(parents=True)
+    for path, cpu_max in (limits or {}).items():
+        directory = root / path.strip("/") if path.strip("/") else root
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "cpu.max").write_text(cpu_max + "\n")
+    proc = tmp_path / "self-cgroup"
+    proc.write_text(self_cgroup)
+    return {"cgroup_root": str(root), "self_cgroup": str(proc)}
+
+
+@pytest.mark.parametrize("affinity, cpu_max, expected", [
+    ({0, 1, 2, 3}, None, 4),                 # no cgroup limit at all
+    ({0, 1, 2, 3}, "max 100000", 4),         # cgroup without a quota
+    ({0, 1, 2, 3}, "150000 100000", 2),      # 1.5 CPUs: two workers
+    ({0, 1, 2, 3}, "50000 100000", 1),       # half a CPU: still one
+    ({0, 1, 2, 3}, "800000 100000", 4),      # quota above the CPUs we may run on
+    ({5}, "400000 100000", 1),               # pinned to one CPU
+    (set(), None, 1),                        # never zero
+    ({0, 1}, "garbage", 2),                  # a file we cannot read is no limit
+    ({0, 1}, "0 100000", 2),
+])
+def test_cpus_available_is_affinity_and_cgroup_quota_the_smaller(tmp_path, affinity, cpu_max, expected):
+    paths = cgroup_tree(tmp_path, limits={"/": cpu_max} if cpu_max else {})
+    assert startup.cpus_available(affinity=affinity, **paths) == expected
+
+
+def test_the_quota_may_sit_on_the_process_cgroup_or_a_parent_and_the_smallest_counts(tmp_path):
+    own = cgroup_tree(tmp_path / "a", "0::/system.slice/gw.service\n", {"/system.slice/gw.service": "200000 100000"})
+    assert startup.cpus_available(affinity=range(8), **own) == 2
+    parent = cgroup_tree(tmp_path / "b", "0::/system.slice/gw.service\n", {
+        "/system.slice": "100000 100000", "/system.slice/gw.service": "300000 100000"})
+    assert startup.cpus_available(affinity=range(8), **parent) == 1
+    # cgroup v1 lines name a controller and are not ours to read; only the 0:: line counts
+    v1 = cgroup_tree(tmp_path / "c", "4:cpu:/x\n0::/\n", {"/": "300000 100000", "/x": "100000 100000"})
+    assert startup.cpus_available(affinity=range(8), **v1) == 3
+
+
+def test_missing_cgroup_files_fall_back_to_the_affinity(tmp_path):
+    assert startup.cpus_available(affinity={0, 1, 2}, cgroup_root=str(tmp_path / "none"), self_cgroup=str(tmp_path / "none")) == 3
+
+
+def test_gunicorn_conf_defaults_workers_to_cpus_available_and_honours_gateway_workers(monkeypatch):
+    monkeypatch.delenv("GATEWAY_WORKERS", raising=False)
+    assert runpy.run_path(str(ROOT / "gunicorn.conf.py"))["workers"] == startup.cpus_available()
+    monkeypatch.setenv("GATEWAY_WORKERS", "7")
+    assert runpy.run_path(str(ROOT / "gunicorn.conf.py"))["workers"] == 7
+
+
+# --- start-up messages where the app is built ----------------------------------------------------------
+
+
+def risky_config(model_id: str, **gateway):
+    """No api_keys, an id Open WebUI rewrites, a backend with verify = false: three warnings."""
+    return parse_config(gateway_toml(
+        gateway=gateway or None,
+        backends={"demo": backend("demo://echo"), "insecure": backend("https://127.0.0.1:9/v1", verify=False)},
+        models=[model(model_id, "demo")],
+    ), f"config-{model_id}.toml", {})
+
+
+@pytest.fixture
+def startup_log(monkeypatch):
+    """What gateway.startup logs (level, message), whatever handlers earlier app builds set up."""
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    log = logging.getLogger("gateway.startup")
+    monkeypatch.setattr(log, "handlers", [handler])
+    monkeypatch.setattr(log, "propagate", False)  # "gateway" would print it to stderr too
+    monkeypatch.setattr(log, "level", logging.INFO)
+    monkeypatch.delenv(startup.ANNOUNCED_BY, raising=False)
+    return lambda: [(r.levelname, r.getMessage()) for r in records]
+
+
+def test_create_app_logs_the_config_and_its_warnings_once_per_process(startup_log):
+    config = risky_config("o3-mini")
+    create_app(config)
+    messages = startup_log()
+    assert messages[0] == ("INFO", "llm-gateway config: config-o3-mini.toml; models: o3-mini")
+    warnings = [text for level, text in messages if level == "WARNING"]
+    assert len(warnings) == 3
+    assert "o3-mini look like OpenAI reasoning models" in warnings[0]
+    assert "backend 'insecure' has verify = false" in warnings[1]
+    assert "inbound authentication is off" in warnings[2]
+    create_app(config)  # built again in the same process (a test, a second app): not said again
+    assert startup_log() == messages
+
+
+def test_a_config_without_anything_to_warn_about_logs_only_its_summary(startup_log):
+    config = parse_config(gateway_toml(gateway={"api_keys": ["k-1234567"]}, backends={"demo": backend("demo://echo")},
+                                       models=[model("quiet-model", "demo")]), "quiet.toml", {})
+    create_app(config)
+    assert startup_log() == [("INFO", "llm-gateway config: quiet.toml; models: quiet-model")]
+
+
+def test_a_worker_whose_gunicorn_master_announced_stays_quiet(startup_log, monkeypatch):
+    # gunicorn.conf.py's master sets the marker to its pid; its workers are its children.
+    monkeypatch.setenv(startup.ANNOUNCED_BY, str(os.getppid()))
+    create_app(risky_config("o1-worker"))
+    assert startup_log() == []
+
+
+def test_a_marker_from_another_process_does_not_silence_the_warnings(startup_log, monkeypatch):
+    monkeypatch.setenv(startup.ANNOUNCED_BY, str(os.getppid() + 1))
+    create_app(risky_config("o1-elsewhere"))
+    assert any("o1-elsewhere look like OpenAI reasoning models" in text for _, text in startup_log())
+
+
+def test_the_masters_bind_address_is_named_in_the_auth_warning():
+    assert "anyone who can reach unix:/run/gw.sock may use" in startup.warnings_for(risky_config("m"), "unix:/run/gw.sock")[-1]
