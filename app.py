@@ -9,7 +9,7 @@ from flask import Flask
 from gateway.config import Config, load_config
 from gateway.registry import ModelRegistry
 from gateway.telemetry import metrics, request_log
-from gateway.web import access, api, error_handlers, status
+from gateway.web import access, api, embeddings, error_handlers, status
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -25,6 +25,8 @@ def create_app(config: Config | None = None) -> Flask:
     # Users type either base URL into Open WebUI: serve the API with and without /v1.
     app.register_blueprint(api.bp, url_prefix="/v1")
     app.register_blueprint(api.bp, url_prefix="", name="api_unprefixed")
+    app.register_blueprint(embeddings.bp, url_prefix="/v1")
+    app.register_blueprint(embeddings.bp, url_prefix="", name="embeddings_unprefixed")
     app.register_blueprint(status.bp)
 
     error_handlers.init_app(app, config)

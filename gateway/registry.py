@@ -5,7 +5,10 @@ import time
 
 from .backends import Backend, build_backend
 from .config import Config, ModelConfig
-from .errors import ModelNotFound
+from .errors import ModelNotFound, WrongModelKind
+
+_KIND_WORDS = {"chat": "a chat model", "embeddings": "an embeddings model"}
+_ENDPOINT = {"chat": "/v1/chat/completions", "embeddings": "/v1/embeddings"}
 
 
 class ModelRegistry:
@@ -32,6 +35,14 @@ class ModelRegistry:
                 f"The model '{model_id}' does not exist on this gateway; GET /v1/models lists the ones it serves.",
                 param="model",
             ) from None
+
+    def require_kind(self, model: ModelConfig, kind: str) -> None:
+        """A 400 naming the model's kind when it is not served by this endpoint's `kind`."""
+        if model.kind != kind:
+            raise WrongModelKind(
+                f"The model '{model.id}' is {_KIND_WORDS[model.kind]}: send it to {_ENDPOINT[model.kind]}, not {_ENDPOINT[kind]}.",
+                param="model",
+            )
 
     def backend_for(self, model: ModelConfig) -> Backend:
         return self.backends[model.backend]

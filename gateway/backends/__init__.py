@@ -2,7 +2,7 @@
 
 - `http.py`         a real endpoint, called with requests (`transport.py` sets up its session,
                     `wire_errors.py` translates what goes wrong)
-- `demo.py`         the built-in echo model (`url = "demo://echo"`)
+- `demo.py`         the built-in echo model (`url = "demo://echo"`), and deterministic embeddings
 
 The HTTP backend is imported only when a config names one, and only inside a worker, after
 gevent has patched the standard library.

@@ -17,6 +17,7 @@ from .. import errors
 from ..chat.answers import complete_envelope, completion_problem
 from ..chat.chunks import HAS_USAGE, completion_chunks, missing_usage_chunk
 from ..config import BackendConfig
+from ..embeddings.answers import complete_embeddings, embeddings_problem
 from ..sse import DONE_PAYLOAD, SSEDecoder, SSEError
 from ..upstream.call import UpstreamCall
 from .base import Backend
@@ -36,6 +37,7 @@ class HttpBackend(Backend):
         self.session, self._adapter = backend_session(config, pool_size)
         # Prepared once: the per-call work left is the body and the rendered headers.
         self._prepared_url = requests.Request("POST", config.url).prepare().url
+        self._embeddings_url = requests.Request("POST", config.embeddings_url).prepare().url if config.embeddings_url else None
         base = {**requests.utils.default_headers(), "Content-Type": "application/json"}
         self._headers_for = {
             False: {**base, "Accept": "application/json"},
@@ -80,19 +82,30 @@ class HttpBackend(Backend):
             else:  # failed, or the client left: the connection is in an unknown state
                 response.close()
 
+    def embed(self, call) -> dict:
+        response = self._post(call, stream=False, url=self._embeddings_url)
+        try:
+            try:
+                raw = response.content
+            except WIRE_ERRORS as exc:
+                raise translate(exc, self.config) from None
+            return self._embeddings(raw, call)
+        finally:
+            response.close()
+
     def close(self) -> None:
         self.session.close()
 
     # --- the wire --------------------------------------------------------------------------------
 
-    def _post(self, call: UpstreamCall, stream: bool) -> requests.Response:
+    def _post(self, call: UpstreamCall, stream: bool, url: str | None = None) -> requests.Response:
         # Straight to the session's transport adapter with a request prepared here: Session.request
         # would merge environment, cookie and redirect settings on every call, a fifth of the
         # worker's time per request, for features a backend call does not use (no cookies, no
         # redirects, proxies and CA resolved at start-up).
         prepared = requests.PreparedRequest()
         prepared.method = "POST"
-        prepared.url = self._prepared_url
+        prepared.url = url or self._prepared_url
         prepared.headers = CaseInsensitiveDict(self._headers_for[stream])
         prepared.headers.update(call.headers)
         prepared.headers["Content-Length"] = str(len(call.data))
@@ -149,6 +162,18 @@ class HttpBackend(Backend):
         if problem:
             raise errors.BackendInvalidAnswer(self.name, f"answered with JSON that is not a chat completion: it {problem}")
         return complete_envelope(data, model_id)
+
+    def _embeddings(self, raw: bytes, call) -> dict:
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise errors.BackendInvalidAnswer(self.name, "answered with something that is not JSON") from None
+        problem = embeddings_problem(data, call.expected)
+        if problem is None:
+            answer, problem = complete_embeddings(data, call.model_id, call.wants_base64)
+            if answer is not None:
+                return answer
+        raise errors.BackendInvalidAnswer(self.name, f"answered with JSON that is not an embeddings list: it {problem}")
 
 
 def _drain_and_release(response: requests.Response) -> None:

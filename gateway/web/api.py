@@ -29,6 +29,7 @@ def chat_completions():
     raw = read_body(models.settings)
     chat = off_loop.run_if_large(len(raw), parse_chat_request, raw)
     model = models.model(chat["model"])
+    models.require_kind(model, "chat")  # an embeddings model is a 400 here, naming its kind
     backend = models.backend_for(model)
     record.model, record.backend, record.stream = model.id, backend.name, bool(chat.get("stream"))
     settings = models.settings
