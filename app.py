@@ -1,11 +1,13 @@
 """The Flask application factory: `create_app` reads as the table of contents of the gateway.
 
-config → this worker's models and backends → what every request passes through (its record,
-inbound keys and CORS) → the blueprints → the error handlers. Each piece registers itself.
+config → this worker's models and backends (and the models those list themselves) → what every
+request passes through (its record, inbound keys and CORS) → the blueprints → the error handlers.
+Each piece registers itself.
 """
 
 from flask import Flask
 
+from gateway import discovery
 from gateway.config import Config, load_config
 from gateway.registry import ModelRegistry
 from gateway.telemetry import metrics, request_log
@@ -18,6 +20,7 @@ def create_app(config: Config | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.gateway.max_request_bytes
     app.extensions["registry"] = ModelRegistry(config, on_slot_change=metrics.in_flight_counter)
+    discovery.start(app.extensions["registry"])  # backends' own model lists: waits at most connect_timeout
 
     request_log.init_app(app)  # first: every later step, preflights included, has a record
     access.init_app(app, config.gateway)

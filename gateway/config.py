@@ -273,7 +273,9 @@ class ConfigSchema(_Strict):
         for name, backend in data.get("backends", {}).items():
             if backend.get("discover_models"):
                 derivable = urlsplit(backend["url"]).path.rstrip("/").endswith("/chat/completions")
-                if not backend.get("models_url") and not derivable:
+                if backend["url"].startswith("demo:"):
+                    problems[f"backends.{name}.discover_models"] = ["the built-in demo backend has no model list to discover"]
+                elif not backend.get("models_url") and not derivable:
                     problems[f"backends.{name}.discover_models"] = ["needs models_url: url does not end in /chat/completions, so its /models cannot be derived"]
             else:
                 for key in ("models_url", "model_prefix"):

@@ -26,15 +26,23 @@ class ModelRegistry:
         # Set by gunicorn.conf.py in the master, so every worker tells the same uptime and the
         # same `created` for the models; without gunicorn, this process's start.
         self.started = float(os.environ.get("GATEWAY_STARTED_AT") or time.time())
+        # Models the backends list themselves (discovery.py), replaced whole at each refresh;
+        # configured ids never appear here.
+        self.discovered = {}
+        self.discovery = None  # the refresher, when a backend has discover_models
 
     def model(self, model_id: str) -> ModelConfig:
-        try:
-            return self.config.models[model_id]
-        except KeyError:
+        found = self.config.models.get(model_id) or self.discovered.get(model_id)
+        if found is None:
             raise ModelNotFound(
                 f"The model '{model_id}' does not exist on this gateway; GET /v1/models lists the ones it serves.",
                 param="model",
-            ) from None
+            )
+        return found
+
+    def listed_models(self) -> list:
+        """What /v1/models lists: the configured models in file order, then the discovered ones."""
+        return [*self.config.models.values(), *self.discovered.values()]
 
     def require_kind(self, model: ModelConfig, kind: str) -> None:
         """A 400 naming the model's kind when it is not served by this endpoint's `kind`."""
@@ -48,5 +56,7 @@ class ModelRegistry:
         return self.backends[model.backend]
 
     def close(self) -> None:
+        if self.discovery is not None:
+            self.discovery.stop()
         for backend in self.backends.values():
             backend.close()

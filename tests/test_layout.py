@@ -33,6 +33,7 @@ WALLS = [
     ("gateway.upstream.call", ("flask", "requests", "gevent")),
     ("gateway.streaming.chat_stream", ("flask", "requests", "gateway.backends", "gateway.web")),
     ("gateway.registry", ("flask", "requests")),
+    ("gateway.discovery", ("flask", "requests", "gateway.web")),
 ]
 
 

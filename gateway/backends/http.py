@@ -38,6 +38,7 @@ class HttpBackend(Backend):
         # Prepared once: the per-call work left is the body and the rendered headers.
         self._prepared_url = requests.Request("POST", config.url).prepare().url
         self._embeddings_url = requests.Request("POST", config.embeddings_url).prepare().url if config.embeddings_url else None
+        self._models_url = requests.Request("GET", config.discovery_url).prepare().url if config.discovery_url else None
         base = {**requests.utils.default_headers(), "Content-Type": "application/json"}
         self._headers_for = {
             False: {**base, "Accept": "application/json"},
@@ -92,6 +93,32 @@ class HttpBackend(Backend):
             return self._embeddings(raw, call)
         finally:
             response.close()
+
+    def fetch_model_list(self, headers: dict):
+        """The parsed JSON of the backend's GET .../models (discovery.py reads it), sent with
+        `headers` (its rendered templates); a BackendError when there is no usable answer."""
+        prepared = requests.PreparedRequest()
+        prepared.method = "GET"
+        prepared.url = self._models_url
+        prepared.headers = CaseInsensitiveDict({**requests.utils.default_headers(), "Accept": "application/json"})
+        prepared.headers.update(headers)
+        try:
+            response = self._adapter.send(prepared, stream=True, timeout=self.timeout, verify=self.config.verify, cert=None, proxies=self.session.proxies)
+        except requests.RequestException as exc:
+            raise translate(exc, self.config) from None
+        try:
+            if response.status_code >= 300:
+                raise status_error(response, self.name)
+            try:
+                raw = response.content
+            except WIRE_ERRORS as exc:
+                raise translate(exc, self.config) from None
+        finally:
+            response.close()
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise errors.BackendInvalidAnswer(self.name, "answered its model list with something that is not JSON") from None
 
     def close(self) -> None:
         self.session.close()

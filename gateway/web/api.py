@@ -69,7 +69,7 @@ def _model_entry(model, created: int) -> dict:
 def list_models():
     models = registry()
     created = int(models.started)
-    return json_response({"object": "list", "data": [_model_entry(m, created) for m in models.config.models.values()]})
+    return json_response({"object": "list", "data": [_model_entry(m, created) for m in models.listed_models()]})
 
 
 @bp.get("/models/<path:model_id>")

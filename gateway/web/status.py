@@ -52,6 +52,7 @@ def status_data(models: ModelRegistry) -> dict:
             "duration_seconds": {k: _rounded(v) for k, v in n.get("duration_seconds", {}).items()} or {"p50": None, "p95": None},
             "last_error": n.get("last_error"),
             "last_success": n.get("last_success"),
+            "discovery": models.discovery.status(name) if models.discovery else None,  # this worker's view
         })
     return {
         "version": __version__,
@@ -62,7 +63,10 @@ def status_data(models: ModelRegistry) -> dict:
         "inbound_auth": bool(config.gateway.api_keys),
         "heartbeat_seconds": config.gateway.heartbeat_seconds,
         "backends": backends,
-        "models": [{"id": m.id, "name": m.name, "backend": m.backend} for m in config.models.values()],
+        "models": [
+            {"id": m.id, "name": m.name, "backend": m.backend, "kind": m.kind, "discovered": m.id not in config.models}
+            for m in models.listed_models()
+        ],
     }
 
 
