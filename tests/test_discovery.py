@@ -180,6 +180,14 @@ def test_an_unreachable_backend_does_not_stop_start_up(make_app, openai_backend)
     assert "No models from it yet" in app.test_client().get("/").get_data(as_text=True)
 
 
+def test_a_list_on_another_host_is_named_when_it_fails(make_app, openai_backend):
+    port = closed_port()
+    app = make_app({"vllm": backend(openai_backend.url, discover_models=True, models_url=f"http://127.0.0.1:{port}/v1/models")},
+                   [model("configured", "vllm")])
+    assert f"refused the connection at http://127.0.0.1:{port}" in discovery_status(app, "vllm")["last_error"]
+    assert chat(app, "configured").status_code == 200  # chat goes to url, which is up
+
+
 @pytest.mark.parametrize("answer, listed, error", [
     ({"object": "model", "id": "tgi-model"}, ["tgi-model"], None),  # TGI answers one model object
     ({"data": [{"id": "ok"}, {"name": "no id"}, "text", {"id": ""}, {"id": "ok"}]}, ["ok"], None),

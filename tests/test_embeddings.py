@@ -22,6 +22,7 @@ from tests.conftest import TICKET, SecretWatchingClient
 from tests.gunicorn_server import GatewayServer
 
 CHUNKS = ["Die Hauptstadt von Frankreich ist Paris.", "회의록: 3분기 매출 보고"]
+NOWHERE_PORT = closed_port()
 OWUI_USER = {  # what Open WebUI forwards with ENABLE_FORWARD_USER_INFO_HEADERS=true
     "X-OpenWebUI-User-Email": "kim@corp.example",
     "X-OpenWebUI-User-Id": "u-42",
@@ -42,8 +43,8 @@ def embeddings_config(openai_backend, corp_backend) -> str:
             # a server that rejects encoding_format: the client still gets the form it asked for
             "openai": backend(openai_backend.url, streaming=True, embeddings_url=embeddings_url(openai_backend.url),
                               drop_params=["encoding_format"], max_concurrency=1),
-            "nowhere": backend(f"http://127.0.0.1:{closed_port()}/v1/chat/completions",
-                               embeddings_url=f"http://127.0.0.1:{closed_port()}/v1/embeddings"),
+            # chat on a live host, embeddings on a dead one: errors name where it failed
+            "nowhere": backend(corp_backend.url, embeddings_url=f"http://127.0.0.1:{NOWHERE_PORT}/v1/embeddings"),
             "demo": backend("demo://echo", embeddings_url="demo://echo"),
         },
         models=[
@@ -256,7 +257,7 @@ def test_a_backend_that_echoes_our_ticket_does_not_leak_it(embed, corp_backend):
 
 def test_a_backend_that_is_not_there_is_502_without_a_backend_header(embed):
     response = embed({"model": "embed-nowhere", "input": "x"})
-    assert_error(response, 502, "backend_unreachable", says=("Backend 'nowhere'", "refused"))
+    assert_error(response, 502, "backend_unreachable", says=(f"Backend 'nowhere' refused the connection at http://127.0.0.1:{NOWHERE_PORT}",))
     assert "X-Gateway-Backend" not in response.headers  # no backend answered
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from app import create_app
 from gateway.config import ConfigError, parse_config
+from gateway.upstream.parameters import describe
 from tests.configs import backend, gateway_toml, model
 from tests.conftest import TICKET, SecretWatchingClient
 
@@ -145,3 +146,9 @@ def test_every_known_parameter_is_accepted_with_its_type():
     }
     config = parse_config(config_with(defaults=tables, overrides={"stop": ["a", "b"]}), "gw.toml", {})
     assert config.models["m"].defaults == tables and config.models["m"].overrides == {"stop": ["a", "b"]}
+
+
+def test_a_models_tables_in_one_line_for_make_check():
+    assert describe({"temperature": 0.4, "max_tokens": 1024}, {"top_p": 0.9}) == "defaults temperature=0.4, max_tokens=1024; overrides top_p=0.9"
+    assert describe({}, {"stop": ["###"]}) == "overrides stop=['###']"
+    assert describe({}, {}) == "no pinned parameters"

@@ -6,6 +6,7 @@ redirect names. Relayed events are read from the raw urllib3 response with `read
 goes out as it arrives, chunked or not.
 """
 
+import dataclasses
 import json
 import re
 
@@ -37,8 +38,10 @@ class HttpBackend(Backend):
         self.session, self._adapter = backend_session(config, pool_size)
         # Prepared once: the per-call work left is the body and the rendered headers.
         self._prepared_url = requests.Request("POST", config.url).prepare().url
-        self._embeddings_url = requests.Request("POST", config.embeddings_url).prepare().url if config.embeddings_url else None
-        self._models_url = requests.Request("GET", config.discovery_url).prepare().url if config.discovery_url else None
+        # The embeddings endpoint and the model list, each with the config its wire errors name
+        # (they may be on another host than `url`, and a message must say where it failed).
+        self._embeddings_at = _target(config, config.embeddings_url)
+        self._models_at = _target(config, config.discovery_url)
         base = {**requests.utils.default_headers(), "Content-Type": "application/json"}
         self._headers_for = {
             False: {**base, "Accept": "application/json"},
@@ -84,12 +87,12 @@ class HttpBackend(Backend):
                 response.close()
 
     def embed(self, call) -> dict:
-        response = self._post(call, stream=False, url=self._embeddings_url)
+        response = self._post(call, stream=False, target=self._embeddings_at)
         try:
             try:
                 raw = response.content
             except WIRE_ERRORS as exc:
-                raise translate(exc, self.config) from None
+                raise translate(exc, self._embeddings_at[1]) from None
             return self._embeddings(raw, call)
         finally:
             response.close()
@@ -97,22 +100,23 @@ class HttpBackend(Backend):
     def fetch_model_list(self, headers: dict):
         """The parsed JSON of the backend's GET .../models (discovery.py reads it), sent with
         `headers` (its rendered templates); a BackendError when there is no usable answer."""
+        url, config = self._models_at
         prepared = requests.PreparedRequest()
         prepared.method = "GET"
-        prepared.url = self._models_url
+        prepared.url = url
         prepared.headers = CaseInsensitiveDict({**requests.utils.default_headers(), "Accept": "application/json"})
         prepared.headers.update(headers)
         try:
             response = self._adapter.send(prepared, stream=True, timeout=self.timeout, verify=self.config.verify, cert=None, proxies=self.session.proxies)
         except requests.RequestException as exc:
-            raise translate(exc, self.config) from None
+            raise translate(exc, config) from None
         try:
             if response.status_code >= 300:
                 raise status_error(response, self.name)
             try:
                 raw = response.content
             except WIRE_ERRORS as exc:
-                raise translate(exc, self.config) from None
+                raise translate(exc, config) from None
         finally:
             response.close()
         try:
@@ -125,14 +129,15 @@ class HttpBackend(Backend):
 
     # --- the wire --------------------------------------------------------------------------------
 
-    def _post(self, call: UpstreamCall, stream: bool, url: str | None = None) -> requests.Response:
+    def _post(self, call: UpstreamCall, stream: bool, target: tuple | None = None) -> requests.Response:
         # Straight to the session's transport adapter with a request prepared here: Session.request
         # would merge environment, cookie and redirect settings on every call, a fifth of the
         # worker's time per request, for features a backend call does not use (no cookies, no
         # redirects, proxies and CA resolved at start-up).
         prepared = requests.PreparedRequest()
         prepared.method = "POST"
-        prepared.url = url or self._prepared_url
+        url, config = target or (self._prepared_url, self.config)
+        prepared.url = url
         prepared.headers = CaseInsensitiveDict(self._headers_for[stream])
         prepared.headers.update(call.headers)
         prepared.headers["Content-Length"] = str(len(call.data))
@@ -140,7 +145,7 @@ class HttpBackend(Backend):
         try:
             response = self._adapter.send(prepared, stream=True, timeout=self.timeout, verify=self.config.verify, cert=None, proxies=self.session.proxies)
         except requests.RequestException as exc:
-            raise translate(exc, self.config) from None
+            raise translate(exc, config) from None
         if response.status_code >= 300:
             try:
                 raise status_error(response, self.name)
@@ -201,6 +206,13 @@ class HttpBackend(Backend):
             if answer is not None:
                 return answer
         raise errors.BackendInvalidAnswer(self.name, f"answered with JSON that is not an embeddings list: it {problem}")
+
+
+def _target(config: BackendConfig, url: str | None) -> tuple | None:
+    """(prepared url, the config as wire_errors sees it) for another URL of the backend, or None."""
+    if not url:
+        return None
+    return requests.Request("GET", url).prepare().url, dataclasses.replace(config, url=url)
 
 
 def _drain_and_release(response: requests.Response) -> None:
