@@ -1,7 +1,8 @@
 """The Flask application factory: `create_app` reads as the table of contents of the gateway.
 
-config → this worker's models and backends → what every request passes through (its record,
-inbound keys and CORS) → the blueprints → the error handlers. Each piece registers itself.
+config → this worker's models and backends (and the models those list themselves) → what every
+request passes through (its record, inbound keys and CORS) → the blueprints → the error handlers.
+Each piece registers itself.
 """
 
 import logging
@@ -9,11 +10,12 @@ import logging
 from flask import Flask
 
 from gateway.concurrency import threads_note
+from gateway import discovery
 from gateway.config import Config, load_config
 from gateway.registry import ModelRegistry
 from gateway.startup import announce_once
 from gateway.telemetry import metrics, request_log
-from gateway.web import access, api, error_handlers, status
+from gateway.web import access, api, embeddings, error_handlers, status
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -22,6 +24,7 @@ def create_app(config: Config | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.gateway.max_request_bytes
     app.extensions["registry"] = ModelRegistry(config, on_slot_change=metrics.in_flight_counter, on_cooldown=metrics.cooldown_setter)
+    discovery.start(app.extensions["registry"])  # backends' own model lists: waits at most connect_timeout
     announce_once(config)  # under any WSGI server; under gunicorn.conf.py the master already did
     if note := threads_note():  # each process that streams on threads says what that means
         logging.getLogger("gateway").warning(note)
@@ -32,6 +35,8 @@ def create_app(config: Config | None = None) -> Flask:
     # Users type either base URL into Open WebUI: serve the API with and without /v1.
     app.register_blueprint(api.bp, url_prefix="/v1")
     app.register_blueprint(api.bp, url_prefix="", name="api_unprefixed")
+    app.register_blueprint(embeddings.bp, url_prefix="/v1")
+    app.register_blueprint(embeddings.bp, url_prefix="", name="embeddings_unprefixed")
     app.register_blueprint(status.bp)
 
     error_handlers.init_app(app, config)

@@ -16,6 +16,7 @@ from .config import BackendConfig, Config, ConfigError, ModelConfig, headers_as_
 from .errors import redact
 from .registry import ModelRegistry
 from .startup import warnings_for
+from .upstream import parameters
 from .upstream.call import build_call
 
 # Who the sample request comes from, as Open WebUI forwards a user; a Korean name shows how a
@@ -54,6 +55,10 @@ def report(config: Config, shown_headers: dict) -> str:
         lines.append(f"  {m.id} → {m.backend} → {m.upstream_for(m.backend)}")
         # a failover list: the others, in the order they are tried
         lines += [f"  {m.id} → {name} → {m.upstream_for(name)} (failover {n})" for n, name in enumerate(m.backends[1:], 2)]
+        if m.kind == "embeddings":
+            lines.append("      embeddings model")
+        elif m.defaults or m.overrides:
+            lines.append(f"      {parameters.describe(m.defaults, m.overrides)}")
     lines += ["", "Headers of a sample request, per backend: ${VAR} values as ***, a fresh {uuid}, and the user",
               "  " + ", ".join(f"{key} {value}" for key, value in SAMPLE_USER.items())]
     for name, backend in config.backends.items():

@@ -17,6 +17,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, post_load, valid
 
 from .strict_fields import StrictBool, StrictNumber
 from .upstream.headers import HeaderSet, HeaderTemplate, TemplateError, is_header_name
+from .upstream.parameters import ParameterTable
 
 DEMO_CONFIG_TOML = """
 # Built-in demo: used when no config file is given, so a newcomer sees the gateway work first.
@@ -75,6 +76,22 @@ class BackendConfig:
     client_key: str | None = None
     proxy: str | None = None
     verify: bool = True
+    embeddings_url: str | None = None  # where kind = "embeddings" models of this backend are sent
+    discover_models: bool = False  # list what the backend's GET .../models reports (discovery.py)
+    models_url: str | None = None  # that list's URL, when it is not `url` with /chat/completions -> /models
+    model_prefix: str = ""  # put before each discovered id, to keep them apart from other backends'
+
+    @property
+    def discovery_url(self) -> str | None:
+        """Where discovery asks for the model list: `models_url`, else `url` with its trailing
+        /chat/completions as /models (query kept: it may carry the backend's key), else None."""
+        if self.models_url:
+            return self.models_url
+        parts = urlsplit(self.url)
+        if not parts.path.rstrip("/").endswith("/chat/completions"):
+            return None
+        path = parts.path.rstrip("/").removesuffix("/chat/completions") + "/models"
+        return parts._replace(path=path).geturl()
 
     @property
     def location(self) -> str:
@@ -94,6 +111,9 @@ class ModelConfig:
     upstream: dict  # backend name -> the model's name there (the id where the config names none)
     name: str | None = None
     system_prompt: str | None = None
+    kind: str = "chat"  # or "embeddings": which endpoint serves it
+    defaults: dict = dataclasses.field(default_factory=dict)  # sampling fields the client left out or sent as null
+    overrides: dict = dataclasses.field(default_factory=dict)  # sampling fields always set to these
 
     @property
     def backend(self) -> str:
@@ -180,6 +200,10 @@ class BackendSchema(_Strict):
     client_key = fields.String()
     proxy = fields.String(validate=_url)
     verify = StrictBool()
+    embeddings_url = fields.String(validate=_backend_url)
+    discover_models = StrictBool()
+    models_url = fields.String(validate=_url)
+    model_prefix = fields.String()
     headers = fields.Dict(
         keys=fields.String(validate=_header_name), values=fields.String(validate=_header_template)
     )
@@ -205,6 +229,9 @@ class ModelSchema(_Strict):
     upstream = _Upstream()
     name = fields.String()
     system_prompt = fields.String()
+    kind = fields.String(validate=validate.OneOf(["chat", "embeddings"]))
+    defaults = ParameterTable()
+    overrides = ParameterTable()
 
 
 def _pem_file_problem(path: str, wanted: tuple) -> str | None:
@@ -255,6 +282,43 @@ class ConfigSchema(_Strict):
             if model["id"] in seen:
                 raise ValidationError(f"duplicate model id {model['id']!r}", f"models.{index}.id")
             seen.add(model["id"])
+
+    @validates_schema
+    def _embeddings_models_have_an_endpoint(self, data, **kwargs):
+        problems = {}
+        backends = data.get("backends", {})
+        for name, backend in backends.items():
+            if "embeddings_url" in backend and backend["embeddings_url"].startswith("demo:") != backend["url"].startswith("demo:"):
+                problems[f"backends.{name}.embeddings_url"] = ["must be an http:// or https:// URL (demo:// only beside a demo:// url)"]
+        for index, model in enumerate(data.get("models", [])):
+            if model.get("kind") != "embeddings":
+                continue
+            for name in model.get("backends") or [model.get("backend")]:
+                backend = backends.get(name, {})
+                if backend and not backend.get("embeddings_url"):
+                    problems[f"models.{index}.kind"] = [f"an embeddings model needs its backend '{name}' to have embeddings_url"]
+            for key in ("defaults", "overrides"):
+                if key in model:
+                    problems[f"models.{index}.{key}"] = ["applies to chat models only"]
+        if problems:
+            raise ValidationError(problems)
+
+    @validates_schema
+    def _discovery_knows_where_to_ask(self, data, **kwargs):
+        problems = {}
+        for name, backend in data.get("backends", {}).items():
+            if backend.get("discover_models"):
+                derivable = urlsplit(backend["url"]).path.rstrip("/").endswith("/chat/completions")
+                if backend["url"].startswith("demo:"):
+                    problems[f"backends.{name}.discover_models"] = ["the built-in demo backend has no model list to discover"]
+                elif not backend.get("models_url") and not derivable:
+                    problems[f"backends.{name}.discover_models"] = ["needs models_url: url does not end in /chat/completions, so its /models cannot be derived"]
+            else:
+                for key in ("models_url", "model_prefix"):
+                    if key in backend:
+                        problems[f"backends.{name}.{key}"] = ["is set without discover_models = true"]
+        if problems:
+            raise ValidationError(problems)
 
     @validates_schema
     def _tls_files_are_usable(self, data, **kwargs):
@@ -384,7 +448,7 @@ def parse_config(text: str, source: str, environ=None) -> Config:
     for backend in backends.values():
         # A URL's password, and query values whose key names a secret (?api_key=...), are secrets
         # even when written into the file; a backend's name, host, port and model ids are not.
-        for url in (backend.url, backend.proxy or ""):
+        for url in (backend.url, backend.proxy or "", backend.embeddings_url or "", backend.models_url or ""):
             parts = urlsplit(url)
             secrets |= {value for key, value in parse_qsl(parts.query) if _SECRET_KEY.search(key)} | {parts.password or ""}
     # Very short values (a "1" from ${DEBUG}) would blank out unrelated text: not worth redacting.

@@ -62,6 +62,13 @@ class ModelNotFound(NotFound):
     kind = "model_not_found"
 
 
+class WrongModelKind(InvalidRequest):
+    """A chat request for an embeddings model, or the reverse: the message says which kind it is."""
+
+    code = "wrong_model_kind"
+    kind = "wrong_model_kind"
+
+
 class MethodNotAllowed(GatewayError):
     status = 405
     type = "invalid_request_error"

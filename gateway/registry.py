@@ -5,7 +5,10 @@ import time
 
 from .backends import Backend, build_backend
 from .config import Config, ModelConfig
-from .errors import ModelNotFound
+from .errors import ModelNotFound, WrongModelKind
+
+_KIND_WORDS = {"chat": "a chat model", "embeddings": "an embeddings model"}
+_ENDPOINT = {"chat": "/v1/chat/completions", "embeddings": "/v1/embeddings"}
 
 
 class ModelRegistry:
@@ -26,20 +29,38 @@ class ModelRegistry:
         # Set by gunicorn.conf.py in the master, so every worker tells the same uptime and the
         # same `created` for the models; without gunicorn, this process's start.
         self.started = float(os.environ.get("GATEWAY_STARTED_AT") or time.time())
+        # Models the backends list themselves (discovery.py), replaced whole at each refresh;
+        # configured ids never appear here.
+        self.discovered = {}
+        self.discovery = None  # the refresher, when a backend has discover_models
 
     def model(self, model_id: str) -> ModelConfig:
-        try:
-            return self.config.models[model_id]
-        except KeyError:
+        found = self.config.models.get(model_id) or self.discovered.get(model_id)
+        if found is None:
             raise ModelNotFound(
                 f"The model '{model_id}' does not exist on this gateway; GET /v1/models lists the ones it serves.",
                 param="model",
-            ) from None
+            )
+        return found
+
+    def listed_models(self) -> list:
+        """What /v1/models lists: the configured models in file order, then the discovered ones."""
+        return [*self.config.models.values(), *self.discovered.values()]
+
+    def require_kind(self, model: ModelConfig, kind: str) -> None:
+        """A 400 naming the model's kind when it is not served by this endpoint's `kind`."""
+        if model.kind != kind:
+            raise WrongModelKind(
+                f"The model '{model.id}' is {_KIND_WORDS[model.kind]}: send it to {_ENDPOINT[model.kind]}, not {_ENDPOINT[kind]}.",
+                param="model",
+            )
 
     def backends_for(self, model: ModelConfig) -> list[Backend]:
         """The model's backends, in the order they are tried."""
         return [self.backends[name] for name in model.backends]
 
     def close(self) -> None:
+        if self.discovery is not None:
+            self.discovery.stop()
         for backend in self.backends.values():
             backend.close()

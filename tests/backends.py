@@ -3,6 +3,8 @@
 - `TestBackend(streaming=True)` behaves like an OpenAI-compatible server: SSE for `stream: true`.
 - `TestBackend(streaming=False, ticket=...)` behaves like the corporate endpoint: it takes the
   OpenAI-shaped body, never streams, and answers 401 unless `x-dep-ticket` is right.
+- Both answer `POST .../embeddings` (`embedding_of` each input, whatever `encoding_format` asked:
+  like many in-house servers) and `GET .../models` (the ids in `backend.listed`).
 
 A test changes what the backend answers with `respond_with(behavior)`; a behavior is a function
 `behavior(exchange)` that writes the answer with the `Exchange` helpers.
@@ -153,8 +155,33 @@ class Exchange:
         self.end_sse()
 
 
+def embedding_of(item) -> list:
+    """The test backends' embedding of one input: exact in float32, so base64 round trips compare equal."""
+    return [float(len(json.dumps(item))), 0.25, -1.0]
+
+
+def embeddings_json(body, model="upstream-embed"):
+    inputs = body["input"]
+    items = [inputs] if isinstance(inputs, str) or not isinstance(inputs[0], (str, list)) else inputs
+    data = [{"object": "embedding", "index": i, "embedding": embedding_of(item)} for i, item in enumerate(items)]
+    return {"object": "list", "model": body.get("model", model), "data": data, "usage": {"prompt_tokens": 4, "total_tokens": 4}}
+
+
+def model_list_json(ids):
+    return {"object": "list", "data": [{"id": i, "object": "model", "created": 1764093600, "owned_by": "test"} for i in ids]}
+
+
 def default_behavior(exchange: Exchange):
     body = exchange.body
+    if exchange.request.method == "GET":
+        if exchange.request.path.split("?")[0].endswith("/models"):
+            exchange.send_json(200, model_list_json(exchange.backend.listed))
+        else:
+            exchange.send_json(404, {"error": {"message": "not found"}})
+        return
+    if exchange.request.path.split("?")[0].endswith("/embeddings"):
+        exchange.send_json(200, embeddings_json(body))
+        return
     text = reply_text(body)
     if exchange.backend.streaming and body.get("stream"):
         exchange.stream_reply(text, usage=bool((body.get("stream_options") or {}).get("include_usage")))
@@ -170,6 +197,7 @@ class TestBackend:
         self.ticket = ticket
         self.requests = []
         self.behavior = default_behavior
+        self.listed = []  # the model ids GET .../models reports
         self.lock = threading.Lock()
         self.open_connections = 0
         self.client_closes = []  # when the gateway closed a connection a behavior was watching
@@ -181,6 +209,19 @@ class TestBackend:
 
             def log_message(self, *args):
                 pass
+
+            def do_GET(self):
+                recorded = Recorded("GET", self.path, {k.lower(): v for k, v in self.headers.items()}, b"")
+                with backend.lock:
+                    backend.requests.append(recorded)
+                exchange = Exchange(self, recorded, backend)
+                if backend.ticket is not None and recorded.headers.get("x-dep-ticket") != backend.ticket:
+                    exchange.send_json(401, {"error": {"message": "invalid ticket", "type": "auth"}})
+                    return
+                try:
+                    backend.behavior(exchange)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
@@ -238,6 +279,7 @@ class TestBackend:
             self.requests.clear()
             self.client_closes.clear()
         self.behavior = default_behavior
+        self.listed = []
 
     @property
     def last(self) -> Recorded:

@@ -183,3 +183,15 @@ def test_a_missing_file_is_an_error(tmp_path):
 def test_without_a_command_it_shows_usage():
     result = subprocess.run([sys.executable, "-m", "gateway"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "usage: python -m gateway" in result.stderr and "check" in result.stderr
+
+
+def test_pinned_parameters_are_shown(tmp_path):
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        '[backends.b]\nurl = "http://127.0.0.1:9/v1/chat/completions"\n'
+        '[[models]]\nid = "m"\nbackend = "b"\ndefaults = { temperature = 0.4 }\noverrides = { top_p = 0.9 }\n',
+        encoding="utf-8",
+    )
+    result = subprocess.run([sys.executable, "-m", "gateway", "check", str(config)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "defaults temperature=0.4; overrides top_p=0.9" in result.stdout

@@ -24,11 +24,16 @@ WALLS = [
     ("gateway.backends.base", ("flask", "requests", "gateway.telemetry")),
     ("gateway.web.api", ("requests", "urllib3", "gateway.backends.http")),
     ("gateway.web.status", ("requests", "urllib3", "gateway.web.api")),
+    ("gateway.web.embeddings", ("requests", "urllib3", "gateway.backends.http")),
+    ("gateway.embeddings.request_schema", ("flask", "requests", "gevent")),
+    ("gateway.embeddings.answers", ("flask", "requests", "gevent", "marshmallow")),
+    ("gateway.upstream.embeddings", ("flask", "requests", "gevent")),
     ("gateway.sse", ("gateway.errors", "gateway.jsonio", "gateway.config", "flask", "requests", "gevent")),
     ("gateway.chat.chunks", ("flask", "requests", "gevent", "marshmallow")),
     ("gateway.upstream.call", ("flask", "requests", "gevent")),
     ("gateway.streaming.chat_stream", ("flask", "requests", "gateway.backends", "gateway.web")),
     ("gateway.registry", ("flask", "requests")),
+    ("gateway.discovery", ("flask", "requests", "gateway.web")),
 ]
 
 

@@ -2,7 +2,7 @@
 
 - `http.py`         a real endpoint, called with requests (`transport.py` sets up its session,
                     `wire_errors.py` translates what goes wrong)
-- `demo.py`         the built-in echo model (`url = "demo://echo"`)
+- `demo.py`         the built-in echo model (`url = "demo://echo"`), and deterministic embeddings
 - `failover.py`     one request's way through a model's backends, in order
 - `breaker.py`      each backend's circuit breaker
 

@@ -1,7 +1,7 @@
 """The interface every backend implements, in the gateway's own terms (no HTTP in it).
 
 A backend answers a call in one of two ways: `complete` (one whole `chat.completion`) or
-`stream` (its own events, relayed). `events` decides once which of the two a streamed answer
+`stream` (its own events, relayed); `embed` answers an Embeddings call. `events` decides once which of the two a streamed answer
 uses, so the stream machinery sees only payloads.
 """
 
@@ -89,6 +89,11 @@ class Backend:
         It ends normally only when the backend finished its answer; a stream that stops short
         raises. Closing the generator closes the backend request.
         """
+        raise NotImplementedError
+
+    def embed(self, call) -> dict:
+        """The backend's Embeddings answer for an `upstream.embeddings.EmbeddingsCall`, checked and
+        in the form the client asked for. Only backends with `embeddings_url` get such calls."""
         raise NotImplementedError
 
     def close(self) -> None:

@@ -1,15 +1,22 @@
-"""The built-in demo backend: echoes the conversation back, streaming word by word.
+"""The built-in demo backend: echoes the conversation back, streaming word by word, and gives
+each embeddings input a small vector made from its hash (the same text, the same vector).
 
 It goes through the same pipeline as every other backend (schema, upstream call, streams,
 errors), so `make run` on a fresh machine shows the gateway working end to end before any config
 exists.
 """
 
+import hashlib
+import json
+
 from ..chat.answers import complete_envelope
 from ..chat.chunks import chunk, chunk_head, usage_chunk
+from ..embeddings.answers import complete_embeddings, input_items
 from ..upstream.call import UpstreamCall
 from ..upstream.conversation import text_of
 from .base import Backend
+
+DEMO_DIMENSIONS = 16
 
 
 class EchoBackend(Backend):
@@ -45,3 +52,13 @@ class EchoBackend(Backend):
         yield chunk(head, {}, "stop")
         if call.include_usage:
             yield usage_chunk(head, self._usage(call, reply))
+
+    def embed(self, call) -> dict:
+        items = input_items(call.body["input"])
+        data = []
+        for index, item in enumerate(items):
+            digest = hashlib.sha256(json.dumps(item).encode()).digest()
+            data.append({"object": "embedding", "index": index, "embedding": [round(b / 255 - 0.5, 4) for b in digest[:DEMO_DIMENSIONS]]})
+        tokens = sum(len(i.split()) if isinstance(i, str) else len(i) if isinstance(i, list) else 1 for i in items)
+        answer = {"object": "list", "model": call.model_id, "data": data, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        return complete_embeddings(answer, call.model_id, call.wants_base64)[0]

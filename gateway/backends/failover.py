@@ -29,15 +29,16 @@ class Attempts:
         self.answered_by = None  # the backend whose answer the client gets
         self.tried = []  # (backend name, "ok" or the failure's kind), for the access log
 
-    def complete(self) -> dict:
-        """The first whole answer a backend gives (`stream: false`)."""
+    def complete(self, method: str = "complete") -> dict:
+        """The first whole answer a backend gives: `stream: false` chat, or (method "embed")
+        embeddings."""
         failures = []
         for backend in self._backends:
             slot = self._take(backend, failures)
             if slot is None:
                 continue
             try:
-                answer = backend.complete(self._build(backend))
+                answer = getattr(backend, method)(self._build(backend))
             except BackendError as error:
                 if not self._passed_on(backend, error, failures):
                     raise

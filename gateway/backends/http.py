@@ -6,6 +6,7 @@ redirect names. Relayed events are read from the raw urllib3 response with `read
 goes out as it arrives, chunked or not.
 """
 
+import dataclasses
 import json
 import re
 import socket
@@ -19,6 +20,7 @@ from ..concurrency import cooperative, on_cancel
 from ..chat.answers import complete_envelope, completion_problem
 from ..chat.chunks import HAS_USAGE, completion_chunks, missing_usage_chunk
 from ..config import BackendConfig
+from ..embeddings.answers import complete_embeddings, embeddings_problem
 from ..sse import DONE_PAYLOAD, SSEDecoder, SSEError
 from ..upstream.call import UpstreamCall
 from .base import Backend
@@ -38,6 +40,10 @@ class HttpBackend(Backend):
         self.session, self._adapter = backend_session(config, pool_size)
         # Prepared once: the per-call work left is the body and the rendered headers.
         self._prepared_url = requests.Request("POST", config.url).prepare().url
+        # The embeddings endpoint and the model list, each with the config its wire errors name
+        # (they may be on another host than `url`, and a message must say where it failed).
+        self._embeddings_at = _target(config, config.embeddings_url)
+        self._models_at = _target(config, config.discovery_url)
         base = {**requests.utils.default_headers(), "Content-Type": "application/json"}
         self._headers_for = {
             False: {**base, "Accept": "application/json"},
@@ -83,19 +89,58 @@ class HttpBackend(Backend):
             else:  # failed, or the client left: the connection is in an unknown state
                 response.close()
 
+    def embed(self, call) -> dict:
+        response = self._post(call, stream=False, target=self._embeddings_at)
+        try:
+            try:
+                raw = response.content
+            except WIRE_ERRORS as exc:
+                raise translate(exc, self._embeddings_at[1]) from None
+            return self._embeddings(raw, call)
+        finally:
+            response.close()
+
+    def fetch_model_list(self, headers: dict):
+        """The parsed JSON of the backend's GET .../models (discovery.py reads it), sent with
+        `headers` (its rendered templates); a BackendError when there is no usable answer."""
+        url, config = self._models_at
+        prepared = requests.PreparedRequest()
+        prepared.method = "GET"
+        prepared.url = url
+        prepared.headers = CaseInsensitiveDict({**requests.utils.default_headers(), "Accept": "application/json"})
+        prepared.headers.update(headers)
+        try:
+            response = self._adapter.send(prepared, stream=True, timeout=self.timeout, verify=self.config.verify, cert=None, proxies=self.session.proxies)
+        except requests.RequestException as exc:
+            raise translate(exc, config) from None
+        try:
+            if response.status_code >= 300:
+                raise status_error(response, self.name)
+            try:
+                raw = response.content
+            except WIRE_ERRORS as exc:
+                raise translate(exc, config) from None
+        finally:
+            response.close()
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise errors.BackendInvalidAnswer(self.name, "answered its model list with something that is not JSON") from None
+
     def close(self) -> None:
         self.session.close()
 
     # --- the wire --------------------------------------------------------------------------------
 
-    def _post(self, call: UpstreamCall, stream: bool) -> requests.Response:
+    def _post(self, call: UpstreamCall, stream: bool, target: tuple | None = None) -> requests.Response:
         # Straight to the session's transport adapter with a request prepared here: Session.request
         # would merge environment, cookie and redirect settings on every call, a fifth of the
         # worker's time per request, for features a backend call does not use (no cookies, no
         # redirects, proxies and CA resolved at start-up).
         prepared = requests.PreparedRequest()
         prepared.method = "POST"
-        prepared.url = self._prepared_url
+        url, config = target or (self._prepared_url, self.config)
+        prepared.url = url
         prepared.headers = CaseInsensitiveDict(self._headers_for[stream])
         prepared.headers.update(call.headers)
         prepared.headers["Content-Length"] = str(len(call.data))
@@ -103,7 +148,7 @@ class HttpBackend(Backend):
         try:
             response = self._adapter.send(prepared, stream=True, timeout=self.timeout, verify=self.config.verify, cert=None, proxies=self.session.proxies)
         except requests.RequestException as exc:
-            raise translate(exc, self.config) from None
+            raise translate(exc, config) from None
         if response.status_code >= 300:
             try:
                 raise status_error(response, self.name)
@@ -152,6 +197,25 @@ class HttpBackend(Backend):
         if problem:
             raise errors.BackendInvalidAnswer(self.name, f"answered with JSON that is not a chat completion: it {problem}")
         return complete_envelope(data, model_id)
+
+    def _embeddings(self, raw: bytes, call) -> dict:
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise errors.BackendInvalidAnswer(self.name, "answered with something that is not JSON") from None
+        problem = embeddings_problem(data, call.expected)
+        if problem is None:
+            answer, problem = complete_embeddings(data, call.model_id, call.wants_base64)
+            if answer is not None:
+                return answer
+        raise errors.BackendInvalidAnswer(self.name, f"answered with JSON that is not an embeddings list: it {problem}")
+
+
+def _target(config: BackendConfig, url: str | None) -> tuple | None:
+    """(prepared url, the config as wire_errors sees it) for another URL of the backend, or None."""
+    if not url:
+        return None
+    return requests.Request("GET", url).prepare().url, dataclasses.replace(config, url=url)
 
 
 def _abort(response: requests.Response) -> None:

@@ -2,10 +2,11 @@
 
 The whole conversation, in order, with every role and field; the model the user picked mapped to
 its `upstream` name; the model's system prompt first in the one leading system message; sampling
-and unknown fields passed on, minus the backend's `drop_params`; `stream` set to what the backend
-is asked for; tools and content parts fitted to what the backend takes (conversation.py); headers
-rendered from the backend's templates with this request's values (who is asking, its id, the
-model). The client's dict is never changed: the body is a shallow copy with new values.
+and unknown fields passed on, with the model's `defaults` and `overrides` (parameters.py), minus
+the backend's `drop_params`; `stream` set to what the backend is asked for; tools and content
+parts fitted to what the backend takes (conversation.py); headers rendered from the backend's
+templates with this request's values (who is asking, its id, the model). The client's dict is
+never changed: the body is a shallow copy with new values.
 """
 
 import dataclasses
@@ -13,6 +14,7 @@ import json
 
 from ..config import BackendConfig, ModelConfig
 from ..errors import InvalidRequest
+from . import parameters
 from .conversation import content_as_text, drop_tools, merge_system_prompt
 from .headers import HeaderTooLong
 
@@ -47,6 +49,7 @@ def build_call(chat: dict, model: ModelConfig, backend: BackendConfig, asker: di
         drop_tools(body)
     if backend.content == "text":
         content_as_text(body)
+    parameters.apply(body, model.defaults, model.overrides)  # before drop_params: what a backend rejects stays out
     for name in backend.drop_params:
         body.pop(name, None)
     body["stream"] = backend_stream

@@ -1,6 +1,7 @@
 """The Flask side: blueprints, and what every request passes through.
 
 - `api.py`             blueprint: /chat/completions, /models (served with and without /v1)
+- `embeddings.py`      blueprint: /embeddings (served with and without /v1)
 - `status.py`          blueprint: /, /status.json, /metrics, /healthz, /readyz
 - `access.py`          inbound API keys and CORS
 - `error_handlers.py`  the one place a failure becomes an OpenAI-shaped response

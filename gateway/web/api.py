@@ -33,6 +33,7 @@ def chat_completions():
     raw = read_body(settings)
     chat = off_loop.run_if_large(len(raw), parse_chat_request, raw)
     model = models.model(chat["model"])
+    models.require_kind(model, "chat")  # an embeddings model is a 400 here, naming its kind
     record.model, record.backend, record.stream = model.id, model.backend, bool(chat.get("stream"))
     asker = who_is_asking(request.headers, chat, settings.user_jwt_secret, settings.user_jwt_leeway)
     request_id = g.request_id  # a stream's attempts run outside the request context
@@ -85,7 +86,7 @@ def _model_entry(model, created: int) -> dict:
 def list_models():
     models = registry()
     created = int(models.started)
-    return json_response({"object": "list", "data": [_model_entry(m, created) for m in models.config.models.values()]})
+    return json_response({"object": "list", "data": [_model_entry(m, created) for m in models.listed_models()]})
 
 
 @bp.get("/models/<path:model_id>")

@@ -63,6 +63,7 @@ def status_data(models: ModelRegistry, environ=None) -> dict:
             "duration_seconds": {k: _rounded(v) for k, v in n.get("duration_seconds", {}).items()} or {"p50": None, "p95": None},
             "last_error": n.get("last_error"),
             "last_success": n.get("last_success"),
+            "discovery": models.discovery.status(name) if models.discovery else None,  # this worker's view
         })
     return {
         "version": __version__,
@@ -73,7 +74,10 @@ def status_data(models: ModelRegistry, environ=None) -> dict:
         "inbound_auth": bool(config.gateway.api_keys),
         "heartbeat_seconds": config.gateway.heartbeat_seconds,
         "backends": backends,
-        "models": [{"id": m.id, "name": m.name, "backend": m.backend, "backends": list(m.backends)} for m in config.models.values()],
+        "models": [
+            {"id": m.id, "name": m.name, "backend": m.backend, "backends": list(m.backends), "kind": m.kind, "discovered": m.id not in config.models}
+            for m in models.listed_models()
+        ],
         "server": describe_server(environ or {}),  # which server and worker model answered, whose numbers
     }
 
