@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 # What the queue yields besides a payload (bytes) or the backend's failure (a GatewayError):
 SILENCE = None  # a heartbeat interval passed without an event
+HEARTBEAT_DUE = object()  # put in the queue by the worker's watchdog: SILENCE, without a timer per wait
 ENDED = object()  # the backend finished its answer: nothing more will come
 CLIENT_LEFT = object()  # the client closed its connection while the stream was running
 # Events are handed over through a bounded queue: a client slower than its backend makes the
@@ -46,7 +47,7 @@ _QUEUE_SIZE = 64
 class ChatStream:
     __slots__ = (
         "_queue", "_reader", "_scope", "_release", "_heartbeat", "_record", "_secrets", "_cleanups", "_first",
-        "_socket", "_stalled_after", "_writing_since", "_interruption", "_held",
+        "_socket", "_stalled_after", "_writing_since", "_interruption", "_held", "_timed_wait", "keepalive_due",
     )
 
     def __init__(self, events, release=None, *, heartbeat: float, record: RequestRecord, secrets=(), client_socket=None, stalled_after: float = 60):
@@ -65,6 +66,11 @@ class ChatStream:
         self._writing_since = 0.0  # when the pending write began; 0.0 while no write is pending
         self._interruption = None  # set by interrupt(): the error the stream must end with
         self._held = None  # a non-payload item `_ready` took from the queue, for `_next`
+        # Under gevent one watchdog per worker puts HEARTBEAT_DUE in the queue when a stream has
+        # been silent for a heartbeat: a timed wait per event would start and cancel a timer
+        # each time. Threads wait with a timeout (no watchdog there).
+        self._timed_wait = not cooperative()
+        self.keepalive_due = time.monotonic() + heartbeat
         self._scope = CancelScope()
         self._reader = start_reader(lambda: self._read_backend(events))
         self._cleanups = [self._stop_backend]
@@ -236,13 +242,28 @@ class ChatStream:
             raise self._interruption
         item, self._held = self._held, None
         if item is None:
-            try:
-                item = self._queue.get(timeout=self._heartbeat)
-            except Empty:
-                return SILENCE
+            if self._timed_wait:
+                try:
+                    item = self._queue.get(timeout=self._heartbeat)
+                except Empty:
+                    item = HEARTBEAT_DUE
+            else:
+                item = self._queue.get()
+        self.keepalive_due = time.monotonic() + self._heartbeat
+        if item is HEARTBEAT_DUE:
+            return SILENCE
         if isinstance(item, GatewayError):
             raise item
         return item
+
+    def heartbeat_if_due(self, now: float) -> None:
+        """From the worker's watchdog: wakes a body that has waited a heartbeat for its backend."""
+        if now >= self.keepalive_due:
+            self.keepalive_due = float("inf")  # one marker at a time; `_next` sets the next due time
+            try:
+                self._queue.put_nowait(HEARTBEAT_DUE)
+            except Full:
+                pass  # events are waiting: no keep-alive needed
 
     def _ready(self) -> list:
         """Whatever payloads are already waiting, without waiting for more (for one combined write)."""
@@ -254,6 +275,8 @@ class ChatStream:
             except Empty:
                 return items
             if item.__class__ is not bytes:
+                if item is HEARTBEAT_DUE:
+                    continue  # events are going out: no keep-alive needed
                 self._held = item  # the end, or a failure: `_next` takes it from here
                 return items
             items.append(item)

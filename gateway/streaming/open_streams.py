@@ -1,7 +1,9 @@
 """Every stream open in this worker, and the one watchdog that looks after them all.
 
 One greenlet per worker, not a timer per stream (with a thousand streams open, per-stream timers
-add up): once a second it looks at each open stream.
+add up, and a timed wait per relayed event starts and cancels one each time). Every TICK it wakes
+the streams whose backend has been silent for a heartbeat (`: keep-alive`), and once a second it
+looks for stalled clients:
 - A client that accepts no bytes for `stalled_client_seconds` while a write is pending is
   dropped: one warning line, its socket shut, its backend request closed. gunicorn's gevent
   worker writes without a timeout; a socket timeout would surface there as a traceback.
@@ -20,7 +22,8 @@ from ..telemetry import lifecycle
 
 log = logging.getLogger("gateway")
 
-CHECK_EVERY = 1.0  # seconds between two looks at every open stream
+TICK = 0.05  # seconds: how late a keep-alive may be, at most, on an idle worker
+STALL_CHECK_EVERY = 20  # ticks: stalled clients are looked for once a second
 _streams = set()
 _watchdog = None
 
@@ -42,11 +45,17 @@ def count() -> int:
 
 
 def _watch():
+    ticks = 0
     while True:
-        gevent.sleep(CHECK_EVERY)
+        gevent.sleep(TICK)
+        ticks += 1
         now = time.monotonic()
-        for stream in list(_streams):
-            stream.check_stalled(now)
+        streams = list(_streams)
+        for stream in streams:
+            stream.heartbeat_if_due(now)
+        if ticks % STALL_CHECK_EVERY == 0:
+            for stream in streams:
+                stream.check_stalled(now)
 
 
 def _end_before_deadline(graceful_timeout: float) -> None:
