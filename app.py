@@ -7,6 +7,7 @@ inbound keys and CORS) → the blueprints → the error handlers. Each piece reg
 from flask import Flask
 
 from gateway.config import Config, load_config
+from gateway.limits import web as limits
 from gateway.registry import ModelRegistry
 from gateway.telemetry import metrics, request_log
 from gateway.web import access, api, error_handlers, status
@@ -18,6 +19,7 @@ def create_app(config: Config | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.gateway.max_request_bytes
     app.extensions["registry"] = ModelRegistry(config, on_slot_change=metrics.in_flight_counter)
+    limits.init_app(app, config, app.extensions["registry"])  # Redis-shared limits (gateway/limits/)
 
     request_log.init_app(app)  # first: every later step, preflights included, has a record
     access.init_app(app, config.gateway)

@@ -105,7 +105,7 @@ def _keep_as_last_good(text):
 
 
 def _warn_about(config, log):
-    from gateway.config import ids_open_webui_rewrites, unverified_backends
+    from gateway.config import ids_open_webui_rewrites, limits_warnings, unverified_backends
 
     log.info("llm-gateway config: %s; models: %s", config.source, ", ".join(config.models))
     risky = ids_open_webui_rewrites(config)
@@ -121,6 +121,8 @@ def _warn_about(config, log):
             "intercept the connection sees every prompt and the backend's credentials",
             name,
         )
+    for warning in limits_warnings(config):  # [limits] without redis_url (gateway/limits/)
+        log.warning(warning)
     if not config.gateway.api_keys:
         log.warning("inbound authentication is off: no api_keys in the config, anyone who can reach %s may use the models", ", ".join(bind))
 

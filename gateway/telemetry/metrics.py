@@ -39,6 +39,8 @@ LAST_SUCCESS = Gauge(
 LAST_ERROR = Gauge(
     "llm_gateway_backend_last_error_timestamp_seconds", "When a backend last failed, by kind.", ["backend", "kind"], multiprocess_mode="max"
 )
+# Chat requests a gateway limit refused, by limit (counted by gateway/limits/web.py).
+LIMIT_REFUSALS = Counter("llm_gateway_limit_refusals", "Chat requests a gateway limit refused, by limit.", ["limit"])
 _WINDOW = Gauge(_WINDOW_NAME, "Per-minute counts for the status page (not exported).", ["backend", "slot", "field"], multiprocess_mode="all")
 
 _window_minute = {}  # (backend, slot) -> the minute this process's slot currently counts
@@ -81,6 +83,22 @@ def observe(record) -> None:
     elif record.outcome == COMPLETED:
         LAST_SUCCESS.labels(backend).set(now)
     _count_in_window(backend, failed, now)
+
+
+def limit_refused(limit: str) -> None:
+    """One chat request refused by `limit` (max_concurrency, global_concurrency, user_requests, ...)."""
+    LIMIT_REFUSALS.labels(limit).inc()
+
+
+def limit_refusals() -> dict:
+    """Limit -> requests it refused, all workers of this instance together."""
+    totals = {}
+    for family in _registry().collect():
+        if family.name == "llm_gateway_limit_refusals":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    totals[sample.labels["limit"]] = totals.get(sample.labels["limit"], 0) + sample.value
+    return totals
 
 
 def in_flight_counter(backend: str):

@@ -7,6 +7,7 @@ backend call, take a slot, then answer with one JSON completion or a stream.
 from flask import Blueprint, Response, g, request
 
 from ..chat.request_schema import validate_chat_request
+from ..limits.web import admit_request
 from ..streaming.chat_stream import ChatStream
 from ..streaming.client_watch import ClientLeft, abandoned_if_client_leaves
 from ..telemetry.record import CLIENT_GONE
@@ -36,6 +37,7 @@ def chat_completions():
     settings = models.settings
     asker = who_is_asking(request.headers, chat, settings.user_jwt_secret, settings.user_jwt_leeway)
     call = off_loop.run_if_large(len(raw), build_call, chat, model, backend.config, asker, g.request_id)
+    admit_request(asker)  # [limits] (gateway/limits/): 429 user_rate_limit, or 503 while Redis is away ("closed")
     slot = backend.acquire()  # 429 when the backend already has max_concurrency in flight here
 
     if not record.stream:

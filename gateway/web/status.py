@@ -9,6 +9,7 @@ import time
 from flask import Blueprint, Response, render_template
 
 from .. import __version__
+from ..limits.web import add_status as add_limits_status, redis_state
 from ..registry import ModelRegistry
 from ..telemetry import metrics
 from ..telemetry.lifecycle import shutting_down
@@ -53,7 +54,7 @@ def status_data(models: ModelRegistry) -> dict:
             "last_error": n.get("last_error"),
             "last_success": n.get("last_success"),
         })
-    return {
+    body = {
         "version": __version__,
         "now": time.time(),
         "uptime_seconds": round(time.time() - models.started, 1),
@@ -64,6 +65,8 @@ def status_data(models: ModelRegistry) -> dict:
         "backends": backends,
         "models": [{"id": m.id, "name": m.name, "backend": m.backend} for m in config.models.values()],
     }
+    add_limits_status(body)  # "redis", "limits", per backend global_max_concurrency / global_in_flight
+    return body
 
 
 @bp.get("/")
@@ -103,6 +106,7 @@ def readyz():
         }
     ready = not shutting_down()
     body = {"status": "ready" if ready else "shutting_down", "config": models.config.source, "backends": backends}
+    body["redis"] = redis_state()  # shown, not judged: every instance shares the one Redis (gateway/limits/)
     return json_response(body, status=200 if ready else 503)
 
 
