@@ -29,6 +29,7 @@ WALLS = [
     ("gateway.upstream.call", ("flask", "requests", "gevent")),
     ("gateway.streaming.chat_stream", ("flask", "requests", "gateway.backends", "gateway.web")),
     ("gateway.registry", ("flask", "requests")),
+    ("gateway.limits.admission", ("flask", "requests", "gateway.telemetry", "gateway.web", "gateway.backends")),
 ]
 
 
