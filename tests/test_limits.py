@@ -46,7 +46,8 @@ def store(redis_server):
 
 
 def admit(store, user, request_limit=0, token_limit=0, window_ms=60_000):
-    admitted, wait_ms, which = store.script("ADMIT", scripts.user_keys(user), [request_limit, token_limit, unique(), window_ms])
+    admitted, wait_ms, which, leased = store.script("ADMIT", scripts.user_keys(user), [request_limit, token_limit, unique(), window_ms])
+    assert leased == 0  # no backend named: no lease
     return bool(admitted), wait_ms, which.decode()
 
 
@@ -120,6 +121,20 @@ def test_a_lease_is_taken_only_under_the_limit_and_expires_unless_renewed(store,
         client.delete(key)
     assert (take("x", 300), take("y", 300), take("z", 300)) == (1, 1, 0)
     wait_until(lambda: take("z", 300) == 1, timeout=3, message="expired leases to make room")
+
+
+def test_admission_takes_the_first_backends_slot_in_the_same_round_trip(store, redis_server):
+    user, leases = unique(), scripts.lease_key(unique())
+
+    def admit_with_lease(lease_id, request_limit=2):
+        keys = [*scripts.user_keys(user), leases]
+        return store.script("ADMIT", keys, [request_limit, 0, unique(), 60_000, 1, lease_id, 60_000])
+
+    assert admit_with_lease("first") == [1, 0, b"", 1]  # admitted, and the backend's one slot taken
+    assert admit_with_lease("second") == [1, 0, b"", 0]  # admitted; no slot free (acquire will ask, and refuse)
+    assert admit_with_lease("third")[:1] == [0]  # over the user's limit: refused, and no slot taken either
+    with redis_server.client() as client:
+        assert client.zrange(leases, 0, -1) == ["first"]
 
 
 def test_the_keeper_renews_running_leases_and_a_stopped_one_expires(store):
@@ -360,3 +375,19 @@ def test_open_serves_without_shared_limits_while_redis_refuses_us(make_app, redi
     assert status["backends"][0]["global_max_concurrency"] == 1 and status["backends"][0]["global_in_flight"] is None
     assert "shared limits are off" in client.get("/").get_data(as_text=True)
     assert "AuthenticationError" in limits_log.text and wrong not in limits_log.text
+
+
+def test_a_slot_taken_ahead_and_never_used_is_given_back(make_app, redis_server):
+    app = make_app(gateway={"redis_url": redis_server.url}, limits={"per_user_requests_per_minute": 5},
+                   max_concurrency=1, global_max_concurrency=5)
+    client = app.test_client()
+    limits = app.extensions["limits"]
+    held = app.extensions["registry"].backends["corp"].acquire()  # this worker's only local slot
+    assert limits.global_in_flight() == {"corp": 1}
+    answer = chat(client, "hank")  # its admission takes a global slot ahead; the local one is full
+    assert answer.status_code == 429 and "max_concurrency" in answer.get_json()["error"]["message"]
+    assert limits.global_in_flight() == {"corp": 1}  # the slot taken ahead went back
+    held.release()
+    assert limits.global_in_flight() == {"corp": 0}
+    assert chat(client, "hank").status_code == 200
+    assert limits.global_in_flight() == {"corp": 0} and limits.store.up

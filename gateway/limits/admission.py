@@ -1,13 +1,15 @@
 """The limits as the rest of the gateway sees them: `Limits`, one per worker.
 
-- `admit(user, request_id)` at the start of a chat request: one round trip to Redis (or the
-  worker's own windows) checks the user's [limits] and counts the request; raises 429
-  `user_rate_limit` or, with Redis unreachable and `redis_failure = "closed"`, 503. It returns an
-  `Admission` whose `finish(refused, total_tokens)` runs when the answer has ended: a request
-  refused after all (no backend slot) is taken back; an answered one adds its tokens.
+- `admit(user, request_id, backend)` at the start of a chat request: one round trip to Redis (or
+  the worker's own windows) checks the user's [limits] and counts the request, and in the same
+  script takes the backend's global slot when it has one (Backend.acquire() then uses it). Raises
+  429 `user_rate_limit` or, with Redis unreachable and `redis_failure = "closed"`, 503. It returns
+  an `Admission` whose `finish(refused, total_tokens)` runs when the answer has ended, in the
+  background: a request refused after all (no backend slot) is taken back; an answered one adds
+  its tokens.
 - `slots[backend]`: the `GlobalSlots` of each backend with `global_max_concurrency` (leases.py),
   which `Backend.acquire()` takes from.
-- `status()`: Redis's state, the limits and each backend's global in-flight count.
+- `global_in_flight()`, `redis_state()`: for the status page.
 
 Without `redis_url`, [limits] are held by each worker alone (local.py).
 """
@@ -18,7 +20,7 @@ import math
 from ..config import Config
 from ..errors import LimitsUnavailable, UserRateLimited
 from . import scripts
-from .leases import REDIS_UNAVAILABLE_MESSAGE, RENEW_EVERY, GlobalSlots, LeaseKeeper
+from .leases import REDIS_UNAVAILABLE_MESSAGE, RENEW_EVERY, GlobalSlots, LeaseKeeper, take_ahead
 from .local import WINDOW_SECONDS, LocalWindows
 from .store import RedisStore, Unavailable, in_background
 
@@ -95,23 +97,30 @@ class Limits:
 
     # --- per user ---------------------------------------------------------------------------
 
-    def admit(self, user: str, request_id: str) -> Admission | None:
+    def admit(self, user: str, request_id: str, backend: str | None = None) -> Admission | None:
+        """`backend`: where the request goes first; its global slot is taken ahead when free."""
         settings = self.settings
         if not settings.on:
             return None
         store = self.store
         if store is not None:
+            keys = list(scripts.user_keys(user))
+            args = [settings.per_user_requests_per_minute, settings.per_user_tokens_per_minute, request_id, WINDOW_MS]
+            slots = self.slots.get(backend)
+            if slots is not None:
+                lease_id = slots.keeper.new_id()
+                keys.append(slots.key)
+                args += [slots.limit, lease_id, slots.keeper.lease_ms]
             try:
-                admitted, wait_ms, which = store.script(
-                    "ADMIT", scripts.user_keys(user),
-                    [settings.per_user_requests_per_minute, settings.per_user_tokens_per_minute, request_id, WINDOW_MS],
-                )
+                admitted, wait_ms, which, leased = store.script("ADMIT", keys, args)
             except Unavailable:
                 if store.failure == "closed":
                     raise LimitsUnavailable(REDIS_UNAVAILABLE_MESSAGE, headers={"Retry-After": "1"}) from None
             else:
                 if not admitted:
                     self._refuse(which.decode() if isinstance(which, bytes) else which, math.ceil(wait_ms / 1000))
+                if leased:
+                    take_ahead(slots.keeper.hold(slots.key, lease_id))
                 return Admission(self, user, request_id, True)
         which, seconds = self.local.admit(user, request_id)
         if which:

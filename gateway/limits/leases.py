@@ -6,12 +6,15 @@ ZREM. While a request runs, this worker's `LeaseKeeper` renews all its leases to
 round trip every third of the lease time (never a timer per stream, nothing per relayed event),
 so a worker killed mid-stream gives its slots back by itself when they expire.
 
-`Backend.acquire()` calls `GlobalSlots.take()` after its own per-worker check; the `Slot` it
-returns calls `Lease.release()` on every way a request ends (Slot.release is idempotent).
+`Backend.acquire()` calls `GlobalSlots.take()` after its own per-worker check, which uses the
+slot the request's admission took ahead (same script as the user's window, admission.py) or
+takes one; the `Slot` it returns calls `Lease.release()` on every way a request ends
+(Slot.release is idempotent), and the ZREM goes out in the background.
 With Redis unreachable, "open" gives a lease that only this worker knows (registered in Redis
 at the first renewal after it is back, so the global count stays true), "closed" refuses (503).
 """
 
+import contextvars
 import os
 import threading
 import uuid
@@ -26,6 +29,24 @@ LEASE_SECONDS = float(os.environ.get("GATEWAY_LEASE_SECONDS") or 30)
 RENEW_EVERY = LEASE_SECONDS / 3  # a renewal may fail once and the lease still lives
 
 REDIS_UNAVAILABLE_MESSAGE = "The gateway cannot reach the Redis that holds its shared limits; retry shortly."
+
+# Leases the request's admission already took (admission.py: the user's window and the first
+# backend's slot in one script), by key, until Backend.acquire() asks for them. Greenlet-local
+# (thread-local without gevent); emptied when the request's answer is settled (web.py).
+_taken_ahead = contextvars.ContextVar("llm_gateway_leases_taken_ahead", default=None)
+
+
+def take_ahead(lease) -> None:
+    _taken_ahead.set({**(_taken_ahead.get() or {}), lease.key: lease})
+
+
+def drop_taken_ahead() -> None:
+    """Gives back what the request took ahead and never used (its local slot was full, say)."""
+    ahead = _taken_ahead.get()
+    if ahead:
+        _taken_ahead.set(None)
+        for lease in ahead.values():
+            lease.release()
 
 
 class Lease:
@@ -121,6 +142,9 @@ class GlobalSlots:
     def take(self) -> Lease:
         """A lease, or GlobalBusy (429) when `limit` are in flight everywhere, or LimitsUnavailable
         (503) when Redis is unreachable and redis_failure = "closed"."""
+        ahead = _taken_ahead.get()
+        if ahead and self.key in ahead:
+            return ahead.pop(self.key)  # taken with the request's admission, in the same round trip
         keeper = self.keeper
         store = keeper.store
         lease_id = keeper.new_id()

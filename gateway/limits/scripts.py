@@ -62,8 +62,11 @@ local function window_tokens(entries, sum, since)
 end
 """
 
-# KEYS: requests, tokens, token_sum. ARGV: request limit, token limit (0: off), request id, window ms.
-# Returns {1, 0, ''} and counts the request, or {0, ms until the window frees, 'requests'|'tokens'}.
+# KEYS: requests, tokens, token_sum[, a backend's leases]. ARGV: request limit, token limit (0: off),
+# request id, window ms[, lease limit, lease id, lease ms]. Returns {1, 0, '', leased} and counts
+# the request (and, with a fourth key, takes a lease on the backend the request goes to first
+# when one is free: leased = 1; so a request needs one round trip), or {0, ms until the window
+# frees, 'requests'|'tokens', 0}.
 ADMIT = _NOW + _WINDOW_TOKENS + """
 local window = tonumber(ARGV[4])
 local since = now - window
@@ -75,7 +78,7 @@ if request_limit > 0 then
   if count >= request_limit then
     -- the user is under the limit again once the (count - limit + 1)-th oldest leaves the window
     local oldest = redis.call('ZRANGE', KEYS[1], count - request_limit, count - request_limit, 'WITHSCORES')
-    return {0, tonumber(oldest[2]) + window - now, 'requests'}
+    return {0, tonumber(oldest[2]) + window - now, 'requests', 0}
   end
 end
 if token_limit > 0 then
@@ -85,17 +88,27 @@ if token_limit > 0 then
     for i = 1, #entries, 2 do
       total = total - tokens_of(entries[i])
       if total < token_limit then
-        return {0, tonumber(entries[i + 1]) + window - now, 'tokens'}
+        return {0, tonumber(entries[i + 1]) + window - now, 'tokens', 0}
       end
     end
-    return {0, window, 'tokens'}
+    return {0, window, 'tokens', 0}
   end
 end
 if request_limit > 0 then
   redis.call('ZADD', KEYS[1], now, ARGV[3])
   redis.call('PEXPIRE', KEYS[1], window + 1000)
 end
-return {1, 0, ''}
+local leased = 0
+if KEYS[4] then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+  if redis.call('ZCARD', KEYS[4]) < tonumber(ARGV[5]) then
+    local lease = tonumber(ARGV[7])
+    redis.call('ZADD', KEYS[4], now + lease, ARGV[6])
+    redis.call('PEXPIRE', KEYS[4], 2 * lease)
+    leased = 1
+  end
+end
+return {1, 0, '', leased}
 """
 
 # KEYS: tokens, token_sum. ARGV: "<request id>:<tokens>", tokens, window ms.

@@ -13,6 +13,7 @@ from flask import Flask, after_this_request, current_app, g, request
 from ..telemetry import metrics
 from ..telemetry.record import REJECTED
 from .admission import Limits, user_key
+from .leases import drop_taken_ahead
 
 # The error kind of each refusal, and the `limit` label /metrics counts it under.
 REFUSALS = {
@@ -37,14 +38,16 @@ def _limits() -> Limits:
     return current_app.extensions["limits"]
 
 
-def admit_request(asker: dict) -> None:
+def admit_request(asker: dict, backend=None) -> None:
     """At the start of a chat request, once it is known to be valid: raises 429 `user_rate_limit`
-    or 503 `limits_unavailable`; otherwise the request counts (until it turns out refused)."""
+    or 503 `limits_unavailable`; otherwise the request counts (until it turns out refused).
+    `backend`: the one the request goes to first, whose global slot is taken in the same round trip."""
     record = g.record
     admission = None
 
     @after_this_request
     def settle(response):
+        drop_taken_ahead()  # a slot taken ahead that Backend.acquire() never asked for
         refused = record.outcome == REJECTED
         if refused and record.error in REFUSALS:
             metrics.limit_refused(REFUSALS[record.error])
@@ -53,7 +56,8 @@ def admit_request(asker: dict) -> None:
             response.call_on_close(lambda: admission.finish(refused, _total_tokens(record.usage)))
         return response
 
-    admission = _limits().admit(user_key(asker, request.headers.get("Authorization"), request.remote_addr), g.request_id)
+    user = user_key(asker, request.headers.get("Authorization"), request.remote_addr)
+    admission = _limits().admit(user, g.request_id, getattr(backend, "name", None))
 
 
 def _total_tokens(usage):

@@ -37,7 +37,7 @@ def chat_completions():
     settings = models.settings
     asker = who_is_asking(request.headers, chat, settings.user_jwt_secret, settings.user_jwt_leeway)
     call = off_loop.run_if_large(len(raw), build_call, chat, model, backend.config, asker, g.request_id)
-    admit_request(asker)  # [limits] (gateway/limits/): 429 user_rate_limit, or 503 while Redis is away ("closed")
+    admit_request(asker, backend)  # [limits] (gateway/limits/): 429 user_rate_limit, or 503 while Redis is away ("closed")
     slot = backend.acquire()  # 429 when the backend already has max_concurrency in flight here
 
     if not record.stream:
