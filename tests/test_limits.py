@@ -3,6 +3,7 @@ windows, whom a user limit counts, the config, and one gateway in this process (
 and with a Redis that is not there). Across instances: test_scale_out.py."""
 
 import logging
+import socket
 import time
 import uuid
 
@@ -353,6 +354,25 @@ def test_closed_answers_503_at_once_while_redis_is_unreachable(make_app, limits_
     assert "chat requests get 503 until it is back" in client.get("/").get_data(as_text=True)
     lines = [r.getMessage() for r in limits_log.records if "unreachable" in r.getMessage()]
     assert len(lines) == 1 and "127.0.0.1:" in lines[0] and REDIS_PASSWORD not in limits_log.text
+
+
+@pytest.fixture
+def hung_redis():
+    """A port that accepts connections (the kernel's backlog) and never answers: a hung Redis."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+
+
+@pytest.mark.parametrize("failure, status", [("closed", 503), ("open", 200)])
+def test_a_hung_redis_costs_a_request_at_most_half_a_second(make_app, hung_redis, failure, status):
+    client = make_app(gateway={"redis_url": hung_redis, "redis_failure": failure}, limits={"per_user_requests_per_minute": 5}).test_client()
+    started = time.monotonic()
+    answer = chat(client, "ivan")  # the first request: Redis not yet known to be away
+    assert time.monotonic() - started < 0.5
+    assert answer.status_code == status
+    assert client.get("/status.json").get_json()["redis"]["state"] == "unreachable"
 
 
 def test_closed_also_guards_the_global_slots_and_gives_the_local_slot_back(make_app):
