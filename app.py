@@ -12,6 +12,7 @@ from flask import Flask
 from gateway.concurrency import threads_note
 from gateway import discovery
 from gateway.config import Config, load_config
+from gateway.limits import web as limits
 from gateway.registry import ModelRegistry
 from gateway.startup import announce_once
 from gateway.telemetry import metrics, request_log
@@ -28,6 +29,7 @@ def create_app(config: Config | None = None) -> Flask:
     announce_once(config)  # under any WSGI server; under gunicorn.conf.py the master already did
     if note := threads_note():  # each process that streams on threads says what that means
         logging.getLogger("gateway").warning(note)
+    limits.init_app(app, config, app.extensions["registry"])  # Redis-shared limits (gateway/limits/)
 
     request_log.init_app(app)  # first: every later step, preflights included, has a record
     access.init_app(app, config.gateway)

@@ -62,6 +62,13 @@ worker would reuse it and under-report.
 
 Tools (section `tools`): the extra p50 a 26 KB Open WebUI body with 36 tools adds over a plain chat.
 
+Shared limits (section `redis`): a second gateway, the same config plus `redis_url` (a throwaway
+redis-server on loopback, persistence off), [limits] on and `global_max_concurrency` on the backend,
+all far from refusing: each request then checks its user's window, takes and gives back a global
+lease, and counts its tokens in Redis. Concurrency 1, direct, gateway and gateway-with-Redis
+requests taking turns; the figure is the p50 with Redis minus the p50 without. Skipped when
+redis-server is not installed.
+
 Each section is repeated; a row's figure is the median of its repeats and the spread (min to max)
 is printed beside it. Rows with a target print `met` or `missed by X`; with --check the exit status
 is 1 when any target is missed. Results go to bench/out/results.json (ignored by git), with every
@@ -81,6 +88,7 @@ import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
+import shutil  # noqa: E402
 import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -98,7 +106,7 @@ BIN = Path(sys.executable).parent
 HEARTBEAT = 1.0
 TOOLS_FIXTURE = ROOT / "tests" / "fixtures" / "openwebui" / "06_chat_stream_native_builtin_tools_v0124_default_admin.json"
 PLAIN = {"model": "plain", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is the capital of France?"}]}
-SECTIONS = ("requests", "relay", "tools", "pace", "fresh")
+SECTIONS = ("requests", "relay", "tools", "pace", "fresh", "redis")
 
 FULL = {
     "repeats": 3,  # requests, tools, fresh
@@ -703,6 +711,35 @@ def measure_tools(cfg, direct, gateway) -> dict:
     return {"extra_p50_ms": extra, "bytes": len(tools_body)}
 
 
+def redis_server(port: int, workdir: Path):
+    """A throwaway redis-server on loopback (section `redis`), or None when it is not installed."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return None
+    log = open(workdir / "redis.log", "wb")
+    return subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
+def shared_limits_config(config: str, redis_port: int) -> str:
+    """The bench config with Redis-shared limits on, all far from refusing."""
+    config = config.replace("[gateway]\n", f'[gateway]\nredis_url = "redis://127.0.0.1:{redis_port}/0"\n', 1)
+    config = config.replace("max_concurrency = 4000\nread_timeout", "max_concurrency = 4000\nglobal_max_concurrency = 1000000\nread_timeout", 1)
+    return config + "\n[limits]\nper_user_requests_per_minute = 1000000000\nper_user_tokens_per_minute = 1000000000\n"
+
+
+def measure_redis(cfg, direct, gateway, shared) -> dict:
+    body = json.dumps(PLAIN).encode()
+    runs = []
+    for repeat in range(cfg["repeats"]):
+        lat = latencies_c1([direct, gateway, shared], body, cfg["c1_requests"])
+        run = {name: ms(percentile(lat[name], 50)) for name in ("direct", "gateway", "shared")}
+        run["added_p50_ms"] = run["shared"] - run["gateway"]
+        runs.append(run)
+        print(f"  repeat {repeat + 1}: p50 gateway {run['gateway']:.2f} ms, with Redis {run['shared']:.2f} ms: +{run['added_p50_ms']:.2f} ms", flush=True)
+    return {"runs": runs}
+
+
 # --- the run ---------------------------------------------------------------------------------------------
 
 
@@ -752,7 +789,7 @@ def main(argv=None) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))  # children inherit it
     workdir = Path(tempfile.mkdtemp(prefix="llm-gateway-bench-"))
-    ports = {name: free_port() for name in ("backend", "gateway", "floor")}
+    ports = {name: free_port() for name in ("backend", "gateway", "floor", "redis", "shared")}
     backend_url = f"http://127.0.0.1:{ports['backend']}/v1/chat/completions"
     models = ["plain", cfg["relay_model"], "stream-500-0", "stream-5-0", "stream-6-1000", "slow-4500", f"stream-{cfg['pace_events']}-{PACE_INTERVAL_MS}"]
     (workdir / "bench.toml").write_text(bench_config(backend_url, models))
@@ -790,6 +827,24 @@ def main(argv=None) -> int:
         if "fresh" in only:
             print(f"fresh gateways: first streamed requests, then {cfg['capacity_streams']:,} streams ...", flush=True)
             results["fresh"] = measure_fresh(cfg, gateway_env, workdir)
+        if "redis" in only:
+            redis = redis_server(ports["redis"], workdir)
+            if redis is None:
+                print("shared limits: redis-server is not installed (apt-get install redis-server): skipped", flush=True)
+            else:
+                print("shared limits: the same gateway with Redis, concurrency 1 ...", flush=True)
+                processes.append(redis)
+                wait_listening(ports["redis"], redis, "redis-server")
+                (workdir / "shared.toml").write_text(shared_limits_config(bench_config(backend_url, models), ports["redis"]))
+                shared = gunicorn("wsgi:app", ports["shared"], {"GATEWAY_CONFIG": str(workdir / "shared.toml")}, workdir, "gateway-redis")
+                processes.append(shared)
+                wait_listening(ports["shared"], shared, "gateway with Redis")
+                results["redis"] = measure_redis(cfg, direct, via_gateway, Target("shared", ports["shared"], "/v1/chat/completions"))
+                import redis as redis_client  # only here: the rest of the bench never needs it
+
+                with redis_client.Redis(port=ports["redis"]) as check:  # the figure means nothing unless Redis was used
+                    if not check.keys("llm-gateway:user:*"):
+                        raise SystemExit("the gateway with Redis kept nothing in it: the shared-limits figure would be wrong")
         results["machine"]["other_processes_cores"] = round(others.cores(), 2)
     finally:
         for process in reversed(processes):
@@ -916,6 +971,12 @@ def table(r, cfg) -> list:
         first = [x["first_late_p99_ms"] for x in runs]
         rows.append(row(f"first keep-alive lateness p99, {n:,} arriving at once", f"{med(first):.0f} ms", spread(first, lambda v: f"{v:.0f}"),
                         "includes admitting the burst"))
+    if "redis" in r:
+        runs = r["redis"]["runs"]
+        added = [x["added_p50_ms"] for x in runs]
+        rows.append(row("Redis-shared limits ([limits] + global_max_concurrency): added p50, concurrency 1", f"{med(added):.2f} ms",
+                        spread(added, lambda v: f"{v:.2f}"), f"same gateway without Redis: p50 {med(x['gateway'] for x in runs):.2f} ms",
+                        "<= 1 ms", verdict_at_most(med(added), 1.0, lambda v: f"{v:.2f} ms")))
     if "tools" in r:
         extra = r["tools"]["extra_p50_ms"]
         rows.append(row("36-tool Open WebUI body: extra added p50", f"{med(extra):.2f} ms", spread(extra, lambda v: f"{v:.2f}"),

@@ -9,6 +9,7 @@ killed: the code that opens a backend connection registers how to abort it in th
 makes the reader's blocked read fail. Imports nothing of ours: backends and streams both use it.
 """
 
+import contextvars
 import queue
 import threading
 
@@ -40,11 +41,13 @@ def new_queue(size: int):
 
 
 def start_reader(function):
-    """Runs `function()` beside the request: a greenlet under gevent, else a daemon thread.
+    """Runs `function()` beside the request: a greenlet under gevent, else a daemon thread, in a
+    copy of the request's context variables (a global slot its admission took ahead is there).
     Returns what `stop_reader` takes."""
+    context = contextvars.copy_context()
     if cooperative():
-        return gevent.spawn(function)
-    thread = threading.Thread(target=function, name="llm-gateway-reader", daemon=True)
+        return gevent.spawn(context.run, function)
+    thread = threading.Thread(target=context.run, args=(function,), name="llm-gateway-reader", daemon=True)
     thread.start()
     return thread
 

@@ -11,7 +11,7 @@ import json
 import os
 import re
 import tomllib
-from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
@@ -55,6 +55,9 @@ class GatewaySettings:
     stalled_client_seconds: float = 60.0  # a streaming client that accepts no bytes this long is dropped
     user_jwt_secret: str | None = None
     user_jwt_leeway: float = 30.0  # seconds of clock skew allowed on exp / nbf / iat
+    # Scale-out (gateway/limits/): shared state for every worker of every instance.
+    redis_url: str | None = None
+    redis_failure: str = "open"  # Redis unreachable: "open" serves with per-worker limits, "closed" answers 503
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +95,7 @@ class BackendConfig:
             return None
         path = parts.path.rstrip("/").removesuffix("/chat/completions") + "/models"
         return parts._replace(path=path).geturl()
+    global_max_concurrency: int | None = None  # across every worker sharing [gateway] redis_url (gateway/limits/)
 
     @property
     def location(self) -> str:
@@ -125,12 +129,25 @@ class ModelConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class LimitsSettings:
+    """[limits]: per-user limits over the last 60 s (gateway/limits/); 0 is off."""
+
+    per_user_requests_per_minute: int = 0
+    per_user_tokens_per_minute: int = 0
+
+    @property
+    def on(self) -> bool:
+        return bool(self.per_user_requests_per_minute or self.per_user_tokens_per_minute)
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     gateway: GatewaySettings
     backends: dict  # name -> BackendConfig
     models: dict  # id -> ModelConfig, in file order
     source: str  # the file it came from, or DEMO_SOURCE
     secrets: frozenset  # every form of every secret (see _secret_forms): redacted wherever text leaves us
+    limits: LimitsSettings = LimitsSettings()  # [limits] (gateway/limits/)
 
     @property
     def demo(self) -> bool:
@@ -161,6 +178,18 @@ def _backend_url(value):
         _url(value)
 
 
+def _redis_url(value):
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        raise ValidationError(f"is not a valid Redis URL ({exc})") from None
+    if parts.scheme == "unix" and parts.path:
+        return
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValidationError("must be a redis://, rediss:// or unix:// URL")
+
+
 def _header_template(value):
     try:
         HeaderTemplate(value)
@@ -182,6 +211,8 @@ class GatewaySchema(_Strict):
     stalled_client_seconds = StrictNumber(minimum=0, exclusive=True)
     user_jwt_secret = fields.String(validate=validate.Length(min=1))
     user_jwt_leeway = StrictNumber(minimum=0)
+    redis_url = fields.String(validate=_redis_url)
+    redis_failure = fields.String(validate=validate.OneOf(["open", "closed"]))
 
 
 class BackendSchema(_Strict):
@@ -204,6 +235,7 @@ class BackendSchema(_Strict):
     discover_models = StrictBool()
     models_url = fields.String(validate=_url)
     model_prefix = fields.String()
+    global_max_concurrency = StrictNumber(integer=True, minimum=1)
     headers = fields.Dict(
         keys=fields.String(validate=_header_name), values=fields.String(validate=_header_template)
     )
@@ -220,6 +252,9 @@ class _Upstream(fields.Field):
         if isinstance(value, dict) and value and all(isinstance(v, str) and v for v in value.values()):
             return value
         raise self.make_error("invalid")
+class LimitsSchema(_Strict):
+    per_user_requests_per_minute = StrictNumber(integer=True, minimum=0)
+    per_user_tokens_per_minute = StrictNumber(integer=True, minimum=0)
 
 
 class ModelSchema(_Strict):
@@ -258,6 +293,21 @@ class ConfigSchema(_Strict):
     gateway = fields.Nested(GatewaySchema)
     backends = fields.Dict(keys=fields.String(), values=fields.Nested(BackendSchema), required=True)
     models = fields.List(fields.Nested(ModelSchema), required=True, validate=validate.Length(min=1))
+    limits = fields.Nested(LimitsSchema)
+
+    @validates_schema
+    def _global_limits_need_redis(self, data, **kwargs):
+        """A limit across instances needs the Redis they share (gateway/limits/); [limits] alone
+        is allowed and holds per worker."""
+        if data.get("gateway", {}).get("redis_url"):
+            return
+        problems = {
+            f"backends.{name}.global_max_concurrency": ["needs [gateway] redis_url (the Redis every instance shares)"]
+            for name, backend in data.get("backends", {}).items()
+            if "global_max_concurrency" in backend
+        }
+        if problems:
+            raise ValidationError(problems)
 
     @validates_schema
     def _models_name_real_backends(self, data, **kwargs):
@@ -443,6 +493,11 @@ def parse_config(text: str, source: str, environ=None) -> Config:
         problems = "; ".join(_describe(path, reason) for path, reason in _flatten(exc.messages))
         raise ConfigError(f"{source}: {problems}") from None
     secrets |= {key for key in gateway.api_keys}
+    # [gateway] redis_url: its password (and a ?password= value) is a secret even when written
+    # into the file; its host and port are not (gateway/limits/).
+    redis = urlsplit(gateway.redis_url or "")
+    secrets |= {redis.password or "", unquote(redis.password or "")}
+    secrets |= {value for key, value in parse_qsl(redis.query) if _SECRET_KEY.search(key)}
     if gateway.user_jwt_secret:
         secrets.add(gateway.user_jwt_secret)
     for backend in backends.values():
@@ -453,7 +508,8 @@ def parse_config(text: str, source: str, environ=None) -> Config:
             secrets |= {value for key, value in parse_qsl(parts.query) if _SECRET_KEY.search(key)} | {parts.password or ""}
     # Very short values (a "1" from ${DEBUG}) would blank out unrelated text: not worth redacting.
     forms = {form for secret in secrets if len(secret) >= 4 for form in _secret_forms(secret)}
-    return Config(gateway, backends, models, source, frozenset(forms))
+    limits = LimitsSettings(**raw.get("limits", {}))  # [limits], checked by LimitsSchema above
+    return Config(gateway, backends, models, source, frozenset(forms), limits)
 
 
 def _secret_forms(secret: str) -> set:
@@ -474,6 +530,14 @@ def ids_open_webui_rewrites(config: Config) -> list:
 def unverified_backends(config: Config) -> list:
     """Backends with `verify = false`: worth a loud warning at every start."""
     return [name for name, backend in config.backends.items() if not backend.verify]
+
+
+def limits_warnings(config: Config) -> list:
+    """Start-up warnings about [limits] and Redis (gateway/limits/)."""
+    if config.limits.on and not config.gateway.redis_url:
+        return ["[limits] hold per worker: without [gateway] redis_url each worker process counts its own users' "
+                "requests and tokens, so a user may get up to (workers x instances) times the limit"]
+    return []
 
 
 def config_path(environ=None) -> str | None:

@@ -113,6 +113,32 @@ class GatewayBusy(GatewayError):
     kind = "concurrency_limit"
 
 
+# Scale-out limits (gateway/limits/): refusals before any backend is called.
+
+
+class GlobalBusy(GatewayBusy):
+    """The backend already has `global_max_concurrency` requests in flight across every instance."""
+
+    kind = "global_concurrency_limit"
+
+
+class UserRateLimited(GatewayError):
+    """The user's requests or tokens in the last 60 s are at a [limits] limit. `kind` says which."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "user_rate_limit"
+    kind = "user_requests_limit"  # or "user_tokens_limit"
+
+
+class LimitsUnavailable(GatewayError):
+    """Redis, which holds the shared limits, is unreachable and `redis_failure = "closed"`."""
+
+    status = 503
+    code = "limits_unavailable"
+    kind = "limits_unavailable"
+
+
 class ShuttingDown(GatewayError):
     """This worker is stopping (SIGTERM, or a reload retiring it) and could not finish the answer."""
 

@@ -12,7 +12,7 @@ import math
 import os
 import sys
 
-from .config import Config, ids_open_webui_rewrites, unverified_backends
+from .config import Config, ids_open_webui_rewrites, limits_warnings, unverified_backends
 
 # The pid of the gunicorn master that has logged the start-up messages. Its workers inherit it
 # and stay quiet: N workers would otherwise repeat every warning N times.
@@ -42,6 +42,7 @@ def warnings_for(config: Config, where: str | None = None) -> list:
             f"backend '{name}' has verify = false: its TLS certificate is NOT checked, so anyone who can "
             "intercept the connection sees every prompt and the backend's credentials"
         )
+    warnings += limits_warnings(config)  # [limits] without redis_url: per worker only
     if not config.gateway.api_keys:
         warnings.append(
             "inbound authentication is off: no api_keys in the config, anyone who can reach "

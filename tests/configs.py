@@ -39,8 +39,9 @@ def model(id: str, backend: str, **settings) -> dict:
     return {"id": id, "backend": backend, **settings}
 
 
-def gateway_toml(*, gateway: dict | None = None, backends: dict, models: list) -> str:
+def gateway_toml(*, gateway: dict | None = None, backends: dict, models: list, limits: dict | None = None) -> str:
     lines = _table("gateway", gateway) if gateway else []
+    lines += _table("limits", limits) if limits else []
     for name, settings in backends.items():
         settings = dict(settings)
         headers = settings.pop("headers", None)

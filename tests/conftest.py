@@ -22,8 +22,9 @@ FIXTURES = Path(__file__).parent / "fixtures" / "openwebui"
 TICKET = "tkt-7f3a9c2e5b1d-SECRET"  # the corporate backend's ticket: must never leave the gateway
 WRONG_TICKET = "not-the-ticket-9e8d"  # a literal ticket in a config file: just as secret
 INBOUND_KEY = "sk-inbound-4e1f0b7a9d3c"  # the key clients present to the hardened gateway
+REDIS_PASSWORD = "redis-pw-8c2f6a1e93"  # the test Redis's password, written into redis_url (test_scale_out.py)
 # Every value the suite configures as a secret; test_secrets.py checks none ever came back out.
-SECRETS = (TICKET, WRONG_TICKET, INBOUND_KEY, "tkt-secret-1234", "sk-inbound-5678")
+SECRETS = (TICKET, WRONG_TICKET, INBOUND_KEY, "tkt-secret-1234", "sk-inbound-5678", REDIS_PASSWORD)
 HEARTBEAT = 2
 
 # pytest imports this file as `conftest`; test modules import `tests.conftest`. One module, not two

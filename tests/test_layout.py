@@ -34,6 +34,7 @@ WALLS = [
     ("gateway.streaming.chat_stream", ("flask", "requests", "gateway.backends", "gateway.web")),
     ("gateway.registry", ("flask", "requests")),
     ("gateway.discovery", ("flask", "requests", "gateway.web")),
+    ("gateway.limits.admission", ("flask", "requests", "gateway.telemetry", "gateway.web", "gateway.backends")),
 ]
 
 

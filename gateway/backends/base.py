@@ -13,18 +13,22 @@ from ..upstream.call import UpstreamCall
 
 
 class Slot:
-    """One of a backend's `max_concurrency` places, held while a request to it is in flight."""
+    """One of a backend's `max_concurrency` places, held while a request to it is in flight
+    (with its `global_max_concurrency` lease, when it has one: gateway/limits/leases.py)."""
 
-    __slots__ = ("_backend",)
+    __slots__ = ("_backend", "_lease")
 
-    def __init__(self, backend):
+    def __init__(self, backend, lease=None):
         self._backend = backend
+        self._lease = lease
 
     def release(self) -> None:
         """Idempotent: a stream releases from whichever of its two cleanup paths runs first."""
-        if self._backend is not None:
-            self._backend._slot_freed()
-            self._backend = None
+        backend, self._backend = self._backend, None
+        if backend is not None:
+            backend._slot_freed()
+            if self._lease is not None:  # the global slot (gateway/limits): one ZREM
+                self._lease.release()
 
 
 def _ignore(change: int) -> None:
@@ -43,9 +47,13 @@ class Backend:
         self._on_slot_change = on_slot_change or _ignore
         # `on_cooldown(until)`: told when the breaker opens or closes (the registry passes a metric).
         self.breaker = CircuitBreaker(config.failure_threshold, config.cooldown_seconds, on_cooldown)
+        # With `global_max_concurrency`: its gateway/limits GlobalSlots, set by limits/web.py.
+        self.global_slots = None
 
     def acquire(self) -> Slot:
-        """A slot for one request, or GatewayBusy (429) when `max_concurrency` are in flight."""
+        """A slot for one request, or GatewayBusy (429) when `max_concurrency` are in flight.
+        With `global_max_concurrency`, also a lease across all instances (429 GlobalBusy when they
+        are all in use, 503 LimitsUnavailable when Redis is away and redis_failure = "closed")."""
         if self.in_flight >= self.config.max_concurrency:
             busy = GatewayBusy(
                 f"The gateway is already running {self.config.max_concurrency} requests for backend '{self.name}' "
@@ -54,9 +62,16 @@ class Backend:
             )
             busy.reason = f"has no free slot ({self.config.max_concurrency} in flight, max_concurrency)"
             raise busy
-        self.in_flight += 1
+        self.in_flight += 1  # taken before the global slot, which waits on Redis
+        lease = None
+        if self.global_slots is not None:
+            try:
+                lease = self.global_slots.take()
+            except BaseException:
+                self.in_flight -= 1
+                raise
         self._on_slot_change(1)
-        return Slot(self)
+        return Slot(self, lease)
 
     def _slot_freed(self) -> None:
         self.in_flight -= 1

@@ -105,12 +105,15 @@ class Attempts:
             return None
         try:
             return backend.acquire()
-        except GatewayBusy as busy:
+        except GatewayBusy as busy:  # its max_concurrency, or global_max_concurrency (GlobalBusy)
             backend.breaker.undecided()
             failures.append((backend.name, busy))
             self.tried.append((backend.name, busy.kind))
             self._note_failover(backend)
             return None
+        except BaseException:  # shared limits unavailable (503): not the backend's failure
+            backend.breaker.undecided()
+            raise
 
     def _passed_on(self, backend, error: BackendError, failures: list) -> bool:
         """Whether the request goes on to the next backend after `error` (True) or fails with it."""

@@ -43,6 +43,8 @@ FAILOVERS = Counter("llm_gateway_failovers", "Requests passed on from a backend 
 COOLDOWN_UNTIL = Gauge(
     "llm_gateway_backend_cooldown_until_timestamp_seconds", "Until when a backend's circuit breaker skips it (0: closed).", ["backend"], multiprocess_mode="livemax"
 )
+# Chat requests a gateway limit refused, by limit (counted by gateway/limits/web.py).
+LIMIT_REFUSALS = Counter("llm_gateway_limit_refusals", "Chat requests a gateway limit refused, by limit.", ["limit"])
 _WINDOW = Gauge(_WINDOW_NAME, "Per-minute counts for the status page (not exported).", ["backend", "slot", "field"], multiprocess_mode="all")
 
 _window_minute = {}  # (backend, slot) -> the minute this process's slot currently counts
@@ -94,6 +96,20 @@ def count_failover(model: str, backend: str) -> None:
 def cooldown_setter(backend: str):
     """What a backend's circuit breaker calls with the end of its cooldown (0.0 when closed)."""
     return COOLDOWN_UNTIL.labels(backend).set
+def limit_refused(limit: str) -> None:
+    """One chat request refused by `limit` (max_concurrency, global_concurrency, user_requests, ...)."""
+    LIMIT_REFUSALS.labels(limit).inc()
+
+
+def limit_refusals() -> dict:
+    """Limit -> requests it refused, all workers of this instance together."""
+    totals = {}
+    for family in _registry().collect():
+        if family.name == "llm_gateway_limit_refusals":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    totals[sample.labels["limit"]] = totals.get(sample.labels["limit"], 0) + sample.value
+    return totals
 
 
 def in_flight_counter(backend: str):

@@ -8,6 +8,7 @@ from flask import Blueprint, Response, g, request
 
 from ..backends.failover import Attempts
 from ..chat.request_schema import validate_chat_request
+from ..limits.web import admit_request
 from ..streaming.chat_stream import ChatStream
 from ..streaming.client_watch import ClientLeft, abandoned_if_client_leaves
 from ..telemetry import metrics
@@ -41,6 +42,9 @@ def chat_completions():
     def call_for(backend):  # per attempt: fresh {uuid}s, the backend's own upstream name
         return off_loop.run_if_large(len(raw), build_call, chat, model, backend.config, asker, request_id)
 
+    # [limits] (gateway/limits/): 429 user_rate_limit, or 503 while Redis is away ("closed"); the
+    # first backend's global slot is taken in the same round trip, for its first attempt.
+    admit_request(asker, models.backends_for(model)[0])
     attempts = Attempts(model.id, models.backends_for(model), call_for, on_failover=lambda name: metrics.count_failover(model.id, name))
     record.attempts = attempts
 

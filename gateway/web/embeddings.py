@@ -10,6 +10,7 @@ from flask import Blueprint, g, request
 
 from ..backends.failover import Attempts
 from ..embeddings.request_schema import validate_embeddings_request
+from ..limits.web import admit_request
 from ..telemetry import metrics
 from ..upstream.embeddings import build_embeddings_call
 from ..upstream.identity import who_is_asking
@@ -43,6 +44,7 @@ def embeddings():
     def call_for(backend):  # per attempt, as for chat: fresh {uuid}s, the backend's upstream name
         return off_loop.run_if_large(len(raw), build_embeddings_call, body, model, backend.config, asker, request_id)
 
+    admit_request(asker, models.backends_for(model)[0])  # [limits], as for chat
     attempts = Attempts(model.id, models.backends_for(model), call_for, on_failover=lambda name: metrics.count_failover(model.id, name))
     record.attempts = attempts
     answer = attempts.complete(method="embed")  # failures name the backend that answered (error_handlers)

@@ -10,6 +10,7 @@ from flask import Blueprint, Response, render_template, request
 
 from .. import __version__
 from ..hosting import describe_server
+from ..limits.web import add_status as add_limits_status, redis_state
 from ..registry import ModelRegistry
 from ..telemetry import metrics
 from ..telemetry.lifecycle import shutting_down
@@ -65,7 +66,7 @@ def status_data(models: ModelRegistry, environ=None) -> dict:
             "last_success": n.get("last_success"),
             "discovery": models.discovery.status(name) if models.discovery else None,  # this worker's view
         })
-    return {
+    body = {
         "version": __version__,
         "now": time.time(),
         "uptime_seconds": round(time.time() - models.started, 1),
@@ -80,6 +81,8 @@ def status_data(models: ModelRegistry, environ=None) -> dict:
         ],
         "server": describe_server(environ or {}),  # which server and worker model answered, whose numbers
     }
+    add_limits_status(body)  # "redis", "limits", per backend global_max_concurrency / global_in_flight
+    return body
 
 
 @bp.get("/")
@@ -119,6 +122,7 @@ def readyz():
         }
     ready = not shutting_down()
     body = {"status": "ready" if ready else "shutting_down", "config": models.config.source, "backends": backends}
+    body["redis"] = redis_state()  # shown, not judged: every instance shares the one Redis (gateway/limits/)
     return json_response(body, status=200 if ready else 503)
 
 

@@ -1,0 +1,163 @@
+"""Global slots: `global_max_concurrency` across every worker of every instance sharing Redis.
+
+A slot is a lease: an id in the backend's sorted set in Redis, scored by when it expires. Taking
+one is one script (drop expired leases, count, add if under the limit); giving it back is one
+ZREM. While a request runs, this worker's `LeaseKeeper` renews all its leases together, one
+round trip every third of the lease time (never a timer per stream, nothing per relayed event),
+so a worker killed mid-stream gives its slots back by itself when they expire.
+
+`Backend.acquire()` calls `GlobalSlots.take()` after its own per-worker check, which uses the
+slot the request's admission took ahead (same script as the user's window, admission.py) or
+takes one; the `Slot` it returns calls `Lease.release()` on every way a request ends
+(Slot.release is idempotent), and the ZREM goes out in the background.
+With Redis unreachable, "open" gives a lease that only this worker knows (registered in Redis
+at the first renewal after it is back, so the global count stays true), "closed" refuses (503).
+"""
+
+import contextvars
+import os
+import threading
+import uuid
+
+from ..errors import GlobalBusy, LimitsUnavailable
+from . import scripts
+from .store import Unavailable, in_background
+
+# How long a lease lives without renewal. Tests shorten it (GATEWAY_LEASE_SECONDS) to see a
+# killed worker's slots come back quickly; in production 30 s, the contract's bound.
+LEASE_SECONDS = float(os.environ.get("GATEWAY_LEASE_SECONDS") or 30)
+RENEW_EVERY = LEASE_SECONDS / 3  # a renewal may fail once and the lease still lives
+
+REDIS_UNAVAILABLE_MESSAGE = "The gateway cannot reach the Redis that holds its shared limits; retry shortly."
+
+# Leases the request's admission already took (admission.py: the user's window and the first
+# backend's slot in one script), by key, until Backend.acquire() asks for them. Greenlet-local
+# (thread-local without gevent); emptied when the request's answer is settled (web.py).
+_taken_ahead = contextvars.ContextVar("llm_gateway_leases_taken_ahead", default=None)
+
+
+def take_ahead(lease) -> None:
+    _taken_ahead.set({**(_taken_ahead.get() or {}), lease.key: lease})
+
+
+def drop_taken_ahead() -> None:
+    """Gives back what the request took ahead and never used (its local slot was full, say)."""
+    ahead = _taken_ahead.get()
+    if ahead:
+        _taken_ahead.set(None)
+        for lease in ahead.values():
+            lease.release()
+
+
+class Lease:
+    __slots__ = ("_keeper", "key", "id")
+
+    def __init__(self, keeper, key: str, lease_id: str):
+        self._keeper, self.key, self.id = keeper, key, lease_id
+
+    def release(self) -> None:
+        """Gives the slot back; idempotent."""
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.release(self)
+
+
+class LeaseKeeper:
+    """This worker's live leases, all backends together: renewed in one round trip per tick."""
+
+    def __init__(self, store, lease_seconds: float = LEASE_SECONDS):
+        self.store = store
+        self.lease_ms = int(lease_seconds * 1000)
+        self._live = {}  # key -> set of lease ids held by requests running in this worker
+        self._lock = threading.Lock()
+        self._renewing = False
+        self._released_while_renewing = []  # (key, id): removed again after the renewal that may have re-added them
+        self._prefix = f"{os.getpid()}-"  # a lease id says which process holds it (for people reading Redis)
+        store.on_tick(self.renew)
+
+    def new_id(self) -> str:
+        return self._prefix + uuid.uuid4().hex[:16]
+
+    def hold(self, key: str, lease_id: str) -> Lease:
+        with self._lock:
+            self._live.setdefault(key, set()).add(lease_id)
+        return Lease(self, key, lease_id)
+
+    def release(self, lease: Lease) -> None:
+        with self._lock:
+            held = self._live.get(lease.key)
+            if held is not None:
+                held.discard(lease.id)
+                if not held:
+                    del self._live[lease.key]
+            if self._renewing:
+                self._released_while_renewing.append((lease.key, lease.id))
+        # In the background: a stream's backend reader gives its slot back as it ends, and is
+        # killed when the response closes, maybe while waiting for a Redis connection (the ZREM
+        # would never be sent); and the answer need not wait for it.
+        in_background(self._remove, lease.key, lease.id)
+
+    def _remove(self, key: str, lease_id: str) -> None:
+        try:
+            self.store.command("ZREM", key, lease_id)
+        except Unavailable:
+            pass  # it expires by itself (or was never in Redis)
+
+    def renew(self) -> None:
+        """Extends every lease this worker holds (and registers those taken while Redis was away)."""
+        with self._lock:
+            if not self._live:
+                return
+            held = {key: list(ids) for key, ids in self._live.items()}
+            self._renewing = True
+        try:
+            args = [self.lease_ms]
+            for ids in held.values():
+                args += [len(ids), *ids]
+            self.store.script("RENEW_LEASES", list(held), args)
+        finally:
+            with self._lock:
+                self._renewing = False
+                late, self._released_while_renewing = self._released_while_renewing, []
+            for key, lease_id in late:  # released while the renewal was on its way: not held any more
+                try:
+                    self.store.command("ZREM", key, lease_id)
+                except Unavailable:
+                    break  # then they expire by themselves
+
+    def held(self) -> int:
+        with self._lock:
+            return sum(len(ids) for ids in self._live.values())
+
+
+class GlobalSlots:
+    """One backend's `global_max_concurrency`, as `Backend.acquire()` sees it."""
+
+    def __init__(self, keeper: LeaseKeeper, backend: str, limit: int):
+        self.keeper = keeper
+        self.backend = backend
+        self.limit = limit
+        self.key = scripts.lease_key(backend)
+
+    def take(self) -> Lease:
+        """A lease, or GlobalBusy (429) when `limit` are in flight everywhere, or LimitsUnavailable
+        (503) when Redis is unreachable and redis_failure = "closed"."""
+        ahead = _taken_ahead.get()
+        if ahead and self.key in ahead:
+            return ahead.pop(self.key)  # taken with the request's admission, in the same round trip
+        keeper = self.keeper
+        store = keeper.store
+        lease_id = keeper.new_id()
+        try:
+            taken = store.script("TAKE_LEASE", [self.key], [self.limit, lease_id, keeper.lease_ms])
+        except Unavailable:
+            if store.failure == "closed":
+                raise LimitsUnavailable(REDIS_UNAVAILABLE_MESSAGE, headers={"Retry-After": "1"}) from None
+            taken = True  # "open": this worker's max_concurrency is the limit meanwhile
+        if not taken:
+            raise GlobalBusy(
+                f"Backend '{self.backend}' already has {self.limit} requests in flight across all gateway instances "
+                "(global_max_concurrency); retry shortly.",
+                headers={"Retry-After": "1"},
+            )
+        return keeper.hold(self.key, lease_id)
