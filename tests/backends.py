@@ -113,7 +113,8 @@ class Exchange:
             readable, _, _ = select.select([connection], [], [], max(0.0, deadline - time.monotonic()))
             if readable:
                 try:
-                    if connection.recv(4096, socket.MSG_PEEK) == b"":
+                    # socket.socket.recv: an SSL socket refuses flags, and a close is b"" either way
+                    if socket.socket.recv(connection, 4096, socket.MSG_PEEK) == b"":
                         closed = time.monotonic()
                         self.backend.note_close(closed)
                         self.handler.close_connection = True
