@@ -40,11 +40,24 @@ def new_queue(size: int):
     return gevent.queue.Queue(size) if cooperative() else queue.Queue(size)
 
 
+_CARRIED = []  # context variables a reader inherits from the request that started it
+
+
+def carry_into_readers(variable: contextvars.ContextVar) -> None:
+    """Marks a context variable whose value a stream's reader must see (the global slot a
+    request's admission took ahead, for its first attempt)."""
+    _CARRIED.append(variable)
+
+
 def start_reader(function):
-    """Runs `function()` beside the request: a greenlet under gevent, else a daemon thread, in a
-    copy of the request's context variables (a global slot its admission took ahead is there).
-    Returns what `stop_reader` takes."""
-    context = contextvars.copy_context()
+    """Runs `function()` beside the request: a greenlet under gevent, else a daemon thread.
+    Its context holds only the carried variables: a copy of the whole request context would keep
+    Flask's request objects alive for as long as the stream runs. Returns what `stop_reader` takes."""
+    context = contextvars.Context()
+    for variable in _CARRIED:
+        value = variable.get(None)
+        if value is not None:
+            context.run(variable.set, value)
     if cooperative():
         return gevent.spawn(context.run, function)
     thread = threading.Thread(target=context.run, args=(function,), name="llm-gateway-reader", daemon=True)

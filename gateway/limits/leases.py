@@ -19,6 +19,7 @@ import os
 import threading
 import uuid
 
+from ..concurrency import carry_into_readers
 from ..errors import GlobalBusy, LimitsUnavailable
 from . import scripts
 from .store import Unavailable, in_background
@@ -34,6 +35,7 @@ REDIS_UNAVAILABLE_MESSAGE = "The gateway cannot reach the Redis that holds its s
 # backend's slot in one script), by key, until Backend.acquire() asks for them. Greenlet-local
 # (thread-local without gevent); emptied when the request's answer is settled (web.py).
 _taken_ahead = contextvars.ContextVar("llm_gateway_leases_taken_ahead", default=None)
+carry_into_readers(_taken_ahead)  # a stream's first attempt runs in its reader
 
 
 def take_ahead(lease) -> None:

@@ -29,7 +29,8 @@ def parse_chat_request(raw: bytes) -> dict:
 
 @bp.post("/chat/completions")
 def chat_completions():
-    models, record, settings = registry(), g.record, registry().settings
+    models, record = registry(), g.record
+    settings = models.settings
     record.chat = True
     raw = read_body(settings)
     chat = off_loop.run_if_large(len(raw), parse_chat_request, raw)
@@ -44,8 +45,9 @@ def chat_completions():
 
     # [limits] (gateway/limits/): 429 user_rate_limit, or 503 while Redis is away ("closed"); the
     # first backend's global slot is taken in the same round trip, for its first attempt.
-    admit_request(asker, models.backends_for(model)[0])
-    attempts = Attempts(model.id, models.backends_for(model), call_for, on_failover=lambda name: metrics.count_failover(model.id, name))
+    backends = models.backends_for(model)
+    admit_request(asker, backends[0])
+    attempts = Attempts(model.id, backends, call_for, on_failover=lambda name: metrics.count_failover(model.id, name))
     record.attempts = attempts
 
     if not record.stream:

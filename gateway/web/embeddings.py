@@ -44,8 +44,9 @@ def embeddings():
     def call_for(backend):  # per attempt, as for chat: fresh {uuid}s, the backend's upstream name
         return off_loop.run_if_large(len(raw), build_embeddings_call, body, model, backend.config, asker, request_id)
 
-    admit_request(asker, models.backends_for(model)[0])  # [limits], as for chat
-    attempts = Attempts(model.id, models.backends_for(model), call_for, on_failover=lambda name: metrics.count_failover(model.id, name))
+    backends = models.backends_for(model)
+    admit_request(asker, backends[0])  # [limits], as for chat
+    attempts = Attempts(model.id, backends, call_for, on_failover=lambda name: metrics.count_failover(model.id, name))
     record.attempts = attempts
     answer = attempts.complete(method="embed")  # failures name the backend that answered (error_handlers)
     record.note_usage(answer.get("usage"))
