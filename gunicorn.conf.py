@@ -58,7 +58,7 @@ errorlog = "-"
 loglevel = os.environ.get("GATEWAY_LOG_LEVEL", "info")
 
 
-RUN_DIR_PREFIX = "llm-gateway-"  # <tmp>/llm-gateway-<master pid>-xxxx: metrics and the config snapshot
+RUN_DIR_PREFIX = "llm-gateway-"  # <tmp>/llm-gateway-<master pid>-xxxx: the workers' metrics files
 
 
 def _remove_run_dirs_of_dead_masters(server):
@@ -79,9 +79,8 @@ def _remove_run_dirs_of_dead_masters(server):
 def _fresh_run_dir(server):
     """One directory per master, removed on exit. This file's module state does not survive a
     reload (gunicorn runs it again), so the path is kept in the environment, as the workers see it:
-    - prometheus_client's multiprocess files, empty at each start (values of a previous run
-      would be added to this one's), unless the operator named PROMETHEUS_MULTIPROC_DIR;
-    - the snapshot of the last good config, which every worker loads (see on_reload)."""
+    prometheus_client's multiprocess files, empty at each start (values of a previous run would
+    be added to this one's), unless the operator named PROMETHEUS_MULTIPROC_DIR."""
     _remove_run_dirs_of_dead_masters(server)
     run_dir = tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-")
     os.environ["GATEWAY_RUN_DIR"] = run_dir
@@ -106,11 +105,30 @@ def _checked_config():
 
 
 def _keep_as_last_good(text):
-    from gateway.config import SNAPSHOT_VARIABLE, write_snapshot
+    from gateway.config import SNAPSHOT_VARIABLE
 
-    path = os.path.join(os.environ["GATEWAY_RUN_DIR"], "config.toml")
-    write_snapshot(text, path)
-    os.environ[SNAPSHOT_VARIABLE] = path
+    os.environ[SNAPSHOT_VARIABLE] = text  # the workers spawned from now on load this
+
+
+def _what_only_a_worker_finds(config):
+    """TLS files OpenSSL rejects (a certificate that does not match its key, a key with a pass
+    phrase): the master must not load ssl (see the top), so a worker's own check runs in a child
+    process, as `make check` does. None when it is fine, else the one-line reason."""
+    if not any(b.ca_bundle or b.client_cert for b in config.backends.values()):
+        return None
+    import subprocess
+
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway", "check", config.source], capture_output=True, text=True, timeout=60,
+            cwd=os.path.dirname(os.path.abspath(__file__)),
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"the TLS check could not run ({exc})"
+    if result.returncode == 0:
+        return None
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    return lines[-1].removeprefix("Error: llm-gateway cannot start: ") if lines else "the TLS check failed"
 
 
 def on_starting(server):
@@ -137,6 +155,10 @@ def on_reload(arbiter):
         text, config = _checked_config()
     except ConfigError as exc:
         arbiter.log.error("llm-gateway reload refused, still serving the previous config: %s", exc)
+        return
+    problem = _what_only_a_worker_finds(config)
+    if problem:
+        arbiter.log.error("llm-gateway reload refused, still serving the previous config: %s", problem)
         return
     _keep_as_last_good(text)
     announce_for_workers(config, arbiter.log, ", ".join(bind))

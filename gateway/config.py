@@ -549,7 +549,9 @@ def config_path(environ=None) -> str | None:
     return DEFAULT_CONFIG_FILE if os.path.exists(DEFAULT_CONFIG_FILE) else None
 
 
-SNAPSHOT_VARIABLE = "GATEWAY_CONFIG_SNAPSHOT"  # the last good config text, kept by the gunicorn master
+# The last good config text, kept by the gunicorn master in its environment (which every worker
+# it spawns inherits): not in a file, which a tmp cleaner could remove under a running service.
+SNAPSHOT_VARIABLE = "GATEWAY_CONFIG_SNAPSHOT"
 
 
 def read_config_text(environ=None) -> tuple[str, str]:
@@ -571,19 +573,7 @@ def load_config(environ=None, use_snapshot=True) -> Config:
     """The config the environment names. Under gunicorn, workers load the master's snapshot of
     the last good file instead (a reload with a bad file must not stop new workers)."""
     environ = os.environ if environ is None else environ
-    text, source = read_config_text(environ) if not (use_snapshot and environ.get(SNAPSHOT_VARIABLE)) else _snapshot(environ)
+    if use_snapshot and environ.get(SNAPSHOT_VARIABLE) is not None:
+        return parse_config(environ[SNAPSHOT_VARIABLE], config_path(environ) or DEMO_SOURCE, environ)
+    text, source = read_config_text(environ)
     return parse_config(text, source, environ)
-
-
-def _snapshot(environ) -> tuple[str, str]:
-    path = config_path(environ)
-    with open(environ[SNAPSHOT_VARIABLE], encoding="utf-8") as handle:
-        return handle.read(), path or DEMO_SOURCE
-
-
-def write_snapshot(text: str, path: str) -> None:
-    """Replaces the snapshot at `path` in one step (a worker never reads half of it)."""
-    partial = path + ".partial"
-    with open(partial, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(partial, path)

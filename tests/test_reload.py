@@ -72,7 +72,24 @@ def test_the_run_directory_goes_with_the_master_and_dead_masters_leftovers_are_r
     try:
         assert not os.path.exists(dead)
         mine = run_dirs(server.process.pid)
-        assert len(mine) == 1 and os.path.exists(os.path.join(mine[0], "config.toml"))
+        assert len(mine) == 1 and os.path.isdir(os.path.join(mine[0], "metrics"))
     finally:
         server.stop()
     assert run_dirs(server.process.pid) == []
+
+
+def test_a_reload_with_a_tls_file_only_openssl_rejects_is_refused(openai_backend, tmp_path):
+    """The master does not load ssl; a worker would fail to boot on this file and halt gunicorn."""
+    server = GatewayServer(config_with(openai_backend.url, "first"), tmp_path).wait_ready()
+    broken = tmp_path / "broken.pem"
+    broken.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+    try:
+        tls_backend = "https://127.0.0.1:9/v1/chat/completions"  # a worker builds its TLS context at boot
+        (tmp_path / "gateway.toml").write_text(config_with(tls_backend, "second", ca_bundle=str(broken)), encoding="utf-8")
+        server.process.send_signal(signal.SIGHUP)
+        refusal = wait_until(lambda: [line for line in server.log().splitlines() if "reload refused" in line], timeout=60, message="the refusal")
+        assert "backends.openai.ca_bundle: not a usable CA bundle" in refusal[0]
+        wait_until(lambda: server.log().count("Booting worker") >= 2, message="the new worker")
+        assert served_models(server) == ["first"] and server.process.poll() is None
+    finally:
+        server.stop()
