@@ -112,6 +112,12 @@ class CancelScope:
                 pass
 
 
+def cancelled() -> bool:
+    """Whether the reader this runs in was cancelled (its failures are ours, not the backend's)."""
+    scope = getattr(_current, "scope", None)
+    return scope is not None and scope.cancelled
+
+
 def on_cancel(abort) -> None:
     """Registers `abort()` with the scope the current reader runs in, if any."""
     scope = getattr(_current, "scope", None)

@@ -265,7 +265,9 @@ class AllBackendsFailed(GatewayError):
         kinds = {type(error) for _, error in failures}
         retry_after = [error.headers["Retry-After"] for _, error in failures if "Retry-After" in error.headers]
         super().__init__(f"Every backend of model '{model_id}' failed: {reasons}", headers={"Retry-After": min(retry_after, key=_seconds)} if retry_after else None)
-        if kinds <= {BackendRateLimited, GatewayBusy}:
+        # Refused before any backend was called (every one full or cooling down), or not.
+        self.backends_failed = any(isinstance(e, BackendError) and not isinstance(e, BackendCoolingDown) for _, e in failures)
+        if all(issubclass(kind, (BackendRateLimited, GatewayBusy)) for kind in kinds):
             self.status, self.type, self.code = 429, "rate_limit_error", last.code
         elif kinds == {BackendTimeout}:
             self.status, self.code = 504, BackendTimeout.code
@@ -290,7 +292,8 @@ class BackendTLSError(BackendError):
 
 
 def redact(text: str, secrets) -> str:
-    for secret in secrets:
+    # Longest first: a secret that starts another would otherwise leave the other's tail behind.
+    for secret in sorted(secrets, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, "[redacted]")
     return text

@@ -229,3 +229,17 @@ def test_every_backend_failing_after_a_keepalive_is_an_error_event_naming_each(f
     assert items[0] == ("comment", "keep-alive") and payloads[-1] == "[DONE]"
     message = payloads[-2]["error"]["message"]
     assert "primary: failed (HTTP 502)" in message and "dr: failed (HTTP 502)" in message
+
+
+def test_every_backend_failing_is_logged_as_a_backend_error(failover):
+    response = chat(failover, "all-down")
+    line = wait_until(lambda: access_line(failover, response.headers["X-Request-Id"]), message="the access-log line")
+    assert line["outcome"] == "backend_error" and line["status"] == 502
+    assert [a["result"] for a in line["attempts"]] == ["refused", "refused"]
+
+
+def test_a_secret_that_starts_another_leaves_nothing_of_either():
+    from gateway.errors import redact
+
+    for _ in range(20):  # frozenset order varies with the hash seed: the longest must go first every time
+        assert redact("key sk-1234-extra and sk-1234", frozenset({"sk-1234", "sk-1234-extra"})) == "key [redacted] and [redacted]"

@@ -13,6 +13,7 @@ how it went. With one backend, its failure is raised as it is; with several, one
 backend and why.
 """
 
+from ..concurrency import cancelled
 from ..errors import AllBackendsFailed, BackendCoolingDown, BackendError, GatewayBusy, GatewayError
 
 
@@ -77,6 +78,9 @@ class Attempts:
                         yield first
                         yield from payloads
                     except BackendError as error:  # after the first event: the stream ends with it
+                        if cancelled():  # a reader thread we aborted: the client left
+                            backend.breaker.undecided()
+                            raise
                         (backend.breaker.failed if error.passes_on else backend.breaker.succeeded)()
                         self.tried.append((backend.name, error.kind))
                         raise
@@ -117,6 +121,9 @@ class Attempts:
 
     def _passed_on(self, backend, error: BackendError, failures: list) -> bool:
         """Whether the request goes on to the next backend after `error` (True) or fails with it."""
+        if cancelled():  # a reader thread we aborted (the client left): no verdict, no next backend
+            backend.breaker.undecided()
+            return False
         self.tried.append((backend.name, error.kind))
         if not error.passes_on:
             backend.breaker.succeeded()  # the backend answered: it is alive, the request was wrong

@@ -18,7 +18,7 @@ from requests.structures import CaseInsensitiveDict
 from .. import errors
 from ..concurrency import cooperative, on_cancel
 from ..chat.answers import complete_envelope, completion_problem
-from ..chat.chunks import HAS_USAGE, completion_chunks, missing_usage_chunk
+from ..chat.chunks import HAS_USAGE, UsageNote, completion_chunks, missing_usage_chunk
 from ..config import BackendConfig
 from ..embeddings.answers import complete_embeddings, embeddings_problem
 from ..sse import DONE_PAYLOAD, SSEDecoder, SSEError
@@ -72,7 +72,10 @@ class HttpBackend(Backend):
             if not content_type.startswith("text/event-stream"):
                 # A backend configured as streaming that answered with one JSON body after all.
                 if "json" in content_type:
-                    yield from completion_chunks(self._completion(response.content, call.model_id), call.include_usage)
+                    completion = self._completion(response.content, call.model_id)
+                    if not call.include_usage and completion.get("usage"):
+                        yield UsageNote(completion["usage"])
+                    yield from completion_chunks(completion, call.include_usage)
                     return
                 raise errors.BackendInvalidAnswer(self.name, f"answered a streaming request with {content_type or 'no content type'}, not an event stream")
             yield from self._relay(response, call)

@@ -46,17 +46,15 @@ _QUEUE_SIZE = 64
 
 class ChatStream:
     __slots__ = (
-        "_queue", "_reader", "_scope", "_release", "_heartbeat", "_record", "_secrets", "_cleanups", "_first",
+        "_queue", "_reader", "_scope", "_heartbeat", "_record", "_secrets", "_cleanups", "_first",
         "_socket", "_stalled_after", "_writing_since", "_interruption", "_held", "_timed_wait", "keepalive_due", "_keepalive_every",
     )
 
-    def __init__(self, events, release=None, *, heartbeat: float, record: RequestRecord, secrets=(), client_socket=None, stalled_after: float = 60):
+    def __init__(self, events, *, heartbeat: float, record: RequestRecord, secrets=(), client_socket=None, stalled_after: float = 60):
         """`events`: the backend's payloads (a generator, not started yet; closing it ends the
-        backend call); `release()`, if given, frees what the call held once it is over;
-        `client_socket`: the client's connection, watched when the server gives it;
+        backend call and frees what it held); `client_socket`: the client's connection, watched when the server gives it;
         `stalled_after`: seconds a client may take to accept a write (at least three heartbeats)."""
         self._queue = new_queue(_QUEUE_SIZE)
-        self._release = release or _nothing
         self._heartbeat = heartbeat
         self._record = record
         self._secrets = secrets
@@ -76,7 +74,7 @@ class ChatStream:
         # last of a thousand writes would be late. Early is harmless; late is what proxies punish.
         self._keepalive_every = heartbeat * (1.0 - 0.2 * ((id(self) >> 4) % 32) / 32) - open_streams.TICK
         self._scope = CancelScope()
-        self._reader = start_reader(lambda: self._read_backend(events))
+        self._reader = None
         self._cleanups = [self._stop_backend]
         if cooperative():
             if client_socket is not None:
@@ -84,6 +82,8 @@ class ChatStream:
                 self._cleanups.append(ClientWatch(client_socket, self._client_left).stop)
             open_streams.add(self)
             self._cleanups.append(lambda: open_streams.discard(self))
+        # Last: nothing above may fail and leave a reader running unsupervised.
+        self._reader = start_reader(lambda: self._read_backend(events))
 
     # --- the four steps ----------------------------------------------------------------------------
 
@@ -205,9 +205,9 @@ class ChatStream:
             self._put_ending(InternalError("The gateway failed while reading the backend's answer."))
         finally:
             # Killed while waiting for room in the queue, the backend's generator would stay open
-            # (and its connection with it) for as long as the traceback holds it: close it now.
+            # (its connection and backend slot with it) for as long as the traceback holds it:
+            # close it now, which frees both (failover.Attempts releases its slots on close).
             events.close()
-            self._release()  # the backend request is over: its slot is free for the next one
 
     def _put_unless_cancelled(self, item) -> None:
         """A reader thread's put: a thread cannot be killed while it waits for room in the queue."""
@@ -220,9 +220,8 @@ class ChatStream:
                     raise _ReaderStopped from None
 
     def _stop_backend(self) -> None:
-        stop_reader(self._reader, self._scope)
-        # A greenlet killed before it ever ran never reaches its `finally`.
-        self._release()
+        if self._reader is not None:
+            stop_reader(self._reader, self._scope)
 
     def _client_left(self) -> None:
         """The client hung up: stop the backend call now and wake the body so it ends too."""
@@ -235,10 +234,15 @@ class ChatStream:
     # --- the client side ---------------------------------------------------------------------------
 
     def _put_ending(self, item) -> None:
-        try:
-            self._queue.put(item, timeout=1.0)
-        except Full:
-            pass  # the body is gone or stuck writing; it ends through close() or the watchdog
+        """The stream's last item must arrive even behind a slow client: a greenlet waits (it can
+        be killed); a thread waits unless cancelled."""
+        if self._timed_wait:
+            try:
+                self._put_unless_cancelled(item)
+            except _ReaderStopped:
+                pass
+        else:
+            self._queue.put(item)
 
     def _next(self):
         """The next payload, or SILENCE, ENDED or CLIENT_LEFT; raises the backend's failure."""
@@ -272,27 +276,21 @@ class ChatStream:
     def _ready(self) -> list:
         """Whatever payloads are already waiting, without waiting for more (for one combined write)."""
         items = []
-        get = self._queue.get_nowait
-        while True:
-            try:
-                item = get()
-            except Empty:
-                return items
+        queue = self._queue
+        while queue.qsize():  # mostly empty (a model is slower than its client): no exception raised
+            item = queue.get_nowait()
             if item.__class__ is not bytes:
                 if item is HEARTBEAT_DUE:
                     continue  # events are going out: no keep-alive needed
                 self._held = item  # the end, or a failure: `_next` takes it from here
                 return items
             items.append(item)
+        return items
 
     def _error_event(self, error: GatewayError):
         self._record.failed(error)
         yield encode_event(error_json(error, self._secrets))
         yield DONE
-
-
-def _nothing() -> None:
-    pass
 
 
 class _ReaderStopped(Exception):

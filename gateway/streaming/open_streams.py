@@ -31,9 +31,8 @@ _watchdog = None
 def add(stream) -> None:
     global _watchdog
     _streams.add(stream)
-    if _watchdog is None:
+    if _watchdog is None or _watchdog.dead:
         _watchdog = gevent.spawn(_watch)
-        lifecycle.on_shutdown(_end_before_deadline)
 
 
 def discard(stream) -> None:
@@ -51,15 +50,21 @@ def _watch():
         ticks += 1
         now = time.monotonic()
         streams = list(_streams)
+        stall_check = ticks % STALL_CHECK_EVERY == 0
         for stream in streams:
-            stream.heartbeat_if_due(now)
-        if ticks % STALL_CHECK_EVERY == 0:
-            for stream in streams:
-                stream.check_stalled(now)
+            try:
+                stream.heartbeat_if_due(now)
+                if stall_check:
+                    stream.check_stalled(now)
+            except Exception:  # noqa: BLE001 - one stream's bug must not end every stream's keep-alives
+                log.exception("the stream watchdog failed on one stream")
 
 
 def _end_before_deadline(graceful_timeout: float) -> None:
     gevent.spawn_later(max(0.0, graceful_timeout - 1.0), end_all)
+
+
+lifecycle.on_shutdown(_end_before_deadline)  # at import: a stream may open after SIGTERM too
 
 
 def end_all() -> None:

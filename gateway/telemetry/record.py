@@ -14,7 +14,7 @@ import time
 
 from ..chat.chunks import HAS_USAGE
 from ..config import ConfigError
-from ..errors import BackendError, BackendTimeout, GatewayError, InternalError, ShuttingDown
+from ..errors import AllBackendsFailed, BackendError, BackendTimeout, GatewayError, InternalError, ShuttingDown
 
 access_log = logging.getLogger("gateway.access")
 
@@ -59,6 +59,10 @@ def timestamp(wall_time: float) -> str:
 def outcome_of(error: GatewayError) -> str:
     if isinstance(error, BackendTimeout):
         return TIMEOUT
+    if isinstance(error, AllBackendsFailed):  # failover: the backends' failure, unless none was called
+        if not error.backends_failed:
+            return REJECTED
+        return TIMEOUT if error.status == 504 else BACKEND_ERROR
     if isinstance(error, BackendError):
         return BACKEND_ERROR
     if isinstance(error, InternalError):
