@@ -197,13 +197,19 @@ def first_error(messages, path=()):
     return ".".join(path) or None, reason
 
 
-def validate_chat_request(body) -> dict:
-    """Returns the body unchanged if it is a valid Chat Completions request; else InvalidRequest."""
+def validated(schema: Schema, body) -> dict:
+    """Returns the body unchanged if `schema` accepts it; else InvalidRequest naming the first
+    bad field as OpenAI's `param`. (The embeddings schema uses it too.)"""
     if not isinstance(body, dict):
         raise InvalidRequest("Invalid request: the body must be a JSON object.")
-    errors = _schema.validate(body)
+    errors = schema.validate(body)
     if errors:
         param, reason = first_error(errors)
         where = f"'{param}'" if param else "the body"
         raise InvalidRequest(f"Invalid request: {where}: {reason}", param=param)
     return body
+
+
+def validate_chat_request(body) -> dict:
+    """Returns the body unchanged if it is a valid Chat Completions request; else InvalidRequest."""
+    return validated(_schema, body)

@@ -8,8 +8,8 @@ Errors name the field (`input.3`) as OpenAI's `param`, as for chat.
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 
-from ..chat.request_schema import first_error
-from ..errors import InvalidRequest
+from ..chat.request_schema import validated
+
 from ..strict_fields import StrictNumber
 
 _INPUT_SHAPES = "a string, a list of strings, a list of token ids, or a list of lists of token ids"
@@ -63,11 +63,4 @@ _schema = EmbeddingsRequestSchema()
 
 def validate_embeddings_request(body) -> dict:
     """Returns the body unchanged if it is a valid Embeddings request; else InvalidRequest."""
-    if not isinstance(body, dict):
-        raise InvalidRequest("Invalid request: the body must be a JSON object.")
-    errors = _schema.validate(body)
-    if errors:
-        param, reason = first_error(errors)
-        where = f"'{param}'" if param else "the body"
-        raise InvalidRequest(f"Invalid request: {where}: {reason}", param=param)
-    return body
+    return validated(_schema, body)

@@ -58,14 +58,22 @@ def build_call(chat: dict, model: ModelConfig, backend: BackendConfig, asker: di
         body.pop("stream_options", None)
     options = chat.get("stream_options")
     include_usage = bool(client_stream and isinstance(options, dict) and options.get("include_usage"))
+    return UpstreamCall(body, serialized(body), rendered_headers(backend, model, asker, request_id), include_usage, model.id)
+
+
+def serialized(body: dict) -> bytes:
+    """The backend's JSON body. ASCII escapes keep lone surrogates (valid JSON escapes, invalid
+    UTF-8) sendable."""
     try:
-        # ASCII escapes keep lone surrogates (valid JSON escapes, invalid UTF-8) sendable.
-        data = json.dumps(body, separators=(",", ":")).encode("ascii")
+        return json.dumps(body, separators=(",", ":")).encode("ascii")
     except RecursionError:  # parsed near the recursion limit, too deep to write out again
         raise InvalidRequest("Invalid request: the body is nested too deeply.") from None
+
+
+def rendered_headers(backend: BackendConfig, model: ModelConfig, asker: dict, request_id: str) -> dict:
+    """The backend's headers for one call: the template values are assembled here, and only here."""
     values = {**asker, "request_id": request_id, "model": model.id}
     try:
-        headers = backend.headers.render(values)
+        return backend.headers.render(values)
     except HeaderTooLong as exc:
         raise InvalidRequest(f"Invalid request: {exc}.", param=_SOURCE_OF.get(exc.placeholders[0])) from None
-    return UpstreamCall(body, data, headers, include_usage, model.id)

@@ -7,14 +7,11 @@ and in which form the client wants them.
 """
 
 import dataclasses
-import json
 
 from ..config import BackendConfig, ModelConfig
 from ..embeddings.answers import input_items
-from ..errors import InvalidRequest
-from .headers import HeaderTooLong
+from .call import rendered_headers, serialized
 
-_SOURCE_OF = {"user.id": "user", "model": "model"}  # as in call.py: the `param` of a 400 about a value
 
 
 @dataclasses.dataclass(slots=True)
@@ -33,14 +30,6 @@ def build_embeddings_call(request: dict, model: ModelConfig, backend: BackendCon
     body["model"] = model.upstream_for(backend.name)
     for name in backend.drop_params:
         body.pop(name, None)
-    try:
-        data = json.dumps(body, separators=(",", ":")).encode("ascii")
-    except RecursionError:
-        raise InvalidRequest("Invalid request: the body is nested too deeply.") from None
-    values = {**asker, "request_id": request_id, "model": model.id}
-    try:
-        headers = backend.headers.render(values)
-    except HeaderTooLong as exc:
-        raise InvalidRequest(f"Invalid request: {exc}.", param=_SOURCE_OF.get(exc.placeholders[0])) from None
+    data, headers = serialized(body), rendered_headers(backend, model, asker, request_id)
     wants_base64 = request.get("encoding_format") == "base64"
     return EmbeddingsCall(body, data, headers, model.id, len(input_items(request["input"])), wants_base64)

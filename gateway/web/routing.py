@@ -1,0 +1,33 @@
+"""From a validated request to its `Attempts`, the same for chat and embeddings: the model and
+its kind, who is asking, the per-user limits, and a backend call built fresh for each attempt."""
+
+from flask import g, request
+
+from ..backends.failover import Attempts
+from ..limits.web import admit_request
+from ..telemetry import metrics
+from ..upstream.identity import who_is_asking
+from . import off_loop
+from .responses import registry
+
+
+def attempts_for(body: dict, raw_size: int, kind: str, build) -> Attempts:
+    """`build(body, model, backend_config, asker, request_id)` makes one attempt's backend call
+    (large bodies are serialised off the event loop)."""
+    models, record = registry(), g.record
+    settings = models.settings
+    model = models.model(body["model"])
+    models.require_kind(model, kind)  # a model of the other kind is a 400, naming its kind
+    record.model, record.backend = model.id, model.backend
+    asker = who_is_asking(request.headers, body, settings.user_jwt_secret, settings.user_jwt_leeway)
+    request_id = g.request_id  # a stream's attempts run outside the request context
+
+    def call_for(backend):  # per attempt: fresh {uuid}s, the backend's own upstream name
+        return off_loop.run_if_large(raw_size, build, body, model, backend.config, asker, request_id)
+
+    # [limits] (gateway/limits/): 429 user_rate_limit, or 503 while Redis is away ("closed"); the
+    # first backend's global slot is taken in the same round trip, for its first attempt.
+    backends = models.backends_for(model)
+    admit_request(asker, backends[0])
+    record.attempts = Attempts(model.id, backends, call_for, on_failover=lambda name: metrics.count_failover(model.id, name))
+    return record.attempts
