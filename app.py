@@ -23,7 +23,6 @@ def create_app(config: Config | None = None) -> Flask:
     """Builds the app for `config`, or for the config file the environment names (see README)."""
     config = config or load_config()
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = config.gateway.max_request_bytes
     app.extensions["registry"] = ModelRegistry(config, on_slot_change=metrics.in_flight_counter, on_cooldown=metrics.cooldown_setter)
     discovery.start(app.extensions["registry"])  # backends' own model lists: waits at most connect_timeout
     announce_once(config)  # under any WSGI server; under gunicorn.conf.py the master already did

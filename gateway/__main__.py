@@ -24,4 +24,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # `python -m gateway check | head`: the reader has all it wanted
+        sys.stderr.close()  # nothing more to say, and nothing Python should complain about at exit
+        sys.exit(0)

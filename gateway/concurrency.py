@@ -23,6 +23,18 @@ def cooperative() -> bool:
     return monkey.is_module_patched("socket")
 
 
+LARGE_BYTES = 256 * 1024  # above this, parsing, validating or serialising JSON leaves the loop
+
+
+def run_if_large(size: int, function, *args):
+    """`function(*args)`, in gevent's native thread pool when `size` bytes make it CPU-heavy (a
+    10 MB `json.loads` takes ~0.2 s, which would stall every stream of the worker; the GIL still
+    switches every 5 ms, so the loop keeps serving). Inline when small, or outside gevent."""
+    if size > LARGE_BYTES and cooperative():
+        return gevent.get_hub().threadpool.apply(function, args)
+    return function(*args)
+
+
 def threads_note() -> str | None:
     """One line for the start-up log when streams run on threads, saying what that means."""
     if cooperative():

@@ -16,7 +16,7 @@ import requests
 from requests.structures import CaseInsensitiveDict
 
 from .. import errors
-from ..concurrency import cooperative, on_cancel
+from ..concurrency import cooperative, on_cancel, run_if_large
 from ..chat.answers import complete_envelope, completion_problem
 from ..chat.chunks import HAS_USAGE, UsageNote, completion_chunks, missing_usage_chunk
 from ..config import BackendConfig
@@ -59,7 +59,7 @@ class HttpBackend(Backend):
                 raw = response.content
             except WIRE_ERRORS as exc:
                 raise translate(exc, self.config) from None
-            return self._completion(raw, call.model_id)
+            return run_if_large(len(raw), self._completion, raw, call.model_id)
         finally:
             response.close()
 
@@ -99,7 +99,7 @@ class HttpBackend(Backend):
                 raw = response.content
             except WIRE_ERRORS as exc:
                 raise translate(exc, self._embeddings_at[1]) from None
-            return self._embeddings(raw, call)
+            return run_if_large(len(raw), self._embeddings, raw, call)  # RAG answers run to megabytes
         finally:
             response.close()
 

@@ -11,7 +11,7 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from ..config import Config
-from ..errors import GatewayError, InternalError, MethodNotAllowed, NotFound, RequestTooLarge, error_json
+from ..errors import GatewayError, InternalError, MethodNotAllowed, NotFound, error_json
 
 log = logging.getLogger("gateway")
 
@@ -48,9 +48,6 @@ def init_app(app: Flask, config: Config) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(error):
-        if error.code == 413:
-            limit = config.gateway.max_request_bytes
-            return answer(RequestTooLarge(f"Invalid request: the body is larger than this gateway accepts ({limit} bytes, max_request_bytes)."))
         if error.code == 405:
             return answer(MethodNotAllowed(f"Invalid request: {request.method} is not allowed on {request.path}."))
         if error.code == 404:

@@ -9,15 +9,7 @@ import contextlib
 
 import gevent
 
-from ..concurrency import cooperative
-
-LARGE_BYTES = 256 * 1024  # above this, parsing, validating or serialising leaves the loop
-
-
-def run_if_large(size: int, function, *args):
-    if size > LARGE_BYTES and cooperative():
-        return gevent.get_hub().threadpool.apply(function, args)
-    return function(*args)
+from ..concurrency import cooperative, run_if_large  # noqa: F401 - the views' name for it
 
 
 @contextlib.contextmanager
