@@ -5,6 +5,7 @@
 - `demo.py`         the built-in echo model (`url = "demo://echo"`), and deterministic embeddings
 - `failover.py`     one request's way through a model's backends, in order
 - `breaker.py`      each backend's circuit breaker
+- `silence.py`      read_timeout for relayed streams under gevent, from one watchdog per worker
 
 The HTTP backend is imported only when a config names one, and only inside a worker, after
 gevent has patched the standard library.

@@ -23,6 +23,7 @@ from ..config import BackendConfig
 from ..embeddings.answers import complete_embeddings, embeddings_problem
 from ..sse import DONE_PAYLOAD, SSEDecoder, SSEError
 from ..upstream.call import UpstreamCall
+from . import silence
 from .base import Backend
 from .transport import backend_session
 from .wire_errors import WIRE_ERRORS, error_event, status_error, translate
@@ -161,13 +162,33 @@ class HttpBackend(Backend):
 
     def _relay(self, response: requests.Response, call: UpstreamCall):
         """The data of each event as it arrives, untouched; ends only at [DONE] or a finished answer."""
+        silence = self._watch_silence(response)
+        try:
+            yield from self._events_of(response, call, silence)
+        finally:
+            if silence is not None:
+                silence.stop()
+
+    def _watch_silence(self, response: requests.Response):
+        """Under gevent: read_timeout from the worker's watchdog (silence.py) instead of a timer
+        around every socket wait. Elsewhere (a reader thread) the socket's own timeout stays."""
+        sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+        if not cooperative() or sock is None:
+            return None
+        sock.settimeout(None)
+        limit = self.config.read_timeout
+        return silence.watch(limit, lambda: errors.BackendTimeout(self.name, f"sent nothing for {limit:g} s (read_timeout)"))
+
+    def _events_of(self, response: requests.Response, call: UpstreamCall, silence):
         decoder = SSEDecoder()
         read = response.raw.read1
+        heard = silence.heard if silence is not None else _nothing
         finished = done = False
         usage_missing = call.include_usage
         first = None  # the first event: its id, created and model label a usage chunk we add
         while not done:
             chunk = read(_READ_SIZE)
+            heard()
             events = decoder.feed(chunk) if chunk else decoder.close()
             for payload in events:
                 if payload == DONE_PAYLOAD:
@@ -182,6 +203,7 @@ class HttpBackend(Backend):
                 if first is None:
                     first = payload
                 yield payload
+                heard()  # a wait for room in the stream's queue (a slow client) is not backend silence
             if not chunk:
                 break
         if first is None:
@@ -219,6 +241,10 @@ def _target(config: BackendConfig, url: str | None) -> tuple | None:
     if not url:
         return None
     return requests.Request("GET", url).prepare().url, dataclasses.replace(config, url=url)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _abort(response: requests.Response) -> None:
