@@ -9,6 +9,7 @@ killed: the code that opens a backend connection registers how to abort it in th
 makes the reader's blocked read fail. Imports nothing of ours: backends and streams both use it.
 """
 
+import contextlib
 import contextvars
 import queue
 import threading
@@ -33,6 +34,21 @@ def run_if_large(size: int, function, *args):
     if size > LARGE_BYTES and cooperative():
         return gevent.get_hub().threadpool.apply(function, args)
     return function(*args)
+
+
+@contextlib.contextmanager
+def deadline(seconds: float, error: Exception):
+    """Raises `error` if the block takes longer than `seconds` (under gevent; elsewhere the
+    server's own socket timeout applies)."""
+    if not cooperative():
+        yield
+        return
+    timeout = gevent.Timeout(seconds, error)
+    timeout.start()
+    try:
+        yield
+    finally:
+        timeout.close()
 
 
 def threads_note() -> str | None:

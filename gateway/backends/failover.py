@@ -78,11 +78,7 @@ class Attempts:
                         yield first
                         yield from payloads
                     except BackendError as error:  # after the first event: the stream ends with it
-                        if cancelled():  # a reader thread we aborted: the client left
-                            backend.breaker.undecided()
-                            raise
-                        (backend.breaker.failed if error.passes_on else backend.breaker.succeeded)()
-                        self.tried.append((backend.name, error.kind))
+                        self._judge(backend, error)
                         raise
                     except BaseException:  # the client left
                         backend.breaker.undecided()
@@ -119,9 +115,10 @@ class Attempts:
             backend.breaker.undecided()
             raise
 
-    def _passed_on(self, backend, error: BackendError, failures: list) -> bool:
-        """Whether the request goes on to the next backend after `error` (True) or fails with it."""
-        if cancelled():  # a reader thread we aborted (the client left): no verdict, no next backend
+    def _judge(self, backend, error: BackendError) -> bool:
+        """Tells the backend's breaker what `error` says about it, notes the attempt, and says
+        whether the error is the backend's own (it may pass the request on)."""
+        if cancelled():  # a reader thread we aborted (the client left): no verdict
             backend.breaker.undecided()
             return False
         self.tried.append((backend.name, error.kind))
@@ -129,6 +126,12 @@ class Attempts:
             backend.breaker.succeeded()  # the backend answered: it is alive, the request was wrong
             return False
         backend.breaker.failed()
+        return True
+
+    def _passed_on(self, backend, error: BackendError, failures: list) -> bool:
+        """Whether the request goes on to the next backend after `error` (True) or fails with it."""
+        if not self._judge(backend, error):
+            return False
         failures.append((backend.name, error))
         self._note_failover(backend)
         return True

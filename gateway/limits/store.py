@@ -16,11 +16,12 @@ import threading
 from urllib.parse import urlsplit
 
 import redis
-from gevent import monkey, spawn
+from gevent import spawn
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as ConnectionClosed, RedisError
 from redis.retry import Retry
 
+from ..concurrency import cooperative
 from ..errors import redact
 from . import scripts
 
@@ -34,7 +35,7 @@ def in_background(function, *args) -> None:
     """Runs `function(*args)` without making the caller wait, where that is possible: under
     gevent's patching in a greenlet of its own (which also outlives a caller that is killed, or
     is the event loop itself, where nothing may wait); elsewhere (threads, no patching) at once."""
-    if monkey.is_module_patched("socket"):
+    if cooperative():
         spawn(function, *args)
     else:
         function(*args)

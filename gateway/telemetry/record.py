@@ -75,7 +75,7 @@ def outcome_of(error: GatewayError) -> str:
 class RequestRecord:
     __slots__ = (
         "request_id", "method", "path", "started", "started_at", "model", "backend", "stream", "status",
-        "first_byte", "finished", "outcome", "error", "usage", "keepalives", "chat", "attempts",
+        "first_byte", "finished", "outcome", "error", "usage", "keepalives", "counted", "attempts",
     )
 
     def __init__(self, request_id: str, method: str, path: str):
@@ -87,7 +87,7 @@ class RequestRecord:
         self.model = self.backend = self.stream = self.status = None
         self.first_byte = self.finished = self.outcome = self.error = self.usage = None
         self.keepalives = 0
-        self.chat = False  # a chat completion request (the ones metrics count)
+        self.counted = False  # a model request (chat or embeddings): the ones metrics count
         self.attempts = None  # failover.Attempts: which backends were tried, which one answered
 
     def mark_first_byte(self) -> None:

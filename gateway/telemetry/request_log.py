@@ -10,7 +10,7 @@ from .record import RequestRecord, setup_access_log
 
 
 def _close(record: RequestRecord) -> None:
-    if record.finish() and record.chat:
+    if record.finish() and record.counted:
         metrics.observe(record)
 
 

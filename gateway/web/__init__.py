@@ -7,6 +7,5 @@
 - `error_handlers.py`  the one place a failure becomes an OpenAI-shaped response
 - `routing.py`         from a validated request to its failover Attempts (chat and embeddings)
 - `request_body.py`    reading the client's body: in time, within the limit, strict JSON
-- `off_loop.py`        CPU-heavy steps of large requests kept off the event loop
 - `responses.py`       JSON and SSE responses, and the registry a view works with
 """

@@ -7,12 +7,12 @@ backend call, take a slot, then answer with one JSON completion or a stream.
 from flask import Blueprint, Response, g, request
 
 from ..chat.request_schema import validate_chat_request
+from ..concurrency import run_if_large
 from ..streaming.chat_stream import ChatStream
 from ..streaming.client_watch import ClientLeft, abandoned_if_client_leaves
 from ..telemetry.record import CLIENT_GONE
 from ..upstream.call import build_call
 from .access import require_api_key
-from . import off_loop
 from .request_body import parse_json, read_body
 from .responses import answered_by, json_response, registry, sse_response
 from .routing import attempts_for
@@ -28,9 +28,9 @@ def parse_chat_request(raw: bytes) -> dict:
 def chat_completions():
     models, record = registry(), g.record
     settings = models.settings
-    record.chat = True
+    record.counted = True
     raw = read_body(settings)
-    chat = off_loop.run_if_large(len(raw), parse_chat_request, raw)
+    chat = run_if_large(len(raw), parse_chat_request, raw)
     record.stream = bool(chat.get("stream"))
     attempts = attempts_for(chat, len(raw), "chat", build_call)
 

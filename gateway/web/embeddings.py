@@ -8,9 +8,9 @@ errors, the access log and the metrics are the chat path's own.
 
 from flask import Blueprint, g
 
+from ..concurrency import run_if_large
 from ..embeddings.request_schema import validate_embeddings_request
 from ..upstream.embeddings import build_embeddings_call
-from . import off_loop
 from .access import require_api_key
 from .request_body import parse_json, read_body
 from .responses import answered_by, json_response, registry
@@ -27,10 +27,10 @@ def parse_embeddings_request(raw: bytes) -> dict:
 @bp.post("/embeddings")
 def embeddings():
     models, record = registry(), g.record
-    record.chat = True  # counted in the metrics like a chat request (the `model` label tells them apart)
+    record.counted = True  # in the metrics like a chat request (the `model` label tells them apart)
     record.stream = False
     raw = read_body(models.settings)
-    body = off_loop.run_if_large(len(raw), parse_embeddings_request, raw)
+    body = run_if_large(len(raw), parse_embeddings_request, raw)
     attempts = attempts_for(body, len(raw), "embeddings", build_embeddings_call)
     answer = attempts.complete(method="embed")  # failures name the backend that answered (error_handlers)
     record.note_usage(answer.get("usage"))

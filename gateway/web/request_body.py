@@ -12,7 +12,7 @@ from flask import request
 
 from ..config import GatewaySettings
 from ..errors import BodyTimeout, InvalidRequest, RequestTooLarge, UnreadableBody
-from . import off_loop
+from ..concurrency import deadline
 
 try:  # gunicorn's parser raises these while the app reads a chunked body
     from gunicorn.http.errors import NoMoreData, ParseException
@@ -33,7 +33,7 @@ def read_body(settings: GatewaySettings) -> bytes:
     wanted = length if length is not None else limit + 1  # one byte past the limit tells "too large"
     pieces, received = [], 0
     try:
-        with off_loop.deadline(settings.body_timeout, BodyTimeout(
+        with deadline(settings.body_timeout, BodyTimeout(
             f"Invalid request: the body did not arrive within {settings.body_timeout:g} s (body_timeout)."
         )):
             while received < wanted:

@@ -4,10 +4,10 @@ its kind, who is asking, the per-user limits, and a backend call built fresh for
 from flask import g, request
 
 from ..backends.failover import Attempts
+from ..concurrency import run_if_large
 from ..limits.web import admit_request
 from ..telemetry import metrics
 from ..upstream.identity import who_is_asking
-from . import off_loop
 from .responses import registry
 
 
@@ -23,7 +23,7 @@ def attempts_for(body: dict, raw_size: int, kind: str, build) -> Attempts:
     request_id = g.request_id  # a stream's attempts run outside the request context
 
     def call_for(backend):  # per attempt: fresh {uuid}s, the backend's own upstream name
-        return off_loop.run_if_large(raw_size, build, body, model, backend.config, asker, request_id)
+        return run_if_large(raw_size, build, body, model, backend.config, asker, request_id)
 
     # [limits] (gateway/limits/): 429 user_rate_limit, or 503 while Redis is away ("closed"); the
     # first backend's global slot is taken in the same round trip, for its first attempt.
