@@ -1,6 +1,6 @@
 """Where one gateway worker's CPU goes, under the benchmark's loads: a sampling profile.
 
-    python bench/profile_worker.py [paced|requests] [STREAMS] [--floor]
+    python bench/profile_worker.py [paced|requests|starts] [STREAMS] [--floor]
 
 Starts the test backend and the gateway under gunicorn (one worker, this repository's
 gunicorn.conf.py) with `bench.profile_worker:app`: the gateway's own wsgi:app plus a sampler. Every
@@ -10,7 +10,8 @@ code (libev, greenlet switches, system calls) lands on the next Python frame to 
 caller or the greenlet switched to. Good for "which Python code", approximate for the C parts.
 Then it drives one load (`paced`: STREAMS streams of 100 events at 20/s, starts over one second,
 as make bench's streams-per-worker figure; `requests`: 64 clients posting non-streaming chats for
-10 s), stops the gateway and prints the share of samples per package and the functions with the
+10 s; `starts`: 2,000 streamed requests of 5 events sent back to back, 20 at a time, for the cost of
+starting a stream), stops the gateway and prints the share of samples per package and the functions with the
 most samples, inclusive and self. --floor profiles the bare floor (bench/floor.py) instead. The
 gateway itself is unchanged; nothing here is part of make bench.
 """
@@ -66,6 +67,7 @@ else:
     from pathlib import Path  # noqa: E402
 
     import gevent  # noqa: E402
+    import gevent.pool  # noqa: E402
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from bench import run  # noqa: E402
@@ -117,7 +119,7 @@ else:
         ports = {name: run.free_port() for name in ("backend", "gateway")}
         url = f"http://127.0.0.1:{ports['backend']}/v1/chat/completions"
         model = "stream-100-50"
-        (workdir / "bench.toml").write_text(run.bench_config(url, ["plain", model]))
+        (workdir / "bench.toml").write_text(run.bench_config(url, ["plain", model, "stream-5-0"]))
         out = workdir / "samples.txt"
         backend = subprocess.Popen([sys.executable, str(run.ROOT / "bench" / "backend.py"), str(ports["backend"])])
         env = {"GATEWAY_CONFIG": str(workdir / "bench.toml"), "BENCH_PROFILE_OUT": str(out), "BENCH_BACKEND_URL": url,
@@ -134,6 +136,11 @@ else:
             if load == "paced":
                 result = run.paced_run(target, direct, model, streams, run.PACE_SPREAD, run.PACE_TWIN_EVERY)
                 print(f"{streams} streams: p99 added {result['added_p99_ms']:.1f} ms, by second {result['added_p99_ms_by_second']}")
+            elif load == "starts":
+                body = json.dumps({**run.PLAIN, "model": "stream-5-0", "stream": True}).encode()
+                pool = gevent.pool.Pool(20)
+                gevent.joinall([pool.spawn(run.stamped_events, target, body) for _ in range(2000)], raise_error=True)
+                print("2,000 streamed requests of 5 events, 20 at a time")
             else:
                 result = run.load_c64([target], json.dumps(run.PLAIN).encode(), 1, 10.0, {})[target.name]
                 print(f"{result['rps']:.0f} requests/s")

@@ -1,0 +1,86 @@
+"""Pooled backend connections: reused while the backend keeps them, replaced when it drops them.
+
+The gateway asks the system whether an idle pooled connection has anything to read before it
+reuses one (backends/transport.py): a connection the backend closed while it sat in the pool must
+be noticed then, not fail the next request.
+"""
+
+import json
+import socket
+import threading
+
+import pytest
+
+from app import create_app
+from gateway.config import parse_config
+from tests.backends import completion_json, wait_until
+from tests.configs import backend, gateway_toml, model
+
+REQUEST = {"model": "m", "messages": [{"role": "user", "content": "Hi"}]}
+
+
+class CountingBackend:
+    """Answers every request with a chat completion over HTTP/1.1 keep-alive, and counts the
+    connections it accepted. With `close_after_answer`, it closes each connection right after its
+    answer without saying so (no `Connection: close`), as a backend's idle timeout does."""
+
+    def __init__(self, close_after_answer: bool):
+        self.close_after_answer = close_after_answer
+        self.connections = 0
+        self.dropped = 0  # connections it closed after an answer
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/v1/chat/completions"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        with conn, conn.makefile("rb") as reader:
+            while True:
+                length = 0
+                line = reader.readline()
+                if not line:
+                    return
+                while line not in (b"\r\n", b""):
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                    line = reader.readline()
+                reader.read(length)
+                body = json.dumps(completion_json("Hello")).encode()
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                if self.close_after_answer:
+                    conn.shutdown(socket.SHUT_RDWR)
+                    self.dropped += 1
+                    return
+
+    def stop(self):
+        self._listener.close()
+
+
+@pytest.fixture(params=[False, True], ids=["kept", "dropped"])
+def counting_backend(request):
+    server = CountingBackend(close_after_answer=request.param)
+    yield server
+    server.stop()
+
+
+def test_pooled_connections_are_reused_and_dropped_ones_replaced(counting_backend):
+    config = gateway_toml(backends={"b": backend(counting_backend.url, streaming=False)}, models=[model("m", "b")])
+    client = create_app(parse_config(config, "transport test")).test_client()
+    for answered in range(1, 4):
+        response = client.post("/v1/chat/completions", json=REQUEST)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        assert response.get_json()["choices"][0]["message"]["content"] == "Hello"
+        if counting_backend.close_after_answer:  # the next request finds it closed in the pool
+            wait_until(lambda: counting_backend.dropped == answered, message="the backend closed the connection")
+    # Kept: one connection carried all three. Dropped after each answer: each request noticed the
+    # closed one in the pool and opened a new connection instead of failing.
+    assert counting_backend.connections == (3 if counting_backend.close_after_answer else 1)
