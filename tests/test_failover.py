@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.backends import TestBackend, chunk_json, closed_port, completion_json, wait_until
 from tests.configs import backend, gateway_toml, model
 from tests.gunicorn_server import GatewayServer
-from tests.sse_client import content_of, data_payloads, read_events
+from tests.sse_client import content_of, data_payloads, iter_events, read_events
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 COOLDOWN = 1.5
@@ -171,6 +171,25 @@ def test_the_breaker_skips_a_failing_backend_then_one_trial_decides(failover, pr
     assert chat(failover, "breaker").headers["X-Gateway-Backend"] == "flaky"  # the trial, and it succeeds
     assert chat(failover, "breaker").headers["X-Gateway-Backend"] == "flaky"
     assert len(primary.requests) == 2
+
+
+def test_a_client_that_leaves_mid_stream_is_no_failure_of_the_backend(failover, primary, dr):
+    def first_event_then_hold(exchange):
+        exchange.start_sse()
+        exchange.event(chunk_json(delta={"role": "assistant", "content": "Par"}))
+        exchange.wait_for_client_close(timeout=10)
+
+    primary.respond_with(first_event_then_hold)
+    for left in range(1, 4):  # more than the breaker's failure_threshold of 2
+        with chat(failover, "breaker", stream=True) as response:
+            assert response.headers["X-Gateway-Backend"] == "flaky"
+            next(iter_events(response))
+        # The gateway stops the backend call at once (its read aborted): not the backend's failure.
+        wait_until(lambda: len(primary.client_closes) == left, timeout=5, message="the gateway to close the backend call")
+    status = {b["name"]: b for b in requests.get(failover.url + "/status.json", timeout=5).json()["backends"]}
+    assert status["flaky"]["state"] == "ok"
+    primary.reset()
+    assert chat(failover, "breaker").headers["X-Gateway-Backend"] == "flaky"
 
 
 def test_failovers_are_counted_by_model_and_backend(failover, primary):

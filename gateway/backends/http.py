@@ -10,13 +10,14 @@ import dataclasses
 import json
 import re
 import socket
+import ssl
 
 import gevent
 import requests
 from requests.structures import CaseInsensitiveDict
 
 from .. import errors
-from ..concurrency import cooperative, on_cancel, run_if_large
+from ..concurrency import WOKEN, backend_wait, cooperative, on_cancel, run_if_large
 from ..chat.answers import complete_envelope, completion_problem
 from ..chat.chunks import HAS_USAGE, UsageNote, completion_chunks, missing_usage_chunk
 from ..config import BackendConfig
@@ -165,6 +166,10 @@ class HttpBackend(Backend):
         silence = self._watch_silence(response)
         try:
             yield from self._events_of(response, call, silence)
+        except (SSEError, errors.BackendInvalidAnswer, *WIRE_ERRORS):
+            if silence is not None and silence.expired:  # the watchdog cut the read short
+                raise errors.BackendTimeout(self.name, f"sent nothing for {self.config.read_timeout:g} s (read_timeout)") from None
+            raise
         finally:
             if silence is not None:
                 silence.stop()
@@ -172,38 +177,60 @@ class HttpBackend(Backend):
     def _watch_silence(self, response: requests.Response):
         """Under gevent: read_timeout from the worker's watchdog (silence.py) instead of a timer
         around every socket wait. Elsewhere (a reader thread) the socket's own timeout stays."""
-        sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+        sock = _socket_of(response)
         if not cooperative() or sock is None:
             return None
         sock.settimeout(None)
-        limit = self.config.read_timeout
-        return silence.watch(limit, lambda: errors.BackendTimeout(self.name, f"sent nothing for {limit:g} s (read_timeout)"))
+        return silence.watch(self.config.read_timeout, lambda: _abort(response))
 
     def _events_of(self, response: requests.Response, call: UpstreamCall, silence):
+        """Under gevent, once the stream's body reads this relay itself (`backend_wait()`), every
+        wait for the backend goes through that wait, which may yield WOKEN (a keep-alive is due;
+        the relay then carries on where it was), and what one read brought comes out as one list
+        of payloads, for one write."""
         decoder = SSEDecoder()
-        read = response.raw.read1
+        raw = response.raw
+        read = raw.read1
+        sock = _socket_of(response)
+        waiting = silence.waiting if silence is not None else _nothing
         heard = silence.heard if silence is not None else _nothing
         finished = done = False
         usage_missing = call.include_usage
         first = None  # the first event: its id, created and model label a usage chunk we add
+        wait = None
         while not done:
+            if wait is None:
+                wait = backend_wait()  # found once the body has taken the relay over, then kept
+            if wait is not None and sock is not None and not _has_buffered(raw, sock):
+                waiting()
+                if not wait.until_readable(sock):
+                    yield WOKEN
+                    continue
+            waiting()
             chunk = read(_READ_SIZE)
             heard()
-            events = decoder.feed(chunk) if chunk else decoder.close()
-            for payload in events:
+            ready, failure = [], None
+            for payload in decoder.feed(chunk) if chunk else decoder.close():
                 if payload == DONE_PAYLOAD:
                     done = True
                     break
                 if _ERROR_EVENT.match(payload):
-                    raise error_event(payload, self.name)
+                    failure = error_event(payload, self.name)  # after what came before it
+                    break
                 if not finished and _FINISHED.search(payload):
                     finished = True
                 if usage_missing and HAS_USAGE.search(payload):
                     usage_missing = False
                 if first is None:
                     first = payload
-                yield payload
-                heard()  # a wait for room in the stream's queue (a slow client) is not backend silence
+                ready.append(payload)
+            if ready:
+                if wait is not None:
+                    yield ready
+                else:
+                    yield from ready
+            if failure is not None:
+                raise failure
             if not chunk:
                 break
         if first is None:
@@ -247,10 +274,35 @@ def _nothing() -> None:
     pass
 
 
+def _socket_of(response: requests.Response):
+    return getattr(getattr(response.raw, "connection", None), "sock", None)
+
+
+def _has_buffered(raw, sock) -> bool:
+    """Whether bytes of the response already arrived, so that a read returns without waiting:
+    in urllib3's decoded buffer, http.client's read buffer, or the TLS layer. A look with the
+    socket briefly non-blocking: at most one read attempt, which keeps what it gets buffered."""
+    if len(raw._decoded_buffer):
+        return True
+    body = raw._fp  # http.client's response
+    reader = getattr(body, "fp", None)
+    if reader is None:  # the body is complete: a read returns at once
+        return True
+    sock.settimeout(0.0)
+    try:
+        buffered = reader.peek(1)
+    except (BlockingIOError, ssl.SSLWantReadError):
+        return False
+    finally:
+        sock.settimeout(None)
+    # The CRLF that ends a chunk is read with the next chunk's size: alone, it is no event.
+    return bool(buffered) and not (buffered == b"\r\n" and body.chunked and body.chunk_left == 0)
+
+
 def _abort(response: requests.Response) -> None:
-    """From another thread: makes a read blocked on this response's socket fail at once (closing
-    a socket does not wake a thread blocked on it; shutting it down does)."""
-    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    """From another thread or greenlet: makes a read blocked on this response's socket fail at
+    once (closing a socket does not wake a thread blocked on it; shutting it down does)."""
+    sock = _socket_of(response)
     if sock is not None:
         try:
             sock.shutdown(socket.SHUT_RDWR)

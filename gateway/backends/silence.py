@@ -3,8 +3,12 @@
 With a timeout on the backend socket, gevent starts and cancels a timer around every wait for
 the next event: the largest single cost of relaying an event at a model's pace (a profile put up
 to two fifths of the worker's samples there). A relay under gevent reads with no socket timeout
-instead, notes the time of every read, and this watchdog kills the reader with the backend's
-timeout error when one has been silent longer than its `read_timeout` (checked every 0.1 s).
+instead and says when it starts waiting for its backend (`waiting`) and when bytes came
+(`heard`); this watchdog, checking every 0.1 s, aborts a relay whose backend has been silent
+longer than its `read_timeout`: it marks it `expired` and shuts its socket down, so whatever
+greenlet waits on it (a reader, or the stream's body reading in place) fails at once, without an
+exception thrown into it from outside. The relay then raises the timeout error. Time a client takes
+to accept what was relayed is not backend silence: the relay is not waiting then.
 """
 
 import time
@@ -18,30 +22,35 @@ _watchdog = None
 
 
 class Watch:
-    """One relay's silence: `heard()` after every read; `stop()` when the relay ends."""
+    """One relay's silence. `waiting()` before a wait for the backend, `heard()` once bytes came,
+    `stop()` when the relay ends."""
 
-    __slots__ = ("_greenlet", "_limit", "_make_error", "last")
+    __slots__ = ("_limit", "_abort", "since", "expired")
 
-    def __init__(self, limit: float, make_error):
-        self._greenlet = gevent.getcurrent()
+    def __init__(self, limit: float, abort):
         self._limit = limit
-        self._make_error = make_error
-        self.last = time.monotonic()
+        self._abort = abort
+        self.since = time.monotonic()  # the first event is waited for from the start
+        self.expired = False
+
+    def waiting(self) -> None:
+        if not self.since:
+            self.since = time.monotonic()
 
     def heard(self) -> None:
-        self.last = time.monotonic()
+        self.since = 0.0
 
     def stop(self) -> None:
         _watched.discard(self)
 
     def _expired(self, now: float) -> bool:
-        return now - self.last > self._limit
+        return bool(self.since) and now - self.since > self._limit
 
 
-def watch(limit: float, make_error) -> Watch:
-    """Watches the current greenlet's relay; `make_error()` is raised in it when it goes silent."""
+def watch(limit: float, abort) -> Watch:
+    """Watches a relay; `abort()` (which must not block) ends it when its backend goes silent."""
     global _watchdog
-    relay = Watch(limit, make_error)
+    relay = Watch(limit, abort)
     _watched.add(relay)
     if _watchdog is None or _watchdog.dead:
         _watchdog = gevent.spawn(_run)
@@ -54,4 +63,5 @@ def _run():
         now = time.monotonic()
         for relay in [r for r in _watched if r._expired(now)]:
             _watched.discard(relay)
-            gevent.kill(relay._greenlet, relay._make_error())
+            relay.expired = True
+            relay._abort()

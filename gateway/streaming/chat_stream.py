@@ -1,9 +1,13 @@
 """One streamed chat answer, from the backend call to the last byte: `ChatStream`.
 
-The backend's events are read beside the response (a greenlet under gevent, a thread under any
-other WSGI server: concurrency.py) and handed over a small queue, so the response can wait for
-the next one with a deadline and send `: keep-alive` when `heartbeat_seconds` pass in silence,
-whether the backend streams or is still computing a whole answer. The life of a stream, in order:
+Until the first event, the backend is read beside the response (a greenlet under gevent, a thread
+under any other WSGI server: concurrency.py) and its events are handed over a small queue, so the
+response can wait with a deadline and send `: keep-alive` when `heartbeat_seconds` pass in
+silence, whether the backend streams or is still computing a whole answer, and a failure is still
+a real HTTP status. Under gevent the reader then hands the backend's generator over and the body
+reads the rest itself (concurrency.BackendWait): no queue hand-off per event; keep-alives come from
+the watchdog ending the body's wait for its backend. Elsewhere the reader thread relays to the end.
+The life of a stream, in order:
 
 1. `ChatStream(...)` starts the backend call and watches the client's connection;
 2. `start()` waits for the first event or the first heartbeat, in the view: a failure known by
@@ -25,7 +29,7 @@ import time
 
 from queue import Empty, Full
 
-from ..concurrency import CancelScope, cooperative, new_queue, start_reader, stop_reader
+from ..concurrency import WOKEN, BackendWait, CancelScope, cooperative, new_queue, reading_in_place, start_reader, stop_reader
 from ..errors import GatewayError, InternalError, error_json
 from ..sse import DONE, KEEPALIVE, encode_event
 from ..telemetry.record import CLIENT_GONE, COMPLETED, RequestRecord
@@ -39,6 +43,7 @@ SILENCE = None  # a heartbeat interval passed without an event
 HEARTBEAT_DUE = object()  # put in the queue by the worker's watchdog: SILENCE, without a timer per wait
 ENDED = object()  # the backend finished its answer: nothing more will come
 CLIENT_LEFT = object()  # the client closed its connection while the stream was running
+HANDED_OVER = object()  # the reader passed the backend's generator to the body (gevent): read in place from here
 # Events are handed over through a bounded queue: a client slower than its backend makes the
 # backend wait (TCP back-pressure) instead of the gateway buffering the whole answer.
 _QUEUE_SIZE = 64
@@ -48,6 +53,7 @@ class ChatStream:
     __slots__ = (
         "_queue", "_reader", "_scope", "_heartbeat", "_record", "_secrets", "_cleanups", "_first",
         "_socket", "_stalled_after", "_writing_since", "_interruption", "_held", "_timed_wait", "keepalive_due", "_keepalive_every",
+        "_events", "_wait", "_in_place", "_left",
     )
 
     def __init__(self, events, *, heartbeat: float, record: RequestRecord, secrets=(), client_socket=None, stalled_after: float = 60):
@@ -75,7 +81,11 @@ class ChatStream:
         self._keepalive_every = heartbeat * (1.0 - 0.2 * ((id(self) >> 4) % 32) / 32) - open_streams.TICK
         self._scope = CancelScope()
         self._reader = None
-        self._cleanups = [self._stop_backend]
+        self._events = None  # the backend's generator, once the reader handed it over (gevent)
+        self._in_place = False  # the body took it over: it reads the backend itself
+        self._wait = BackendWait() if cooperative() else None  # in place: how the body waits for its backend
+        self._left = False  # the client hung up
+        self._cleanups = [self._end_backend]
         if cooperative():
             if client_socket is not None:
                 # Watched from now on, the first wait included: a client gone early stops the backend too.
@@ -124,11 +134,12 @@ class ChatStream:
                     record.keepalives += 1
                     yield KEEPALIVE
                 else:
-                    # Whatever else is already waiting goes out in the same write: the backend is ahead.
-                    payloads = (item, *self._ready())
+                    # Whatever else is already waiting goes out in the same write: the backend is
+                    # ahead. Read in place, what one read brought comes as a list.
+                    payloads = item if item.__class__ is list else (item, *self._ready())
                     for payload in payloads:
                         record.note_payload(payload)
-                    yield encode_event(item) if len(payloads) == 1 else b"".join(map(encode_event, payloads))
+                    yield encode_event(payloads[0]) if len(payloads) == 1 else b"".join(map(encode_event, payloads))
                 try:
                     item = self._next()
                 except GatewayError as exc:
@@ -142,7 +153,7 @@ class ChatStream:
             log.exception("stream body failed unexpectedly")
             yield from self._error_event(InternalError("The gateway failed while streaming the answer."))
         finally:
-            self._stop_backend()
+            self._end_backend()
 
     def close(self) -> None:
         """Stops the backend call and frees what the stream holds; safe to call more than once."""
@@ -186,6 +197,7 @@ class ChatStream:
 
     def _read_backend(self, events):
         put = self._queue.put if cooperative() else self._put_unless_cancelled
+        handed_over = False
         try:
             with self._scope:
                 for payload in events:
@@ -193,6 +205,11 @@ class ChatStream:
                         self._record.note_usage(payload.usage)
                         continue
                     put(payload)
+                    if self._wait is not None:  # gevent: the body reads the rest itself
+                        self._events = events
+                        handed_over = True
+                        put(HANDED_OVER)
+                        return
             put(ENDED)
         except GatewayError as exc:
             self._put_ending(exc)
@@ -207,7 +224,8 @@ class ChatStream:
             # Killed while waiting for room in the queue, the backend's generator would stay open
             # (its connection and backend slot with it) for as long as the traceback holds it:
             # close it now, which frees both (failover.Attempts releases its slots on close).
-            events.close()
+            if not handed_over:
+                events.close()
 
     def _put_unless_cancelled(self, item) -> None:
         """A reader thread's put: a thread cannot be killed while it waits for room in the queue."""
@@ -220,11 +238,31 @@ class ChatStream:
                     raise _ReaderStopped from None
 
     def _stop_backend(self) -> None:
-        if self._reader is not None:
+        """Stops the backend call from outside the body (the watchdog, a hang-up, the shutdown):
+        kills the reader, or, once the body reads in place, aborts the backend's socket, which
+        ends the body's wait or read at once without throwing into it; the body then ends."""
+        if self._events is not None:
+            self._scope.cancel()
+        elif self._reader is not None:
             stop_reader(self._reader, self._scope)
+
+    def _end_backend(self) -> None:
+        """Stops the backend call from the body's own greenlet (the stream ended, or the server
+        closes it): once read in place, closing the generator frees its connection and slot."""
+        events = self._events
+        if events is None:
+            self._stop_backend()
+            return
+        self._scope.cancelled = True  # whatever the generator raises from here is ours, not the backend's
+        try:
+            events.close()
+        finally:
+            reading_in_place(None, None)
+            self._wait.close()
 
     def _client_left(self) -> None:
         """The client hung up: stop the backend call now and wake the body so it ends too."""
+        self._left = True
         self._stop_backend()
         try:
             self._queue.put_nowait(CLIENT_LEFT)
@@ -249,7 +287,9 @@ class ChatStream:
         if self._interruption is not None:
             raise self._interruption
         item, self._held = self._held, None
-        if item is None:
+        if item is None and self._in_place:
+            item = self._pull()
+        elif item is None:
             if self._timed_wait:
                 try:
                     item = self._queue.get(timeout=max(0.0, self.keepalive_due - time.monotonic()))
@@ -257,6 +297,9 @@ class ChatStream:
                     item = HEARTBEAT_DUE
             else:
                 item = self._queue.get()
+        if item is HANDED_OVER:
+            self._take_over()
+            item = self._pull()
         self.keepalive_due = time.monotonic() + max(self._keepalive_every, 0.5 * self._heartbeat)
         if item is HEARTBEAT_DUE:
             return SILENCE
@@ -268,6 +311,9 @@ class ChatStream:
         """From the worker's watchdog: wakes a body that has waited a heartbeat for its backend."""
         if now >= self.keepalive_due:
             self.keepalive_due = float("inf")  # one marker at a time; `_next` sets the next due time
+            if self._in_place:
+                self._wait.wake()  # if the body waits for its backend; if it is writing, none is needed
+                return
             try:
                 self._queue.put_nowait(HEARTBEAT_DUE)
             except Full:
@@ -286,6 +332,38 @@ class ChatStream:
                 return items
             items.append(item)
         return items
+
+    # --- reading in place (gevent, after the first event) ------------------------------------------
+
+    def _take_over(self) -> None:
+        """The reader handed the backend's generator over: this greenlet reads it from now on."""
+        self._in_place = True
+        reading_in_place(self._scope, self._wait)
+
+    def _pull(self):
+        """The backend's next item, in the queue's terms: a payload (or a list of them), ENDED,
+        HEARTBEAT_DUE, CLIENT_LEFT, or the failure (a GatewayError, not raised)."""
+        while True:
+            if self._interruption is not None:
+                return self._interruption
+            if self._left or self._scope.cancelled:
+                return CLIENT_LEFT
+            try:
+                item = next(self._events, ENDED)
+            except GatewayError as exc:
+                return self._interruption or (CLIENT_LEFT if self._left else exc)
+            except Exception:
+                if self._scope.cancelled:  # a read we aborted from outside
+                    return self._interruption or CLIENT_LEFT
+                log.exception("backend stream failed unexpectedly")
+                return InternalError("The gateway failed while reading the backend's answer.")
+            if self._interruption is not None:  # the shutdown cut the read short
+                return self._interruption
+            if item.__class__ is bytes or item.__class__ is list or item is ENDED:
+                return item
+            if item is WOKEN:
+                return HEARTBEAT_DUE
+            self._record.note_usage(item.usage)  # a UsageNote: for the record, not the client
 
     def _error_event(self, error: GatewayError):
         self._record.failed(error)
