@@ -3,6 +3,8 @@
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.sse import SSEDecoder
 
@@ -67,3 +69,27 @@ def test_a_line_longer_than_the_limit_is_refused_not_buffered_forever():
     with pytest.raises(SSEError):
         for _ in range(MAX_LINE // 65536 + 2):
             decoder.feed(b"x" * 65536)
+
+
+LINES = st.sampled_from([
+    b'data: {"a":1}', b"data: ", b"data:x", b"data: two\ndata: lines", b": keep-alive", b"event: message", b"id: 7",
+    b"retry: 10", b"datax: no", b'data: {"s":"\xe2\x80\xa8"}',
+])
+
+
+@given(
+    events=st.lists(st.lists(LINES, min_size=1, max_size=3), max_size=8),
+    newline=st.sampled_from([b"\n", b"\r\n", b"\r"]),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=6),
+)
+def test_any_split_of_any_stream_decodes_as_one_byte_at_a_time(events, newline, cuts):
+    # Reads that end at an event's end take a shortcut; every other read the general way. Both
+    # must give what feeding the stream one byte at a time gives.
+    stream = b"".join(newline.join(lines).replace(b"\n", newline) + newline + newline for lines in events)
+    bounds = sorted({0, len(stream), *(c for c in cuts if c < len(stream))})
+    chunks = [stream[a:b] for a, b in zip(bounds, bounds[1:])]
+    assert decode(chunks) == decode([stream[i : i + 1] for i in range(len(stream))])
+
+
+def test_whole_events_in_one_read_are_split_at_once():
+    assert SSEDecoder().feed(b'data: {"a":1}\n\ndata: [DONE]\n\n') == [b'{"a":1}', b"[DONE]"]
