@@ -30,6 +30,7 @@ from .transport import backend_session
 from .wire_errors import WIRE_ERRORS, error_event, status_error, translate
 
 _READ_SIZE = 65536
+_BATCH = 64  # payloads a relay read in place hands its body at most at once (one write)
 _DRAIN_SECONDS = 2.0  # after [DONE], how long the rest of the body may take before we cut it off
 _FINISHED = re.compile(rb'"finish_reason"\s*:\s*"')
 _ERROR_EVENT = re.compile(rb'\s*\{\s*"error"\s*:')
@@ -186,8 +187,8 @@ class HttpBackend(Backend):
     def _events_of(self, response: requests.Response, call: UpstreamCall, silence):
         """Under gevent, once the stream's body reads this relay itself (`backend_wait()`), every
         wait for the backend goes through that wait, which may yield WOKEN (a keep-alive is due;
-        the relay then carries on where it was), and what one read brought comes out as one list
-        of payloads, for one write."""
+        the relay then carries on where it was), and payloads come out as lists: everything that
+        had arrived when the relay caught up (at most _BATCH), for one write."""
         decoder = SSEDecoder()
         raw = response.raw
         read = raw.read1
@@ -198,18 +199,26 @@ class HttpBackend(Backend):
         usage_missing = call.include_usage
         first = None  # the first event: its id, created and model label a usage chunk we add
         wait = None
+        buffered = None  # whether more of the response has arrived (None: not looked since the last read)
+        ready = []
         while not done:
             if wait is None:
                 wait = backend_wait()  # found once the body has taken the relay over, then kept
-            if wait is not None and sock is not None and not _has_buffered(raw, sock):
-                waiting()
-                if not wait.until_readable(sock):
-                    yield WOKEN
-                    continue
+            if wait is not None and sock is not None:
+                if buffered is None:
+                    buffered = _has_buffered(raw, sock)
+                if not buffered:
+                    if ready:  # caught up with the backend: what arrived goes out before any wait
+                        yield ready
+                        ready = []
+                    waiting()
+                    if not wait.until_readable(sock):
+                        yield WOKEN
+                        continue
             waiting()
             chunk = read(_READ_SIZE)
             heard()
-            ready, failure = [], None
+            buffered, failure = None, None
             for payload in decoder.feed(chunk) if chunk else decoder.close():
                 if payload == DONE_PAYLOAD:
                     done = True
@@ -224,11 +233,12 @@ class HttpBackend(Backend):
                 if first is None:
                     first = payload
                 ready.append(payload)
-            if ready:
-                if wait is not None:
-                    yield ready
-                else:
-                    yield from ready
+            if wait is None:  # a reader (before the hand-over, or a thread): one by one
+                yield from ready
+                ready = []
+            elif ready and (done or failure is not None or not chunk or len(ready) >= _BATCH):
+                yield ready
+                ready = []
             if failure is not None:
                 raise failure
             if not chunk:
