@@ -108,12 +108,13 @@ _current = threading.local()  # greenlet-local under gevent's patching, thread-l
 
 
 class CancelScope:
-    __slots__ = ("_aborts", "cancelled", "_lock")
+    __slots__ = ("_aborts", "cancelled", "_lock", "relaying")
 
     def __init__(self):
         self._aborts = []
         self.cancelled = False
         self._lock = threading.Lock()
+        self.relaying = False  # the reader's answer is a relay that waits on its backend's socket
 
     def __enter__(self):
         _current.scope = self
@@ -146,6 +147,15 @@ def reading_in_place(scope: "CancelScope | None", wait: "BackendWait | None") ->
     its failures then count as cancelled with `scope`, and its backend waits go through `wait`."""
     _current.scope = scope
     _current.backend_wait = wait
+
+
+def relaying() -> None:
+    """Said by a relay as it starts, in a reader: its events come from a socket, one wait each,
+    so the stream's body may read it in place. (A built answer is in memory: the reader runs it
+    to the end, and the body sends its chunks in one write.)"""
+    scope = getattr(_current, "scope", None)
+    if scope is not None:
+        scope.relaying = True
 
 
 def backend_wait() -> "BackendWait | None":

@@ -17,7 +17,7 @@ import requests
 from requests.structures import CaseInsensitiveDict
 
 from .. import errors
-from ..concurrency import WOKEN, backend_wait, cooperative, on_cancel, run_if_large
+from ..concurrency import WOKEN, backend_wait, cooperative, on_cancel, relaying, run_if_large
 from ..chat.answers import complete_envelope, completion_problem
 from ..chat.chunks import HAS_USAGE, UsageNote, completion_chunks, missing_usage_chunk
 from ..config import BackendConfig
@@ -164,6 +164,7 @@ class HttpBackend(Backend):
 
     def _relay(self, response: requests.Response, call: UpstreamCall):
         """The data of each event as it arrives, untouched; ends only at [DONE] or a finished answer."""
+        relaying()
         silence = self._watch_silence(response)
         try:
             yield from self._events_of(response, call, silence)

@@ -4,9 +4,10 @@ Until the first event, the backend is read beside the response (a greenlet under
 under any other WSGI server: concurrency.py) and its events are handed over a small queue, so the
 response can wait with a deadline and send `: keep-alive` when `heartbeat_seconds` pass in
 silence, whether the backend streams or is still computing a whole answer, and a failure is still
-a real HTTP status. Under gevent the reader then hands the backend's generator over and the body
-reads the rest itself (concurrency.BackendWait): no queue hand-off per event; keep-alives come from
-the watchdog ending the body's wait for its backend. Elsewhere the reader thread relays to the end.
+a real HTTP status. Under gevent a relay's reader then hands the backend's generator over and the
+body reads the rest itself (concurrency.BackendWait): no queue hand-off per event; keep-alives come
+from the watchdog ending the body's wait for its backend. A built answer (a non-streaming backend's,
+in memory) and every answer under threads are read by the reader to the end.
 The life of a stream, in order:
 
 1. `ChatStream(...)` starts the backend call and watches the client's connection;
@@ -205,7 +206,7 @@ class ChatStream:
                         self._record.note_usage(payload.usage)
                         continue
                     put(payload)
-                    if self._wait is not None:  # gevent: the body reads the rest itself
+                    if self._wait is not None and self._scope.relaying:  # gevent: the body reads the rest itself
                         self._events = events
                         handed_over = True
                         put(HANDED_OVER)
