@@ -6,6 +6,7 @@ forwarding proxy that records what it carried.
 """
 
 import socket
+import time
 import ssl
 
 import pytest
@@ -279,3 +280,42 @@ def test_a_pem_file_openssl_rejects_stops_the_worker_cleanly(peers, tmp_path):
         assert "backends.b.ca_bundle: not a usable CA bundle" in log
     finally:
         server.stop()
+
+
+# --- a relay over TLS, read in place after its first event ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_relay(pki, peers, tmp_path_factory):
+    config = gateway_toml(
+        gateway={"heartbeat_seconds": 0.3},
+        backends={"trusted": backend(peers["tls"].url, ca_bundle=str(pki["ca"].path), streaming=True)},
+        models=[model("trusted", "trusted")],
+    )
+    server = GatewayServer(config, tmp_path_factory.mktemp("tls-relay"))
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "until-close"])
+def test_a_tls_relay_pauses_gets_keepalives_and_delivers_every_event(tls_relay, peers, chunked):
+    def pause_then_burst(exchange):
+        exchange.start_sse(chunked=chunked)
+        exchange.event(chunk_json(delta={"role": "assistant", "content": "a"}))
+        time.sleep(1.0)  # silent for three heartbeats: the body waits on the TLS socket itself
+        for piece in "bcdef":  # then several events at once, which TLS may hand over in one record
+            exchange.event(chunk_json(delta={"content": piece}))
+        exchange.event(chunk_json(delta={}, finish_reason="stop"))
+        exchange.event("[DONE]")
+        exchange.end_sse()
+
+    peers["tls"].respond_with(pause_then_burst)
+    with chat(tls_relay, "trusted", stream=True) as response:
+        items = read_events(response)
+    kinds = [kind for kind, _ in items]
+    first_data = kinds.index("data")
+    assert "comment" in kinds[first_data + 1 :], items  # keep-alives between "a" and "b"
+    assert content_of(data_payloads(items)) == "abcdef"
+    assert data_payloads(items)[-1] == "[DONE]"

@@ -213,15 +213,19 @@ def _leave_after_first_item(gateway, model):
     # leaving the with block closes the connection mid-stream
 
 
-@pytest.mark.parametrize("model, backend_name", [("gpt-stream", "openai_backend"), ("corp-plain", "corp_backend")])
-def test_client_leaving_closes_the_backend_request(gateway, request, model, backend_name):
+@pytest.mark.parametrize("model, backend_name, chunked", [
+    ("gpt-stream", "openai_backend", True),
+    ("gpt-stream", "openai_backend", False),  # a stream that ends with its connection: no chunks
+    ("corp-plain", "corp_backend", True),
+], ids=["relay", "relay-until-close", "built"])
+def test_client_leaving_closes_the_backend_request(gateway, request, model, backend_name, chunked):
     """On the main gateway, whose heartbeat is long (2 s): a gateway that noticed the client only
     when a write failed would close the backend request at least a heartbeat after it left."""
     backend = request.getfixturevalue(backend_name)
 
     def watch(exchange):
         if model == "gpt-stream":
-            exchange.start_sse()
+            exchange.start_sse(chunked=chunked)
             exchange.event(chunk_json(delta={"role": "assistant", "content": "x"}))
         exchange.wait_for_client_close(timeout=30)
 

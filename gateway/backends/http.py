@@ -286,7 +286,14 @@ def _nothing() -> None:
 
 
 def _socket_of(response: requests.Response):
-    return getattr(getattr(response.raw, "connection", None), "sock", None)
+    """The socket the response's body arrives on. A response that ends with its connection
+    (`Connection: close`, no chunks) has been handed that socket: http.client's connection lets
+    go of it, and only the body's reader still holds it."""
+    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    if sock is None:
+        reader = getattr(getattr(response.raw, "_fp", None), "fp", None)
+        sock = getattr(getattr(reader, "raw", None), "_sock", None)
+    return sock
 
 
 def _has_buffered(raw, sock) -> bool:
