@@ -172,6 +172,18 @@ def model_list_json(ids):
     return {"object": "list", "data": [{"id": i, "object": "model", "created": 1764093600, "owned_by": "test"} for i in ids]}
 
 
+def first_event_then_hold(content: str):
+    """A streaming backend that sends one event, then holds the stream open until the gateway
+    closes the connection."""
+
+    def behavior(exchange: Exchange):
+        exchange.start_sse()
+        exchange.event(chunk_json(delta={"role": "assistant", "content": content}))
+        exchange.wait_for_client_close(timeout=30)
+
+    return behavior
+
+
 def default_behavior(exchange: Exchange):
     body = exchange.body
     if exchange.request.method == "GET":

@@ -8,7 +8,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.backends import TestBackend, chunk_json, closed_port, completion_json, wait_until
+from tests.backends import TestBackend, chunk_json, closed_port, completion_json, first_event_then_hold, wait_until
 from tests.configs import backend, gateway_toml, model
 from tests.gunicorn_server import GatewayServer
 from tests.sse_client import content_of, data_payloads, iter_events, read_events
@@ -174,12 +174,7 @@ def test_the_breaker_skips_a_failing_backend_then_one_trial_decides(failover, pr
 
 
 def test_a_client_that_leaves_mid_stream_is_no_failure_of_the_backend(failover, primary, dr):
-    def first_event_then_hold(exchange):
-        exchange.start_sse()
-        exchange.event(chunk_json(delta={"role": "assistant", "content": "Par"}))
-        exchange.wait_for_client_close(timeout=10)
-
-    primary.respond_with(first_event_then_hold)
+    primary.respond_with(first_event_then_hold("Par"))
     for left in range(1, 4):  # more than the breaker's failure_threshold of 2
         with chat(failover, "breaker", stream=True) as response:
             assert response.headers["X-Gateway-Backend"] == "flaky"

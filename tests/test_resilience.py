@@ -14,7 +14,7 @@ import openai
 import pytest
 import requests
 
-from tests.backends import chunk_json, completion_json, wait_until
+from tests.backends import chunk_json, completion_json, first_event_then_hold, wait_until
 from tests.configs import backend, gateway_toml, model
 from tests.conftest import HEARTBEAT as MAIN_HEARTBEAT
 from tests.conftest import INBOUND_KEY, TICKET
@@ -190,12 +190,7 @@ def test_read_timeout_after_keepalives_is_an_error_event(hardened, corp_backend)
 
 
 def test_streaming_backend_silent_mid_stream_times_out_with_an_error_event(hardened, openai_backend, corp_backend):
-    def stall(exchange):
-        exchange.start_sse()
-        exchange.event(chunk_json(delta={"role": "assistant", "content": "start"}))
-        exchange.wait_for_client_close(timeout=30)
-
-    openai_backend.respond_with(stall)
+    openai_backend.respond_with(first_event_then_hold("start"))
     # The relay backend's read_timeout is 2 s; a stalled stream must end with an error, not hang.
     with chat(hardened, "relay") as response:
         payloads = data_payloads(read_events(response))
