@@ -149,13 +149,13 @@ def reading_in_place(scope: "CancelScope | None", wait: "BackendWait | None") ->
     _current.backend_wait = wait
 
 
-def relaying() -> None:
-    """Said by a relay as it starts, in a reader: its events come from a socket, one wait each,
-    so the stream's body may read it in place. (A built answer is in memory: the reader runs it
-    to the end, and the body sends its chunks in one write.)"""
+def relaying(relay: bool = True) -> None:
+    """Said by a relay as it starts (and, False, as it ends), in a reader: its events come from a
+    socket, one wait each, so the stream's body may read it in place. (A built answer is in
+    memory: the reader runs it to the end, and the body sends its chunks in one write.)"""
     scope = getattr(_current, "scope", None)
     if scope is not None:
-        scope.relaying = True
+        scope.relaying = relay
 
 
 def backend_wait() -> "BackendWait | None":
@@ -176,16 +176,20 @@ class BackendWait:
     yields WOKEN and waits again; a wait inside http.client could not be ended without losing
     bytes it had read."""
 
-    __slots__ = ("_hub", "_waiter", "_watcher", "_fd")
+    __slots__ = ("_hub", "_waiter", "_watcher", "_fd", "_wake_pending")
 
     def __init__(self):
         self._hub = get_hub()
         self._waiter = None
         self._watcher = None
         self._fd = -1
+        self._wake_pending = False  # a wake whose wait the socket ended first: the next wait ends at once
 
     def until_readable(self, sock) -> bool:
         """True once `sock` has bytes (or its end); False when `wake()` ended the wait first."""
+        if self._wake_pending:
+            self._wake_pending = False
+            return False
         fd = sock.fileno()
         if fd != self._fd:
             self.close()
@@ -193,18 +197,29 @@ class BackendWait:
         waiter = self._waiter = Waiter(self._hub)
         self._watcher.start(waiter.switch, True)
         try:
-            return waiter.get()
+            readable = waiter.get()
         finally:
             self._waiter = None
             self._watcher.stop()
+        if not readable:
+            self._wake_pending = False  # this wait took the wake
+        return readable
 
-    def wake(self) -> None:
-        """Ends the current wait, if the body is in one (from another greenlet)."""
+    def wake(self) -> bool:
+        """Ends the current wait, if the body is in one (from another greenlet); False if it is
+        not waiting (writing, or inside a read), so the caller tries again later."""
         waiter, self._waiter = self._waiter, None
-        if waiter is not None:
-            # A Waiter is switched from the event loop; if the socket became readable first, the
-            # wait is over and this switch only leaves a value in a Waiter nobody reads again.
-            self._hub.loop.run_callback(waiter.switch, False)
+        if waiter is None:
+            return False
+        # A Waiter is switched from the event loop. If the socket ends the wait first, this switch
+        # only leaves a value in a Waiter nobody reads again: the flag carries the wake over.
+        self._wake_pending = True
+        self._hub.loop.run_callback(waiter.switch, False)
+        return True
+
+    def forget_wake(self) -> None:
+        """Bytes went out since: a wake still pending is no longer needed."""
+        self._wake_pending = False
 
     def close(self) -> None:
         if self._watcher is not None:

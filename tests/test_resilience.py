@@ -136,6 +136,33 @@ def test_silent_streaming_backend_between_events_gets_keepalives(hardened, opena
     assert content_of(data_payloads(items)) == "ab"
 
 
+def test_keepalives_resume_when_a_slow_client_catches_up_with_a_silent_backend(hardened, openai_backend):
+    """Keep-alives that fell due while the client was not reading are still sent once it reads
+    again and the backend stays silent: a due keep-alive is not lost while the body writes."""
+    reading = threading.Event()
+
+    def big_then_silent(exchange):
+        exchange.start_sse()
+        exchange.event(chunk_json(delta={"role": "assistant", "content": "a"}))
+        exchange.event(chunk_json(delta={"content": "x" * 10_000_000}))  # more than the sockets buffer
+        reading.wait(10)
+        time.sleep(4 * HEARTBEAT)  # silent (read_timeout is 2 s), once the client reads again
+        exchange.event(chunk_json(delta={"content": "b"}, finish_reason="stop"))
+        exchange.event("[DONE]")
+        exchange.end_sse()
+
+    openai_backend.respond_with(big_then_silent)
+    with chat(hardened, "relay") as response:
+        items = iter_events(response)
+        first = next(items)
+        time.sleep(3 * HEARTBEAT)  # the client reads nothing: the gateway's write of the big event waits
+        reading.set()
+        rest = list(items)
+    big = next(i for i, (kind, payload) in enumerate(rest) if kind == "data" and len(payload) > 1_000_000)
+    assert ("comment", "keep-alive") in rest[big + 1 :], [kind for kind, _ in rest]
+    assert content_of(data_payloads([first, *rest])) == "a" + "x" * 10_000_000 + "b"
+
+
 def test_backend_failing_after_the_first_keepalive_gives_an_error_event(hardened, corp_backend):
     keepalive_seen = threading.Event()
 

@@ -1,4 +1,5 @@
-"""Pooled backend connections: reused while the backend keeps them, replaced when it drops them.
+"""The backend connection itself: pooled connections reused while the backend keeps them and
+replaced when it drops them; what counts as an answer's bytes having arrived.
 
 The gateway asks the system whether an idle pooled connection has anything to read before it
 reuses one (backends/transport.py): a connection the backend closed while it sat in the pool must
@@ -7,13 +8,17 @@ be noticed then, not fail the next request.
 
 import json
 import socket
+import ssl
 import threading
+from types import SimpleNamespace
 
 import pytest
 
 from app import create_app
+from gateway.backends.http import _has_buffered
 from gateway.config import parse_config
 from tests.backends import completion_json, wait_until
+from tests.certificates import TestCA
 from tests.configs import backend, gateway_toml, model
 
 REQUEST = {"model": "m", "messages": [{"role": "user", "content": "Hi"}]}
@@ -84,3 +89,31 @@ def test_pooled_connections_are_reused_and_dropped_ones_replaced(counting_backen
     # Kept: one connection carried all three. Dropped after each answer: each request noticed the
     # closed one in the pool and opened a new connection instead of failing.
     assert counting_backend.connections == (3 if counting_backend.close_after_answer else 1)
+
+
+def test_bytes_tls_has_already_decrypted_count_as_buffered(tmp_path):
+    """A relay read in place waits for its socket only when nothing of the answer has arrived.
+    With TLS, bytes can have arrived and sit decrypted in OpenSSL while http.client's 8 KiB read
+    buffer holds only a chunk's closing CRLF: the socket never becomes readable for them, so they
+    must count as arrived."""
+    ca = TestCA(tmp_path)
+    cert, key = ca.issue("backend")
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+    client_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_context.load_verify_locations(ca.path)
+    ours, theirs = socket.socketpair()
+    accepted = {}
+    handshake = threading.Thread(target=lambda: accepted.update(server=server_context.wrap_socket(theirs, server_side=True)))
+    handshake.start()
+    with client_context.wrap_socket(ours, server_hostname="localhost") as client:
+        handshake.join()
+        with accepted["server"] as server:
+            # One TLS record: a chunk whose CRLF ends exactly where the 8 KiB buffer does, then the next chunk.
+            server.sendall(b"x" * 8190 + b"\r\n" + b"5\r\nhello\r\n")
+            reader = client.makefile("rb")
+            assert reader.read(8190) == b"x" * 8190
+            assert reader.peek(1) == b"\r\n" and client.pending() > 0  # the rest is inside OpenSSL
+            response = SimpleNamespace(_decoded_buffer=b"", _fp=SimpleNamespace(fp=reader, chunked=True, chunk_left=0))
+            assert _has_buffered(response, client)
+            reader.close()

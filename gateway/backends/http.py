@@ -6,6 +6,7 @@ redirect names. Relayed events are read from the raw urllib3 response with `read
 goes out as it arrives, chunked or not.
 """
 
+import contextlib
 import dataclasses
 import json
 import re
@@ -34,6 +35,7 @@ _BATCH = 64  # payloads a relay read in place hands its body at most at once (on
 _DRAIN_SECONDS = 2.0  # after [DONE], how long the rest of the body may take before we cut it off
 _FINISHED = re.compile(rb'"finish_reason"\s*:\s*"')
 _ERROR_EVENT = re.compile(rb'\s*\{\s*"error"\s*:')
+_NOT_WATCHED = contextlib.nullcontext()
 
 
 class HttpBackend(Backend):
@@ -173,6 +175,7 @@ class HttpBackend(Backend):
                 raise errors.BackendTimeout(self.name, f"sent nothing for {self.config.read_timeout:g} s (read_timeout)") from None
             raise
         finally:
+            relaying(False)  # a failover's next backend may build its answer instead
             if silence is not None:
                 silence.stop()
 
@@ -214,7 +217,8 @@ class HttpBackend(Backend):
                         ready = []
                     waiting()
                     if not wait.until_readable(sock):
-                        yield WOKEN
+                        with silence.paused() if silence is not None else _NOT_WATCHED:
+                            yield WOKEN
                         continue
             waiting()
             chunk = read(_READ_SIZE)
@@ -314,7 +318,11 @@ def _has_buffered(raw, sock) -> bool:
     finally:
         sock.settimeout(None)
     # The CRLF that ends a chunk is read with the next chunk's size: alone, it is no event.
-    return bool(buffered) and not (buffered == b"\r\n" and body.chunked and body.chunk_left == 0)
+    if buffered and not (buffered == b"\r\n" and body.chunked and body.chunk_left == 0):
+        return True
+    # TLS may hold the rest already decrypted: the socket then never becomes readable for it.
+    pending = getattr(sock, "pending", None)
+    return bool(pending is not None and pending())
 
 
 def _abort(response: requests.Response) -> None:

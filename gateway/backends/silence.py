@@ -11,6 +11,7 @@ exception thrown into it from outside. The relay then raises the timeout error. 
 to accept what was relayed is not backend silence: the relay is not waiting then.
 """
 
+import contextlib
 import time
 
 import gevent
@@ -39,6 +40,17 @@ class Watch:
 
     def heard(self) -> None:
         self.since = 0.0
+
+    @contextlib.contextmanager
+    def paused(self):
+        """While the relay hands a keep-alive out: the silence so far is kept, the time the
+        client takes to accept it is not added."""
+        silent_for = time.monotonic() - self.since if self.since else 0.0
+        self.since = 0.0
+        try:
+            yield
+        finally:
+            self.since = time.monotonic() - silent_for
 
     def stop(self) -> None:
         _watched.discard(self)

@@ -207,6 +207,8 @@ class ChatStream:
                         continue
                     put(payload)
                     if self._wait is not None and self._scope.relaying:  # gevent: the body reads the rest itself
+                        if self._scope.cancelled:
+                            return  # stopped meanwhile: closed below, never handed over
                         self._events = events
                         handed_over = True
                         put(HANDED_OVER)
@@ -311,10 +313,13 @@ class ChatStream:
     def heartbeat_if_due(self, now: float) -> None:
         """From the worker's watchdog: wakes a body that has waited a heartbeat for its backend."""
         if now >= self.keepalive_due:
-            self.keepalive_due = float("inf")  # one marker at a time; `_next` sets the next due time
             if self._in_place:
-                self._wait.wake()  # if the body waits for its backend; if it is writing, none is needed
+                # Ends the body's wait for its backend. Writing or inside a read, it is not waiting:
+                # the next tick tries again.
+                if self._wait.wake():
+                    self.keepalive_due = float("inf")  # `_next` sets the next due time
                 return
+            self.keepalive_due = float("inf")  # one marker at a time; `_next` sets the next due time
             try:
                 self._queue.put_nowait(HEARTBEAT_DUE)
             except Full:
@@ -340,6 +345,8 @@ class ChatStream:
         """The reader handed the backend's generator over: this greenlet reads it from now on."""
         self._in_place = True
         reading_in_place(self._scope, self._wait)
+        if self.keepalive_due == float("inf"):  # a marker left in the queue, never to be read: due now
+            self.keepalive_due = time.monotonic()
 
     def _pull(self):
         """The backend's next item, in the queue's terms: a payload (or a list of them), ENDED,
@@ -361,6 +368,7 @@ class ChatStream:
             if self._interruption is not None:  # the shutdown cut the read short
                 return self._interruption
             if item.__class__ is bytes or item.__class__ is list or item is ENDED:
+                self._wait.forget_wake()  # bytes go out: no keep-alive needed
                 return item
             if item is WOKEN:
                 return HEARTBEAT_DUE
