@@ -28,7 +28,7 @@ from ..upstream.call import UpstreamCall
 from . import silence
 from .base import Backend
 from .transport import backend_session
-from .wire_errors import WIRE_ERRORS, error_event, status_error, translate
+from .wire_errors import WIRE_ERRORS, error_event, read_timeout_error, status_error, translate
 
 _READ_SIZE = 65536
 _BATCH = 64  # payloads a relay read in place hands its body at most at once (one write)
@@ -172,7 +172,7 @@ class HttpBackend(Backend):
             yield from self._events_of(response, call, silence)
         except (SSEError, errors.BackendInvalidAnswer, *WIRE_ERRORS):
             if silence is not None and silence.expired:  # the watchdog cut the read short
-                raise errors.BackendTimeout(self.name, f"sent nothing for {self.config.read_timeout:g} s (read_timeout)") from None
+                raise read_timeout_error(self.config) from None
             raise
         finally:
             relaying(False)  # a failover's next backend may build its answer instead

@@ -54,6 +54,10 @@ def _ssl_text(chain) -> str:
     return " ".join(str(e) for e in chain if isinstance(e, (ssl.SSLError, ssl.CertificateError, urllib3.exceptions.SSLError, requests.exceptions.SSLError)))
 
 
+def read_timeout_error(backend: BackendConfig) -> errors.BackendTimeout:
+    return errors.BackendTimeout(backend.name, f"sent nothing for {backend.read_timeout:g} s (read_timeout)")
+
+
 def translate(exc: BaseException, backend: BackendConfig) -> errors.BackendError:
     """The gateway's error for a failure while calling or reading `backend`."""
     name = backend.name
@@ -68,7 +72,7 @@ def translate(exc: BaseException, backend: BackendConfig) -> errors.BackendError
     if _GEVENT_TLS_HANDSHAKE_TIMEOUT in texts or any(_GEVENT_TLS_HANDSHAKE_TIMEOUT in str(e) for e in chain if isinstance(e, TimeoutError)):
         return errors.BackendTimeout(name, f"did not complete the TLS handshake within {backend.connect_timeout:g} s (connect_timeout)")
     if has(requests.ReadTimeout, urllib3.exceptions.ReadTimeoutError, TimeoutError) or texts & set(_GEVENT_TLS_READ_TIMEOUTS):
-        return errors.BackendTimeout(name, f"sent nothing for {backend.read_timeout:g} s (read_timeout)")
+        return read_timeout_error(backend)
     if has(requests.exceptions.ProxyError, urllib3.exceptions.ProxyError):
         return errors.BackendUnreachable(name, "could not be reached through its proxy")
     if has(ssl.SSLError, ssl.CertificateError, urllib3.exceptions.SSLError, requests.exceptions.SSLError):

@@ -54,7 +54,7 @@ class ChatStream:
     __slots__ = (
         "_queue", "_reader", "_scope", "_heartbeat", "_record", "_secrets", "_cleanups", "_first",
         "_socket", "_stalled_after", "_writing_since", "_interruption", "_held", "_timed_wait", "keepalive_due", "_keepalive_every",
-        "_events", "_wait", "_in_place", "_left",
+        "_events", "_wait", "_in_place",
     )
 
     def __init__(self, events, *, heartbeat: float, record: RequestRecord, secrets=(), client_socket=None, stalled_after: float = 60):
@@ -85,7 +85,6 @@ class ChatStream:
         self._events = None  # the backend's generator, once the reader handed it over (gevent)
         self._in_place = False  # the body took it over: it reads the backend itself
         self._wait = BackendWait() if cooperative() else None  # in place: how the body waits for its backend
-        self._left = False  # the client hung up
         self._cleanups = [self._end_backend]
         if cooperative():
             if client_socket is not None:
@@ -265,7 +264,6 @@ class ChatStream:
 
     def _client_left(self) -> None:
         """The client hung up: stop the backend call now and wake the body so it ends too."""
-        self._left = True
         self._stop_backend()
         try:
             self._queue.put_nowait(CLIENT_LEFT)
@@ -351,22 +349,22 @@ class ChatStream:
     def _pull(self):
         """The backend's next item, in the queue's terms: a payload (or a list of them), ENDED,
         HEARTBEAT_DUE, CLIENT_LEFT, or the failure (a GatewayError, not raised)."""
+        # Stopped from outside (a hang-up, a stalled client, the shutdown), the scope is cancelled
+        # and the backend's socket aborted: whatever the read then gives is no answer.
         while True:
-            if self._interruption is not None:
-                return self._interruption
-            if self._left or self._scope.cancelled:
-                return CLIENT_LEFT
+            if self._scope.cancelled:
+                return self._interruption or CLIENT_LEFT
             try:
                 item = next(self._events, ENDED)
-            except GatewayError as exc:
-                return self._interruption or (CLIENT_LEFT if self._left else exc)
-            except Exception:
-                if self._scope.cancelled:  # a read we aborted from outside
+            except Exception as exc:
+                if self._scope.cancelled:
                     return self._interruption or CLIENT_LEFT
+                if isinstance(exc, GatewayError):
+                    return exc
                 log.exception("backend stream failed unexpectedly")
                 return InternalError("The gateway failed while reading the backend's answer.")
-            if self._interruption is not None:  # the shutdown cut the read short
-                return self._interruption
+            if self._scope.cancelled:
+                return self._interruption or CLIENT_LEFT
             if item.__class__ is bytes or item.__class__ is list or item is ENDED:
                 self._wait.forget_wake()  # bytes go out: no keep-alive needed
                 return item
