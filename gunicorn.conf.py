@@ -190,7 +190,10 @@ def on_exit(server):
 
 
 def worker_exit(server, worker):
-    """Closes this worker's pooled backend connections as it goes."""
+    """Closes this worker's pooled backend connections as it goes, and writes what it counted."""
+    from gateway.telemetry import metrics
+
+    metrics.flush()
     app = getattr(worker, "wsgi", None)
     registry = getattr(app, "extensions", {}).get("registry")
     if registry is not None:

@@ -94,6 +94,16 @@ def start_reader(function):
     return thread
 
 
+def start_daemon(function):
+    """Runs `function()` for the life of the process, beside every request: a greenlet under
+    gevent, else a daemon thread (a worker's periodic chores: flushing counts to shared files)."""
+    if cooperative():
+        return gevent.spawn(function)
+    thread = threading.Thread(target=function, name="llm-gateway-chore", daemon=True)
+    thread.start()
+    return thread
+
+
 def stop_reader(reader, scope: "CancelScope") -> None:
     """Stops a reader started by `start_reader`: kills the greenlet (which interrupts any wait at
     once), or cancels the thread's scope (which aborts its backend connection)."""

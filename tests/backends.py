@@ -205,7 +205,8 @@ def default_behavior(exchange: Exchange):
 class TestBackend:
     __test__ = False  # not a pytest test class
 
-    def __init__(self, streaming: bool, ticket: str | None = None, tls=None):
+    def __init__(self, streaming: bool, ticket: str | None = None, tls=None, port: int = 0):
+        """`port`: a given one (a backend that comes back where it was), else a free one."""
         self.streaming = streaming
         self.ticket = ticket
         self.requests = []
@@ -270,7 +271,7 @@ class TestBackend:
             request_queue_size = 1024  # the default 5 resets connections when 50 streams start at once
             daemon_threads = True
 
-        self.server = Server(("127.0.0.1", 0), Handler)
+        self.server = Server(("127.0.0.1", port), Handler)
         if tls is not None:  # an ssl.SSLContext: HTTPS, the handshake done in the handler's thread
             self.server.socket = tls.wrap_socket(self.server.socket, server_side=True, do_handshake_on_connect=False)
         self.port = self.server.server_address[1]

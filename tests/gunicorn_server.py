@@ -65,6 +65,12 @@ class GatewayServer:
             time.sleep(0.05)
         raise RuntimeError(f"gateway not ready after {timeout} s:\n{self.log()}")
 
+    def worker_pids(self) -> set:
+        """The pids of the master's worker processes now."""
+        master = self.process.pid
+        with open(f"/proc/{master}/task/{master}/children", encoding="ascii") as handle:
+            return {int(pid) for pid in handle.read().split()}
+
     def wait_exit(self, timeout=30.0) -> int:
         return self.process.wait(timeout=timeout)
 

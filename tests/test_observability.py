@@ -134,6 +134,11 @@ def test_metrics_count_every_worker(observed, traffic):
 
 
 def test_status_json_counts_every_worker(observed, traffic):
+    def all_counted():  # the page's history is up to a second behind (telemetry/window.py)
+        backends = {b["name"]: b for b in requests.get(observed.url + "/status.json", timeout=10).json()["backends"]}
+        return (backends["corp"]["requests_60m"], backends["openai"]["requests_60m"]) == (traffic["ok"], traffic["failed"] + traffic["cancelled"])
+
+    wait_until(all_counted, message="every worker's calls in the history")
     for _ in range(4):
         status = requests.get(observed.url + "/status.json", timeout=10).json()
         backends = {b["name"]: b for b in status["backends"]}
@@ -155,7 +160,7 @@ def test_readyz_shows_backend_states(observed, traffic):
     response = requests.get(observed.url + "/readyz", timeout=10)
     assert response.status_code == 200
     body = response.json()
-    assert body["status"] == "ready" and body["backends"]["openai"]["last_error"]["kind"] == "5xx"
+    assert body["status"] == "ready" and body["backends"]["openai"]["state"] == "ok"  # NO_BREAKER: never cooling down
     assert requests.get(observed.url + "/healthz", timeout=10).json() == {"status": "ok"}
 
 

@@ -57,12 +57,6 @@ def refused(server) -> dict:
     return status(server)["limits"]["refused"]
 
 
-def worker_pids(server) -> set:
-    master = server.process.pid
-    with open(f"/proc/{master}/task/{master}/children") as handle:
-        return {int(pid) for pid in handle.read().split()}
-
-
 def redis_keys_of(user: str) -> tuple:
     return scripts.user_keys(user_key({"user.id": user}, None, None))
 
@@ -140,7 +134,7 @@ def test_the_global_limit_holds_exactly_across_instances(pair, held_backend, red
         for server in pair:
             assert backend_status(server, "held")["global_in_flight"] == 3
         lease_pids = {int(lease.split("-")[0]) for lease in redis.zrange(scripts.lease_key("held"), 0, -1)}
-        assert len(lease_pids) >= 2 and lease_pids & worker_pids(a) and lease_pids & worker_pids(b)
+        assert len(lease_pids) >= 2 and lease_pids & a.worker_pids() and lease_pids & b.worker_pids()
 
         for server in (a, b, a, b):
             answer = chat(server, "held", bob)
@@ -258,7 +252,7 @@ def test_a_worker_killed_mid_stream_gives_its_slot_back_when_the_lease_expires(o
         with own_redis.client() as redis:
             (lease, expires_ms), = redis.zrange(scripts.lease_key("held"), 0, -1, withscores=True)
             pid = int(lease.split("-")[0])
-            assert pid in worker_pids(server)
+            assert pid in server.worker_pids()
             os.kill(pid, signal.SIGKILL)  # no cleanup runs: only the lease's expiry can free the slot
             killed_at = time.monotonic()
             seconds, micros = redis.time()

@@ -46,7 +46,7 @@ class Backend:
         # Told +1 / -1 as slots are taken and freed (the registry passes the in-flight metric).
         self._on_slot_change = on_slot_change or _ignore
         # `on_cooldown(until)`: told when the breaker opens or closes (the registry passes a metric).
-        self.breaker = CircuitBreaker(config.failure_threshold, config.cooldown_seconds, on_cooldown)
+        self.breaker = CircuitBreaker(config.name, config.failure_threshold, config.cooldown_seconds, on_cooldown)
         # With `global_max_concurrency`: its gateway/limits GlobalSlots, set by limits/web.py.
         self.global_slots = None
 

@@ -4,19 +4,25 @@
 `cooldown_seconds`, and requests skip it. Then one request (the trial) may try it while the
 others still skip it; the trial's result decides: a success closes the breaker, a failure starts
 another cooldown. Greenlets of one worker never run at the same time, so no lock is needed.
+Opening and closing are logged, one line each, naming the worker (each has its own breaker).
 """
 
+import logging
+import os
 import time
+
+log = logging.getLogger("gateway")
 
 OK = "ok"
 COOLING_DOWN = "cooling_down"
 
 
 class CircuitBreaker:
-    __slots__ = ("threshold", "cooldown", "failures", "cooling_until", "trial_running", "_on_change")
+    __slots__ = ("name", "threshold", "cooldown", "failures", "cooling_until", "trial_running", "_on_change")
 
-    def __init__(self, threshold: int, cooldown: float, on_change=None):
+    def __init__(self, name: str, threshold: int, cooldown: float, on_change=None):
         """`on_change(cooling_until)` is told when the breaker opens (a time) or closes (0.0)."""
+        self.name = name  # the backend's, for the log
         self.threshold = threshold
         self.cooldown = cooldown
         self._on_change = on_change or (lambda until: None)
@@ -39,13 +45,20 @@ class CircuitBreaker:
         if self.cooling_until:
             self.cooling_until = 0.0
             self._on_change(0.0)
+            log.info("backend '%s' is healthy again: a trial request succeeded after its cooldown (worker %d)", self.name, os.getpid())
 
-    def failed(self) -> None:
+    def failed(self, reason: str = "") -> None:
+        """`reason`: what went wrong, in the words of the backend's error (for the log)."""
         self.failures += 1
         if self.trial_running or self.failures >= self.threshold:
+            why = "its trial request failed" if self.trial_running else f"{self.failures} consecutive failures"
             self.cooling_until = time.time() + self.cooldown
             self.failures = 0
             self._on_change(self.cooling_until)
+            log.warning(
+                "backend '%s' is cooling down for %g s after %s (last: %s); requests skip it meanwhile (worker %d)",
+                self.name, self.cooldown, why, reason or "unknown", os.getpid(),
+            )
         self.trial_running = False
 
     def undecided(self) -> None:

@@ -13,20 +13,25 @@ how it went. With one backend, its failure is raised as it is; with several, one
 backend and why.
 """
 
+import math
+
 from ..concurrency import cancelled
 from ..errors import AllBackendsFailed, BackendCoolingDown, BackendError, GatewayBusy, GatewayError
 
 
 class Attempts:
-    __slots__ = ("_model_id", "_backends", "_build", "_on_failover", "answered_by", "tried")
+    __slots__ = ("_model_id", "_backends", "_build", "_on_failover", "_on_call_ended", "answered_by", "tried")
 
-    def __init__(self, model_id: str, backends: list, build, on_failover=None):
+    def __init__(self, model_id: str, backends: list, build, on_failover=None, on_call_ended=None):
         """`build(backend)` makes the UpstreamCall for one attempt; `on_failover(backend_name)` is
-        told each time a request is passed on from a backend to the next."""
+        told each time a request is passed on from a backend to the next; `on_call_ended(backend_name,
+        error_kind)` once per call made to a backend, as it ends (`error_kind` None: it answered, or
+        the client left), whether or not another backend then took the request."""
         self._model_id = model_id
         self._backends = backends
         self._build = build
         self._on_failover = on_failover
+        self._on_call_ended = on_call_ended or _ignore
         self.answered_by = None  # the backend whose answer the client gets
         self.tried = []  # (backend name, "ok" or the failure's kind), for the access log
 
@@ -39,14 +44,20 @@ class Attempts:
             if slot is None:
                 continue
             try:
-                answer = getattr(backend, method)(self._build(backend))
-            except BackendError as error:
-                if not self._passed_on(backend, error, failures):
+                try:
+                    call = self._build(backend)
+                except BaseException:
+                    self._undecided(backend, called=False)
                     raise
-                continue
-            except BaseException:
-                backend.breaker.undecided()
-                raise
+                try:
+                    answer = getattr(backend, method)(call)
+                except BackendError as error:
+                    if not self._passed_on(backend, error, failures):
+                        raise
+                    continue
+                except BaseException:
+                    self._undecided(backend, called=True)
+                    raise
             finally:
                 slot.release()
             self._succeeded(backend)
@@ -63,14 +74,19 @@ class Attempts:
             payloads = None
             try:
                 try:
-                    payloads = backend.events(self._build(backend))
+                    call = self._build(backend)
+                except BaseException:
+                    self._undecided(backend, called=False)
+                    raise
+                try:
+                    payloads = backend.events(call)
                     first = next(payloads, None)
                 except BackendError as error:
                     if self._passed_on(backend, error, failures):
                         continue
                     raise
                 except BaseException:
-                    backend.breaker.undecided()
+                    self._undecided(backend, called=True)
                     raise
                 self.answered_by = backend
                 if first is not None:
@@ -81,7 +97,7 @@ class Attempts:
                         self._judge(backend, error)
                         raise
                     except BaseException:  # the client left
-                        backend.breaker.undecided()
+                        self._undecided(backend, called=True)
                         raise
                 self._succeeded(backend)
                 return
@@ -98,7 +114,7 @@ class Attempts:
         if not backend.breaker.allows():
             _, left = backend.breaker.state()
             failures.append((backend.name, BackendCoolingDown(
-                backend.name, f"is cooling down after repeated failures (for {left:.0f} s more)", headers={"Retry-After": str(max(1, round(left)))}
+                backend.name, f"is cooling down after repeated failures (for {math.ceil(left)} s more)", headers={"Retry-After": str(max(1, math.ceil(left)))}
             )))
             self.tried.append((backend.name, "cooling_down"))
             self._note_failover(backend)
@@ -116,17 +132,25 @@ class Attempts:
             raise
 
     def _judge(self, backend, error: BackendError) -> bool:
-        """Tells the backend's breaker what `error` says about it, notes the attempt, and says
-        whether the error is the backend's own (it may pass the request on)."""
+        """Tells the backend's breaker and the call counts what `error` says about it, notes the
+        attempt, and says whether the error is the backend's own (it may pass the request on)."""
         if cancelled():  # a reader thread we aborted (the client left): no verdict
-            backend.breaker.undecided()
+            self._undecided(backend, called=True)
             return False
         self.tried.append((backend.name, error.kind))
+        self._on_call_ended(backend.name, error.kind)
         if not error.passes_on:
             backend.breaker.succeeded()  # the backend answered: it is alive, the request was wrong
             return False
-        backend.breaker.failed()
+        backend.breaker.failed(error.reason)
         return True
+
+    def _undecided(self, backend, called: bool) -> None:
+        """The attempt ended with no verdict on the backend (the client left, or the call could
+        not even be built): another request may try it."""
+        backend.breaker.undecided()
+        if called:
+            self._on_call_ended(backend.name, None)
 
     def _passed_on(self, backend, error: BackendError, failures: list) -> bool:
         """Whether the request goes on to the next backend after `error` (True) or fails with it."""
@@ -144,8 +168,13 @@ class Attempts:
         backend.breaker.succeeded()
         self.answered_by = backend
         self.tried.append((backend.name, "ok"))
+        self._on_call_ended(backend.name, None)
 
     def _all_failed(self, failures: list) -> GatewayError:
         if len(failures) == 1:
             return failures[0][1]  # one backend: its own error, exactly as without failover
         return AllBackendsFailed(self._model_id, failures)
+
+
+def _ignore(*args) -> None:
+    pass

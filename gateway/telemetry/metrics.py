@@ -2,25 +2,24 @@
 
 Each worker writes its values to memory-mapped files in PROMETHEUS_MULTIPROC_DIR (set fresh by
 gunicorn.conf.py at start-up); whichever worker answers /metrics, /status.json or the status page
-reads them all. Values are recorded once per request, when it finishes, and the in-flight gauge
-when a backend slot is taken and freed: nothing per relayed event.
+reads them all (metric_files.py: a file that cannot be read is skipped, and dead workers' files
+are folded together). Values are recorded once per backend call as it ends (errors count for the
+backend that failed, whether or not another backend then answered), once per request as it
+finishes, and the in-flight gauge as a backend slot is taken and freed: nothing per relayed event.
 
-The status page needs counts for the last 5 and 60 minutes, which Prometheus leaves to its
-server. Each worker keeps them in gauges with one slot per minute of the hour (`_WINDOW`, "all"
-mode: per process), resetting a slot when a new minute reuses it; the reader sums the slots whose
-minute is recent. Those gauges are for the page only and are left out of /metrics.
+The status page's per-minute history of the last hour (calls, errors, latency) is window.py's.
 """
 
 import os
 import time
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.multiprocess import MultiProcessCollector
 
-from .record import BACKEND_ERROR, CLIENT_GONE, COMPLETED, INTERNAL_ERROR, TIMEOUT
+from . import window
+from .metric_files import SafeMultiProcessCollector
+from .record import CLIENT_GONE, COMPLETED
 
-_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
-_WINDOW_NAME = "llm_gateway_status_window"
+_LATENCY_BUCKETS = window.BUCKETS
 
 REQUESTS = Counter("llm_gateway_requests", "Chat completion requests answered.", ["model", "backend", "status", "stream"])
 TIME_TO_FIRST_BYTE = Histogram(
@@ -30,14 +29,14 @@ DURATION = Histogram(
     "llm_gateway_request_duration_seconds", "From request received to the response closed.", ["backend"], buckets=_LATENCY_BUCKETS
 )
 IN_FLIGHT = Gauge("llm_gateway_in_flight_requests", "Backend requests in flight now.", ["backend"], multiprocess_mode="livesum")
-BACKEND_ERRORS = Counter("llm_gateway_backend_errors", "Backend failures, by kind.", ["backend", "kind"])
+BACKEND_ERRORS = Counter("llm_gateway_backend_errors", "Failed calls to a backend, by kind (failed-over ones included).", ["backend", "kind"])
 CLIENT_DISCONNECTS = Counter("llm_gateway_client_disconnects", "Streams whose client went away before the end.", ["backend"])
 KEEPALIVES = Counter("llm_gateway_keepalives_sent", "': keep-alive' comments sent while a backend was silent.", ["backend"])
 LAST_SUCCESS = Gauge(
     "llm_gateway_backend_last_success_timestamp_seconds", "When a backend last answered a request in full.", ["backend"], multiprocess_mode="max"
 )
 LAST_ERROR = Gauge(
-    "llm_gateway_backend_last_error_timestamp_seconds", "When a backend last failed, by kind.", ["backend", "kind"], multiprocess_mode="max"
+    "llm_gateway_backend_last_error_timestamp_seconds", "When a call to a backend last failed, by kind.", ["backend", "kind"], multiprocess_mode="max"
 )
 FAILOVERS = Counter("llm_gateway_failovers", "Requests passed on from a backend to the model's next one.", ["model", "backend"])
 COOLDOWN_UNTIL = Gauge(
@@ -45,48 +44,45 @@ COOLDOWN_UNTIL = Gauge(
 )
 # Chat requests a gateway limit refused, by limit (counted by gateway/limits/web.py).
 LIMIT_REFUSALS = Counter("llm_gateway_limit_refusals", "Chat requests a gateway limit refused, by limit.", ["limit"])
-_WINDOW = Gauge(_WINDOW_NAME, "Per-minute counts for the status page (not exported).", ["backend", "slot", "field"], multiprocess_mode="all")
+FILES_SKIPPED = Counter("llm_gateway_metrics_files_skipped", "Metrics files of workers that could not be read (left out of the totals).")
 
-_window_minute = {}  # (backend, slot) -> the minute this process's slot currently counts
+_window = window.RecentWindow(os.environ.get("GATEWAY_RUN_DIR") if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else None)
 
 
-def _count_in_window(backend: str, failed: bool, now: float) -> None:
-    minute = int(now // 60)
-    slot = str(minute % 60)
-    if _window_minute.get((backend, slot)) != minute:
-        _window_minute[(backend, slot)] = minute
-        _WINDOW.labels(backend, slot, "requests").set(0)
-        _WINDOW.labels(backend, slot, "errors").set(0)
-        _WINDOW.labels(backend, slot, "minute").set(minute)
-    _WINDOW.labels(backend, slot, "requests").inc()
-    if failed:
-        _WINDOW.labels(backend, slot, "errors").inc()
+def call_ended(backend: str, error_kind: str | None) -> None:
+    """One call to `backend` has ended: answered (`error_kind` None, the client's leaving
+    included), or failed as `error_kind`, whether or not another backend then took the request."""
+    now = time.time()
+    if error_kind is not None:
+        BACKEND_ERRORS.labels(backend, error_kind).inc()
+        LAST_ERROR.labels(backend, error_kind).set(now)
+    _window.count_call(backend, error_kind is not None, now)
 
 
 def observe(record) -> None:
-    """Records one finished chat request (a `record.RequestRecord`)."""
+    """Records one finished request (a `record.RequestRecord`)."""
     backend = record.backend or ""
     REQUESTS.labels(record.model or "", backend, str(record.status), "true" if record.stream else "false").inc()
     if not backend:
         return  # refused before a model was chosen: nothing to say about a backend
     now = time.time()
-    if record.first_byte is not None:
-        TIME_TO_FIRST_BYTE.labels(backend).observe(record.first_byte - record.started)
-    DURATION.labels(backend).observe(record.finished - record.started)
+    ttfb = None if record.first_byte is None else record.first_byte - record.started
+    duration = record.finished - record.started
+    if ttfb is not None:
+        TIME_TO_FIRST_BYTE.labels(backend).observe(ttfb)
+    DURATION.labels(backend).observe(duration)
+    _window.count_latency(backend, ttfb, duration, now)
     if record.keepalives:
         KEEPALIVES.labels(backend).inc(record.keepalives)
-    # A backend's errors are its own failures (and ours while serving it), not requests refused
-    # before it was called (a bad user token, its concurrency limit: those show in the status label).
-    failed = record.outcome in (BACKEND_ERROR, TIMEOUT, INTERNAL_ERROR)
     if record.outcome == CLIENT_GONE:
         CLIENT_DISCONNECTS.labels(backend).inc()
-    if failed:
-        kind = record.error or "unknown"
-        BACKEND_ERRORS.labels(backend, kind).inc()
-        LAST_ERROR.labels(backend, kind).set(now)
     elif record.outcome == COMPLETED:
         LAST_SUCCESS.labels(backend).set(now)
-    _count_in_window(backend, failed, now)
+
+
+def flush() -> None:
+    """Writes what this worker counted for the status page's history (at its exit)."""
+    _window.flush()
 
 
 def count_failover(model: str, backend: str) -> None:
@@ -96,6 +92,8 @@ def count_failover(model: str, backend: str) -> None:
 def cooldown_setter(backend: str):
     """What a backend's circuit breaker calls with the end of its cooldown (0.0 when closed)."""
     return COOLDOWN_UNTIL.labels(backend).set
+
+
 def limit_refused(limit: str) -> None:
     """One chat request refused by `limit` (max_concurrency, global_concurrency, user_requests, ...)."""
     LIMIT_REFUSALS.labels(limit).inc()
@@ -121,58 +119,32 @@ def in_flight_counter(backend: str):
 
 
 def _registry():
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)
+        registry.register(SafeMultiProcessCollector(path, FILES_SKIPPED.inc))
         return registry
     return REGISTRY  # one process (tests of the app alone, a plain `flask run`)
 
 
-class _Exported:
-    """The registry as /metrics shows it: without the status page's per-minute gauges."""
-
-    def __init__(self, registry):
-        self._registry = registry
-
-    def collect(self):
-        return (family for family in self._registry.collect() if family.name != _WINDOW_NAME)
-
-
 def exposition() -> bytes:
     """The Prometheus text format of every worker's metrics together."""
-    return generate_latest(_Exported(_registry()))
+    return generate_latest(_registry())
 
 
-def _quantile(q: float, buckets: dict) -> float | None:
-    """Like PromQL's histogram_quantile: linear within the bucket that holds the q-th observation."""
-    bounds = sorted(buckets)
-    total = buckets[bounds[-1]] if bounds else 0
-    if not total:
-        return None
-    rank = q * total
-    lower, below = 0.0, 0.0
-    for bound in bounds:
-        count = buckets[bound]
-        if count >= rank:
-            if bound == float("inf"):
-                return lower
-            return lower + (bound - lower) * ((rank - below) / (count - below) if count > below else 0)
-        lower, below = bound, count
-    return lower
+def snapshot_of_nothing() -> dict:
+    """A backend's figures before anything happened to it."""
+    return {"in_flight": 0, "last_success": None, "last_error": None, "failovers": 0, "cooldown_until": 0.0, **window.summary({}, time.time())}
 
 
 def snapshot() -> dict:
-    """Per backend: the numbers for the status page, /status.json and /readyz, from all workers."""
-    now_minute = int(time.time() // 60)
+    """Per backend: the numbers for the status page and /status.json, from all workers."""
+    now = time.time()
     backends = {}
-    histograms = {}
-    windows = {}  # (pid, backend, slot) -> {field: value}
 
     def entry(name):
         return backends.setdefault(name, {
-            "requests_5m": 0, "errors_5m": 0, "requests_60m": 0, "errors_60m": 0, "in_flight": 0,
-            "last_success": None, "last_error": None, "ttfb_seconds": {}, "duration_seconds": {},
-            "failovers": 0, "cooldown_until": 0.0,
+            "in_flight": 0, "last_success": None, "last_error": None, "failovers": 0, "cooldown_until": 0.0,
         })
 
     for family in _registry().collect():
@@ -193,20 +165,7 @@ def snapshot() -> dict:
                 last = entry(backend)["last_error"]
                 if sample.value and (last is None or sample.value > last["at"]):
                     entry(backend)["last_error"] = {"kind": labels["kind"], "at": sample.value}
-            elif sample.name.endswith("_bucket") and family.name in ("llm_gateway_time_to_first_byte_seconds", "llm_gateway_request_duration_seconds"):
-                key = (backend, "ttfb_seconds" if "first_byte" in family.name else "duration_seconds")
-                bound = float(labels["le"])
-                histograms.setdefault(key, {})
-                histograms[key][bound] = histograms[key].get(bound, 0) + sample.value
-            elif family.name == _WINDOW_NAME:
-                windows.setdefault((labels.get("pid"), backend, labels["slot"]), {})[labels["field"]] = sample.value
-
-    for (backend, which), buckets in histograms.items():
-        entry(backend)[which] = {"p50": _quantile(0.5, buckets), "p95": _quantile(0.95, buckets)}
-    for (_pid, backend, _slot), fields in windows.items():
-        age = now_minute - int(fields.get("minute", -10**9))
-        for span in (5, 60):
-            if 0 <= age < span:
-                entry(backend)[f"requests_{span}m"] += int(fields.get("requests", 0))
-                entry(backend)[f"errors_{span}m"] += int(fields.get("errors", 0))
+    recent = _window.read()
+    for name in set(backends) | set(recent):
+        entry(name).update(window.summary(recent.get(name, {}), now))
     return backends

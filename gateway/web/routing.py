@@ -17,8 +17,8 @@ def attempts_for(body: dict, raw_size: int, kind: str, build) -> Attempts:
     models, record = registry(), g.record
     settings = models.settings
     model = models.model(body["model"])
+    record.model, record.backend, record.upstream_of = model.id, model.backend, model.upstream_for
     models.require_kind(model, kind)  # a model of the other kind is a 400, naming its kind
-    record.model, record.backend = model.id, model.backend
     asker = who_is_asking(request.headers, body, settings.user_jwt_secret, settings.user_jwt_leeway)
     request_id = g.request_id  # a stream's attempts run outside the request context
 
@@ -29,5 +29,7 @@ def attempts_for(body: dict, raw_size: int, kind: str, build) -> Attempts:
     # first backend's global slot is taken in the same round trip, for its first attempt.
     backends = models.backends_for(model)
     admit_request(asker, backends[0])
-    record.attempts = Attempts(model.id, backends, call_for, on_failover=lambda name: metrics.count_failover(model.id, name))
+    record.attempts = Attempts(
+        model.id, backends, call_for, on_failover=lambda name: metrics.count_failover(model.id, name), on_call_ended=metrics.call_ended
+    )
     return record.attempts

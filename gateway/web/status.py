@@ -14,9 +14,12 @@ from ..limits.web import add_status as add_limits_status, redis_state
 from ..registry import ModelRegistry
 from ..telemetry import metrics
 from ..telemetry.lifecycle import shutting_down
+from .charts import calls_chart, latency_chart
 from .responses import json_response, registry
 
 bp = Blueprint("status", __name__)
+bp.add_app_template_global(calls_chart)
+bp.add_app_template_global(latency_chart)
 
 
 def _rounded(value):
@@ -43,27 +46,29 @@ def status_data(models: ModelRegistry, environ=None) -> dict:
     numbers = metrics.snapshot()
     backends = []
     for name, b in config.backends.items():
-        n = numbers.get(name, {})
+        n = numbers.get(name) or metrics.snapshot_of_nothing()
         backends.append({
             "name": name,
             "location": b.location,
             "streaming": b.streaming,
             "verify": b.verify,
             "tls": tls_state(b),
-            **breaker_state(n.get("cooldown_until", 0.0)),
-            "failovers": n.get("failovers", 0),
+            **breaker_state(n["cooldown_until"]),
+            "failovers": n["failovers"],
             "connect_timeout": b.connect_timeout,
             "read_timeout": b.read_timeout,
             "max_concurrency": b.max_concurrency,
-            "in_flight": n.get("in_flight", 0),
-            "requests_5m": n.get("requests_5m", 0),
-            "errors_5m": n.get("errors_5m", 0),
-            "requests_60m": n.get("requests_60m", 0),
-            "errors_60m": n.get("errors_60m", 0),
-            "ttfb_seconds": {k: _rounded(v) for k, v in n.get("ttfb_seconds", {}).items()} or {"p50": None, "p95": None},
-            "duration_seconds": {k: _rounded(v) for k, v in n.get("duration_seconds", {}).items()} or {"p50": None, "p95": None},
-            "last_error": n.get("last_error"),
-            "last_success": n.get("last_success"),
+            "in_flight": n["in_flight"],
+            "requests_5m": n["requests_5m"],
+            "errors_5m": n["errors_5m"],
+            "requests_60m": n["requests_60m"],
+            "errors_60m": n["errors_60m"],
+            # over the last 5 minutes (the page's history window), not since start
+            "ttfb_seconds": {k: _rounded(v) for k, v in n["ttfb_seconds"].items()},
+            "duration_seconds": {k: _rounded(v) for k, v in n["duration_seconds"].items()},
+            "last_hour": {k: [_rounded(v) for v in values] for k, values in n["last_hour"].items()},
+            "last_error": n["last_error"],
+            "last_success": n["last_success"],
             "discovery": models.discovery.status(name) if models.discovery else None,  # this worker's view
         })
     body = {
@@ -97,7 +102,7 @@ def status_json():
 
 @bp.get("/metrics")
 def prometheus_metrics():
-    return Response(metrics.exposition(), mimetype="text/plain; version=0.0.4; charset=utf-8")
+    return Response(metrics.exposition(), content_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 @bp.get("/healthz")
@@ -107,18 +112,20 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
+    """Whether this process can serve: its config is loaded and it is not shutting down. Nothing
+    here reads the shared metrics files (a bad one must never take a healthy instance out of a
+    load balancer); backends are shown as this worker sees them, not judged."""
     models = registry()
-    numbers = metrics.snapshot()
     backends = {}
-    for name, b in models.backends.items():  # shown, not judged: a slow backend does not make us unready
-        n = numbers.get(name, {})
+    for name, b in models.backends.items():
+        state, left = b.breaker.state()
         backends[name] = {
             "location": b.config.location,
             "streaming": b.streaming,
             "verify": b.config.verify,
             "in_flight": b.in_flight,  # this worker's
-            "last_success": n.get("last_success"),
-            "last_error": n.get("last_error"),
+            "state": state,  # this worker's circuit breaker
+            "cooldown_left": round(left, 1) if left else None,
         }
     ready = not shutting_down()
     body = {"status": "ready" if ready else "shutting_down", "config": models.config.source, "backends": backends}

@@ -1,0 +1,215 @@
+"""What operators see is true on a bad day too (issue #20), under real gunicorn workers:
+
+- a metrics file that cannot be read (prometheus/client_python#1199) is skipped, logged once and
+  counted; /readyz never reads metrics at all;
+- the files of dead workers are folded together, totals kept;
+- a backend that fails while another serves the request is seen failing (errors, last error,
+  its breaker opening and closing in the log), and the page's badge says what `state` says;
+- the page, with long values in it, fits a 1300 px screen and a 390 px phone (real Chromium).
+"""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.backends import TestBackend, closed_port, wait_until
+from tests.configs import backend, gateway_toml, model
+from tests.gunicorn_server import GatewayServer
+from tests.test_observability import OUTPUT, browser, chromium  # noqa: F401 - browser is a fixture
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+def metric_total(server, name, **labels) -> float:
+    text = requests.get(server.url + "/metrics", timeout=10).text
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def backends_of(server) -> dict:
+    return {b["name"]: b for b in requests.get(server.url + "/status.json", timeout=10).json()["backends"]}
+
+
+def a_dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def chat(server, model_id="m", stream=False):
+    return requests.post(server.url + "/v1/chat/completions", json={"model": model_id, "messages": MESSAGES, "stream": stream}, timeout=30)
+
+
+# --- metrics files -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def metrics_server(openai_backend, tmp_path):
+    folder = tmp_path / "metrics"
+    config = gateway_toml(backends={"openai": backend(openai_backend.url, streaming=True)}, models=[model("m", "openai")])
+    server = GatewayServer(config, tmp_path / "gw", workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(folder)}).wait_ready()
+    yield server, folder
+    server.stop()
+
+
+def test_an_unreadable_metrics_file_is_skipped_never_failing_a_page_or_readiness(metrics_server):
+    server, folder = metrics_server
+    assert chat(server).status_code == 200
+    before = metric_total(server, "llm_gateway_requests_total")
+    # Empty, as a worker killed between creating and sizing its file leaves it: one of a live
+    # process (this test's), one of a dead one.
+    (folder / f"counter_{os.getpid()}.db").touch()
+    (folder / f"histogram_{a_dead_pid()}.db").touch()
+    for _ in range(3):
+        for path in ("/readyz", "/status.json", "/metrics", "/"):
+            assert requests.get(server.url + path, timeout=10).status_code == 200, path
+    assert metric_total(server, "llm_gateway_requests_total") == before  # every readable file still counted
+    skipped = [line for line in server.log().splitlines() if "metrics: skipped" in line]
+    assert len({line.split("skipped ")[1].split(",")[0] for line in skipped}) == 2  # each file named...
+    assert len(skipped) <= 4  # ...once per worker that met it, not once per scrape
+    assert metric_total(server, "llm_gateway_metrics_files_skipped_total") == len(skipped)
+
+
+def kinds_and_pids(folder) -> dict:
+    files = {}
+    for path in glob.glob(os.path.join(folder, "*.db")):
+        kind, pid = os.path.basename(path)[:-3].rsplit("_", 1)
+        files.setdefault(kind, set()).add(pid)
+    return files
+
+
+def until_every_worker_served(server, folder) -> None:
+    """A worker that has served a request has booted (a SIGTERM that reaches a worker still
+    booting is lost by gunicorn, which then waits out its graceful timeout at the test's end)."""
+    live = {str(pid) for pid in server.worker_pids()}
+    while not live <= kinds_and_pids(folder).get("histogram", set()):
+        assert chat(server).status_code == 200
+
+
+def test_dead_workers_files_are_folded_into_one_per_kind_keeping_the_totals(metrics_server):
+    server, folder = metrics_server
+    for _ in range(3):
+        until_every_worker_served(server, folder)
+        total = metric_total(server, "llm_gateway_requests_total")
+        victim = max(server.worker_pids())
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: victim not in server.worker_pids() and len(server.worker_pids()) == 2, message="the replacement worker")
+        assert metric_total(server, "llm_gateway_requests_total") == total  # read (and folded) after the kill
+    until_every_worker_served(server, folder)
+    metric_total(server, "llm_gateway_requests_total")  # a read folds what the last kill left
+    files = kinds_and_pids(folder)
+    live = {str(pid) for pid in server.worker_pids()}
+    for kind, pids in files.items():
+        assert pids <= live | {"dead"}, (kind, pids)
+    assert "dead" in files["counter"] and "dead" in files["histogram"]
+
+
+# --- a failing backend while another serves ------------------------------------------------------------
+
+
+@pytest.fixture
+def failover_server(openai_backend, tmp_path):
+    port = closed_port()
+    config = gateway_toml(
+        backends={
+            "primary": backend(f"http://127.0.0.1:{port}/v1/chat/completions", failure_threshold=2, cooldown_seconds=1),
+            "standby": backend(openai_backend.url, streaming=True),
+        },
+        models=[{"id": "m", "backends": ["primary", "standby"]}],
+    )
+    server = GatewayServer(config, tmp_path, workers=1).wait_ready()
+    yield server, port
+    server.stop()
+
+
+def test_a_failed_over_attempt_counts_for_its_backend_and_the_breaker_is_logged(failover_server, openai_backend):
+    server, port = failover_server
+    for _ in range(3):  # two refused attempts open the breaker; the third request skips it
+        answer = chat(server)
+        assert answer.status_code == 200 and answer.headers["X-Gateway-Backend"] == "standby"
+    assert metric_total(server, "llm_gateway_backend_errors_total", backend="primary", kind="refused") == 2
+    wait_until(lambda: backends_of(server)["primary"]["errors_5m"] == 2, message="the page's history")
+    primary = backends_of(server)["primary"]
+    assert primary["last_error"]["kind"] == "refused" and primary["state"] == "cooling_down"
+    page = requests.get(server.url + "/", timeout=10).text
+    assert 'data-backend="primary" data-state="cooling_down"' in page and "cooling down" in page
+    opened = [line for line in server.log().splitlines() if "backend 'primary' is cooling down" in line]
+    assert len(opened) == 1 and "for 1 s after 2 consecutive failures" in opened[0] and "refused" in opened[0]
+
+    revived = TestBackend(streaming=True, port=port)  # the primary comes back
+    try:
+        def primary_answers():
+            return chat(server).headers.get("X-Gateway-Backend") == "primary"
+
+        wait_until(primary_answers, timeout=10, interval=0.2, message="the trial request after the cooldown")
+    finally:
+        revived.stop()
+    healed = [line for line in server.log().splitlines() if "backend 'primary' is healthy again" in line]
+    assert len(healed) == 1
+    assert backends_of(server)["primary"]["state"] == "ok"
+    assert 'data-backend="primary" data-state="ok"' in requests.get(server.url + "/", timeout=10).text
+
+
+# --- the page on a screen and on a phone --------------------------------------------------------------------
+
+OVERFLOW_CHECK = """
+<script>
+  const problems = [];
+  if (document.documentElement.scrollWidth > window.innerWidth + 1) problems.push("page wider than the window");
+  for (const card of document.querySelectorAll(".card")) {
+    const box = card.getBoundingClientRect();
+    for (const el of card.querySelectorAll("*")) {
+      const r = el.getBoundingClientRect();
+      if (r.width && (r.right > box.right + 1 || r.left < box.left - 1)) problems.push((card.dataset.backend || card.id) + ": " + el.tagName + " " + el.textContent.trim().slice(0, 40));
+    }
+  }
+  document.body.setAttribute("data-overflow", JSON.stringify(problems));
+</script>
+"""
+
+
+def overflowing(html: str, width: int, tmp_path) -> list:
+    page = tmp_path / f"page-{width}.html"
+    page.write_text(html.replace("</body>", OVERFLOW_CHECK + "</body>"), encoding="utf-8")
+    result, console = chromium(f"--window-size={width},900", "--dump-dom", page.as_uri())
+    assert result.returncode == 0 and console == [], console
+    marker = result.stdout.split('data-overflow="', 1)[1].split('"', 1)[0]
+    return json.loads(marker.replace("&quot;", '"'))
+
+
+@pytest.fixture
+def busy_page(failover_server, openai_backend):
+    """The page with long values in it: a backend cooling down, an invalid_answer error, traffic."""
+    server, _ = failover_server
+    for _ in range(3):
+        chat(server)
+    openai_backend.respond_with(lambda exchange: exchange.send_raw(200, "text/html", b"<html>not json</html>"))
+    chat(server, stream=False)
+    openai_backend.reset()
+    wait_until(lambda: backends_of(server)["standby"]["errors_5m"] == 1, message="the invalid answer in the history")
+    return requests.get(server.url + "/", timeout=10).text
+
+
+def test_the_overflow_check_catches_a_value_that_does_not_fit(browser, busy_page, tmp_path):
+    """The check below could fail: a long unbreakable value that is not allowed to wrap is found."""
+    broken = busy_page.replace("</style>", ".stats dd { white-space: nowrap; overflow-wrap: normal; }</style>")
+    broken = broken.replace("invalid answer", "invalid_answer_" + "x" * 80)
+    assert overflowing(broken, 390, tmp_path)
+
+
+@pytest.mark.parametrize("width", [1300, 390])
+def test_the_status_page_fits_a_screen_and_a_phone(browser, busy_page, failover_server, width, tmp_path):
+    assert 'class="chart calls"' in busy_page and "invalid answer" in busy_page and "cooling down" in busy_page
+    assert overflowing(busy_page, width, tmp_path) == []
+    server, _ = failover_server
+    shot = OUTPUT / f"status-page-{width}.png"
+    shot.unlink(missing_ok=True)
+    result, console = chromium(f"--window-size={width},1400", f"--screenshot={shot}", server.url + "/")
+    assert result.returncode == 0 and console == [] and shot.stat().st_size > 10_000
