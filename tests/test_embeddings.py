@@ -7,6 +7,7 @@ error table and the answer checks; on a real gunicorn + gevent server for the op
 
 import base64
 import json
+import logging
 import struct
 
 import openai
@@ -16,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app
 from gateway.config import ConfigError, parse_config
+from gateway.telemetry.record import access_log
 from tests.backends import closed_port, embedding_of, embeddings_json, wait_until
 from tests.configs import backend, gateway_toml, model
 from tests.conftest import NO_BREAKER, TICKET, SecretWatchingClient
@@ -208,6 +210,21 @@ def test_an_embeddings_model_on_chat_is_400_saying_its_kind(embed_app):
                  says=("'bge-m3' is an embeddings model", "/v1/embeddings"))
 
 
+def test_the_answer_names_the_requested_model(embed, corp_backend):
+    corp_backend.respond_with(lambda ex: ex.send_json(200, {**embeddings_json(ex.body), "model": "BAAI/bge-m3-gguf"}))
+    assert embed({"model": "bge-m3", "input": "x"}).get_json()["model"] == "bge-m3"
+
+
+def test_a_wrong_kind_refusal_is_logged_with_the_model_id(embed_app, monkeypatch):
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(json.loads(record.getMessage()))
+    monkeypatch.setattr(access_log, "handlers", [handler])
+    monkeypatch.setattr(access_log, "level", logging.INFO)
+    embed_app.test_client().post("/v1/embeddings", json={"model": "corp-chat", "input": "x"}).close()
+    assert lines[-1]["error"] == "wrong_model_kind" and lines[-1]["model"] == "corp-chat"
+
+
 def test_a_chat_model_on_embeddings_is_400_saying_its_kind(embed, corp_backend):
     count = len(corp_backend.requests)
     assert_error(embed({"model": "corp-chat", "input": "x"}), 400, "wrong_model_kind", param="model",
@@ -351,10 +368,10 @@ def test_access_log_and_metrics_count_embeddings_like_chat(embed_server, corp_ba
 
 
 @pytest.mark.parametrize("backend_settings, model_settings, names", [
-    ({}, {"kind": "embeddings"}, "models.0.kind: an embeddings model needs its backend 'corp' to have embeddings_url"),
+    ({}, {"kind": "embeddings"}, 'models."m".kind: an embeddings model needs its backend \'corp\' to have embeddings_url'),
     ({"embeddings_url": "ftp://x/embed"}, {}, "backends.corp.embeddings_url: must be an http:// or https:// URL"),
     ({"embeddings_url": "demo://echo"}, {}, "backends.corp.embeddings_url: must be an http:// or https:// URL (demo:// only beside a demo:// url)"),
-    ({}, {"kind": "vectors"}, "models.0.kind: Must be one of: chat, embeddings"),
+    ({}, {"kind": "vectors"}, 'models."m".kind: must be one of: chat, embeddings (got \"vectors\", a string)'),
 ])
 def test_config_errors_name_the_key(backend_settings, model_settings, names):
     text = gateway_toml(backends={"corp": backend("http://127.0.0.1:9/v1/chat/completions", **backend_settings)},

@@ -1,5 +1,6 @@
 """Hostile input and routine operations never take a worker down (one test per way it broke)."""
 
+import base64
 import json
 import select
 import socket
@@ -251,13 +252,28 @@ def test_a_user_value_too_long_for_a_header_is_400_naming_the_field(headers_app,
     assert not corp_backend.requests
 
 
+def test_a_header_value_too_long_names_the_request_header_it_came_from(headers_app, corp_backend):
+    response = headers_app.test_client().post(
+        "/v1/chat/completions", json={"model": "gauss-38b", "messages": MESSAGES}, headers={"X-OpenWebUI-User-Name": "n" * 2000}
+    )
+    assert response.status_code == 400
+    assert response.get_json()["error"]["param"] == "X-OpenWebUI-User-Name"
+    assert not corp_backend.requests
+
+
 def test_names_hosts_and_ports_stay_readable_in_errors(headers_app):
     error = headers_app.test_client().post("/v1/chat/completions", json={"model": "down-38b", "messages": MESSAGES}).get_json()["error"]
     assert "Backend 'down' refused the connection at http://127.0.0.1:" in error["message"]
     assert "[redacted]" not in error["message"]
 
 
-@pytest.mark.parametrize("form", [HEADER_SECRET, "tok%2541bc-Zq9", json.dumps(HEADER_SECRET)[1:-1]])
+def _base64_forms(secret: str) -> list:
+    raw = secret.encode()
+    standard, urlsafe = base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()
+    return [standard, standard.rstrip("="), urlsafe, urlsafe.rstrip("=")]
+
+
+@pytest.mark.parametrize("form", [HEADER_SECRET, "tok%2541bc-Zq9", json.dumps(HEADER_SECRET)[1:-1], *_base64_forms(HEADER_SECRET)])
 def test_a_secret_echoed_back_in_any_form_is_redacted(headers_app, corp_backend, form):
     corp_backend.respond_with(lambda ex: ex.send_json(400, {"error": {"message": f"bad auth {form} for model gauss-38b"}}))
     error = headers_app.test_client().post("/v1/chat/completions", json={"model": "gauss-38b", "messages": MESSAGES}).get_json()["error"]

@@ -20,7 +20,7 @@ from requests.structures import CaseInsensitiveDict
 from .. import errors
 from ..concurrency import WOKEN, backend_wait, cooperative, on_cancel, relaying, run_if_large
 from ..chat.answers import complete_envelope, completion_problem
-from ..chat.chunks import HAS_USAGE, UsageNote, completion_chunks, missing_usage_chunk
+from ..chat.chunks import HAS_USAGE, ModelRename, UsageNote, completion_chunks, missing_usage_chunk
 from ..config import BackendConfig
 from ..embeddings.answers import complete_embeddings, embeddings_problem
 from ..sse import DONE_PAYLOAD, SSEDecoder, SSEError
@@ -201,7 +201,8 @@ class HttpBackend(Backend):
         heard = silence.heard if silence is not None else _nothing
         finished = done = False
         usage_missing = call.include_usage
-        first = None  # the first event: its id, created and model label a usage chunk we add
+        renamed = ModelRename(call.model_id)  # each event names the model the client asked for
+        first = None  # the first event: its id and created label a usage chunk we add
         wait = None
         buffered = None  # whether more of the response has arrived (None: not looked since the last read)
         ready = []
@@ -237,7 +238,7 @@ class HttpBackend(Backend):
                     usage_missing = False
                 if first is None:
                     first = payload
-                ready.append(payload)
+                ready.append(renamed(payload))
             if wait is None:  # a reader (before the hand-over, or a thread): one by one
                 yield from ready
                 ready = []

@@ -35,7 +35,7 @@ def complete_envelope(data: dict, model_id: str) -> dict:
         "id": data.get("id") or new_completion_id(),
         "object": "chat.completion",
         "created": data.get("created") or int(time.time()),
-        "model": data.get("model") or model_id,
+        "model": model_id,  # the id the client asked for; the backend's own name is in the access log
         **{k: v for k, v in data.items() if k not in ("id", "object", "created", "model")},
     }
     for index, choice in enumerate(data["choices"]):

@@ -16,6 +16,31 @@ from .answers import new_completion_id
 
 # Whether a chunk carries token counts: found by a byte search, so relayed events are not parsed.
 HAS_USAGE = re.compile(rb'"usage"\s*:\s*\{')
+_MODEL_FIELD = re.compile(rb'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
+
+
+class ModelRename:
+    """Makes each relayed chunk name the model the client asked for, not the backend's own name
+    (`"model": "smollm2"` for a request for `lab/smollm2`), as OpenAI and LiteLLM answer.
+
+    A byte replacement, without parsing the event: the field's exact bytes are found in the first
+    chunk that has one, and replaced as they are in every later chunk. The same bytes cannot stand
+    inside a string value, where JSON escapes the quotes."""
+
+    __slots__ = ("_wanted", "_seen")
+
+    def __init__(self, model_id: str):
+        self._wanted = b'"model":' + dumps(model_id)
+        self._seen = None  # the field as this backend writes it
+
+    def __call__(self, payload: bytes) -> bytes:
+        seen = self._seen
+        if seen is None or seen not in payload:
+            match = _MODEL_FIELD.search(payload)
+            if match is None:
+                return payload
+            seen = self._seen = match.group(0)
+        return payload if seen == self._wanted else payload.replace(seen, self._wanted)
 
 
 def chunk_head(model_id: str, id: str | None = None, created: int | None = None) -> dict:
@@ -71,7 +96,7 @@ def missing_usage_chunk(first_payload: bytes, model_id: str) -> bytes:
     except (ValueError, RecursionError):
         first = None
     first = first if isinstance(first, dict) else {}
-    return usage_chunk(chunk_head(first.get("model") or model_id, first.get("id"), first.get("created")), None)
+    return usage_chunk(chunk_head(model_id, first.get("id"), first.get("created")), None)
 
 
 def _tool_call_delta(position: int, call: dict) -> dict:

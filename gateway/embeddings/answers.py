@@ -83,7 +83,7 @@ def complete_embeddings(data: dict, model_id: str, wants_base64: bool) -> tuple[
         answer_items.append({**item, "object": "embedding", "index": position, "embedding": embedding})
     answer = {
         "object": "list",
-        "model": data.get("model") or model_id,
+        "model": model_id,  # the id the client asked for; the backend's own name is in the access log
         **{k: v for k, v in data.items() if k not in ("object", "model", "data")},
         "data": answer_items,
     }

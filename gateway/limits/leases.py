@@ -29,7 +29,8 @@ from .store import Unavailable, in_background
 LEASE_SECONDS = float(os.environ.get("GATEWAY_LEASE_SECONDS") or 30)
 RENEW_EVERY = LEASE_SECONDS / 3  # a renewal may fail once and the lease still lives
 
-REDIS_UNAVAILABLE_MESSAGE = "The gateway cannot reach the Redis that holds its shared limits; retry shortly."
+# End users read this; the operator's log names Redis (store.py).
+REDIS_UNAVAILABLE_MESSAGE = "The gateway's shared limits are unavailable right now, so it cannot admit requests; retry shortly."
 
 # Leases the request's admission already took (admission.py: the user's window and the first
 # backend's slot in one script), by key, until Backend.acquire() asks for them. Greenlet-local

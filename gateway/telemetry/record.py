@@ -75,7 +75,7 @@ def outcome_of(error: GatewayError) -> str:
 class RequestRecord:
     __slots__ = (
         "request_id", "method", "path", "started", "started_at", "model", "backend", "stream", "status",
-        "first_byte", "finished", "outcome", "error", "usage", "keepalives", "counted", "attempts",
+        "first_byte", "finished", "outcome", "error", "usage", "keepalives", "counted", "attempts", "upstream_of",
     )
 
     def __init__(self, request_id: str, method: str, path: str):
@@ -89,6 +89,7 @@ class RequestRecord:
         self.keepalives = 0
         self.counted = False  # a model request (chat or embeddings): the ones metrics count
         self.attempts = None  # failover.Attempts: which backends were tried, which one answered
+        self.upstream_of = None  # the model's upstream_for(backend name): its name at that backend
 
     def mark_first_byte(self) -> None:
         if self.first_byte is None:
@@ -130,6 +131,7 @@ class RequestRecord:
             "method": self.method,
             "path": self.path,
             "model": self.model,
+            "upstream_model": self.upstream_of(self.backend) if self.upstream_of and self.backend else None,
             "backend": self.backend,
             "status": self.status,
             "stream": self.stream,

@@ -18,7 +18,7 @@ from . import parameters
 from .conversation import content_as_text, drop_tools, merge_system_prompt
 from .headers import HeaderTooLong
 
-# Where a per-request value comes from, for the `param` of a 400 about it.
+# Where a per-request value comes from when the asker does not say, for the `param` of a 400 about it.
 _SOURCE_OF = {"user.id": "user", "model": "model"}
 
 
@@ -76,4 +76,6 @@ def rendered_headers(backend: BackendConfig, model: ModelConfig, asker: dict, re
     try:
         return backend.headers.render(values)
     except HeaderTooLong as exc:
-        raise InvalidRequest(f"Invalid request: {exc}.", param=_SOURCE_OF.get(exc.placeholders[0])) from None
+        longest = max(exc.placeholders, key=lambda name: len(str(values.get(name) or "")))
+        param = getattr(asker, "sources", {}).get(longest) or _SOURCE_OF.get(longest)
+        raise InvalidRequest(f"Invalid request: {exc}.", param=param) from None
