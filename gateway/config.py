@@ -6,6 +6,7 @@ module to check the config before any worker starts, and it must not import `ssl
 before gevent has patched them (see STACK-NOTES).
 """
 
+import base64
 import dataclasses
 import json
 import os
@@ -15,6 +16,7 @@ from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
+from .config_problems import flatten, sentence
 from .strict_fields import StrictBool, StrictNumber
 from .upstream.headers import HeaderSet, HeaderTemplate, TemplateError, is_header_name
 from .upstream.parameters import ParameterTable
@@ -295,7 +297,10 @@ class ConfigSchema(_Strict):
     models = fields.List(fields.Nested(ModelSchema), required=True, validate=validate.Length(min=1))
     limits = fields.Nested(LimitsSchema)
 
-    @validates_schema
+    # Every check runs even when a field is wrong (skip_on_field_errors=False): the operator gets
+    # every problem of the file in one run. `data` then holds only the fields that were valid.
+
+    @validates_schema(skip_on_field_errors=False)
     def _global_limits_need_redis(self, data, **kwargs):
         """A limit across instances needs the Redis they share (gateway/limits/); [limits] alone
         is allowed and holds per worker."""
@@ -309,36 +314,40 @@ class ConfigSchema(_Strict):
         if problems:
             raise ValidationError(problems)
 
-    @validates_schema
+    @validates_schema(skip_on_field_errors=False)
     def _models_name_real_backends(self, data, **kwargs):
         backends = data.get("backends", {})
         seen = set()
         known = ", ".join(sorted(backends)) or "none"
+        problems = {}
         for index, model in enumerate(data.get("models", [])):
             if ("backend" in model) == ("backends" in model):
-                raise ValidationError("needs exactly one of backend (one) or backends (a failover list), not both or neither", f"models.{index}.backend")
+                problems[f"models.{index}.backend"] = ["needs exactly one of backend (one) or backends (a failover list), not both or neither"]
+                continue
             key = "backend" if "backend" in model else "backends"
             names = [model["backend"]] if key == "backend" else model["backends"]
-            for name in names:
-                if name not in backends:
-                    raise ValidationError(f"names backend {name!r}, which is not defined (defined: {known})", f"models.{index}.{key}")
-            if len(set(names)) != len(names):
-                raise ValidationError("names a backend twice", f"models.{index}.backends")
+            missing = [name for name in names if name not in backends]
+            if missing:
+                problems[f"models.{index}.{key}"] = [f"names backend {missing[0]!r}, which is not defined (defined: {known})"]
+            elif len(set(names)) != len(names):
+                problems[f"models.{index}.backends"] = ["names a backend twice"]
             upstream = model.get("upstream")
             if isinstance(upstream, dict):
                 for name in upstream:
                     if name not in names:
-                        raise ValidationError(f"names backend {name!r}, which this model does not use ({', '.join(names)})", f"models.{index}.upstream")
-            if model["id"] in seen:
-                raise ValidationError(f"duplicate model id {model['id']!r}", f"models.{index}.id")
-            seen.add(model["id"])
+                        problems[f"models.{index}.upstream"] = [f"names backend {name!r}, which this model does not use ({', '.join(names)})"]
+            if model.get("id") in seen:
+                problems[f"models.{index}.id"] = [f"duplicate model id {model['id']!r}"]
+            seen.add(model.get("id"))
+        if problems:
+            raise ValidationError(problems)
 
-    @validates_schema
+    @validates_schema(skip_on_field_errors=False)
     def _embeddings_models_have_an_endpoint(self, data, **kwargs):
         problems = {}
         backends = data.get("backends", {})
         for name, backend in backends.items():
-            if "embeddings_url" in backend and backend["embeddings_url"].startswith("demo:") != backend["url"].startswith("demo:"):
+            if "embeddings_url" in backend and backend["embeddings_url"].startswith("demo:") != backend.get("url", "").startswith("demo:"):
                 problems[f"backends.{name}.embeddings_url"] = ["must be an http:// or https:// URL (demo:// only beside a demo:// url)"]
         for index, model in enumerate(data.get("models", [])):
             if model.get("kind") != "embeddings":
@@ -353,13 +362,13 @@ class ConfigSchema(_Strict):
         if problems:
             raise ValidationError(problems)
 
-    @validates_schema
+    @validates_schema(skip_on_field_errors=False)
     def _discovery_knows_where_to_ask(self, data, **kwargs):
         problems = {}
         for name, backend in data.get("backends", {}).items():
             if backend.get("discover_models"):
-                derivable = urlsplit(backend["url"]).path.rstrip("/").endswith("/chat/completions")
-                if backend["url"].startswith("demo:"):
+                derivable = urlsplit(backend.get("url", "")).path.rstrip("/").endswith("/chat/completions")
+                if backend.get("url", "").startswith("demo:"):
                     problems[f"backends.{name}.discover_models"] = ["the built-in demo backend has no model list to discover"]
                 elif not backend.get("models_url") and not derivable:
                     problems[f"backends.{name}.discover_models"] = ["needs models_url: url does not end in /chat/completions, so its /models cannot be derived"]
@@ -370,7 +379,7 @@ class ConfigSchema(_Strict):
         if problems:
             raise ValidationError(problems)
 
-    @validates_schema
+    @validates_schema(skip_on_field_errors=False)
     def _tls_files_are_usable(self, data, **kwargs):
         problems = {}
         for name, backend in data.get("backends", {}).items():
@@ -426,10 +435,10 @@ def _expand_env(value, path, environ, errors, secrets):
         def substitute(match):
             name = match.group(1)
             if not _ENV_NAME.match(name):
-                errors.append(f"{path}: ${{{name}}} is not a valid environment variable reference")
+                errors.append((path, f"${{{name}}} is not a valid environment variable reference"))
                 return ""
             if name not in environ:
-                errors.append(f"{path}: environment variable {name} is not set")
+                errors.append((path, f"environment variable {name} is not set"))
                 return ""
             secrets.add(environ[name])
             text = environ[name]
@@ -454,44 +463,45 @@ def headers_as_shown(text: str) -> dict:
     return shown
 
 
-def _flatten(messages, path=""):
-    """marshmallow's nested error map as ("models.0.backend", "reason") pairs."""
-    if isinstance(messages, dict):
-        for key, value in messages.items():
-            # "_schema" is a whole-object error; "key" and "value" are how a Dict field nests its entries
-            key = "" if key in ("_schema", "value", "key") else str(key)
-            yield from _flatten(value, f"{path}.{key}" if path and key else path or key)
-    elif isinstance(messages, list) and messages and all(isinstance(m, str) for m in messages):
-        yield path, "; ".join(m.rstrip(".") for m in messages)
-    elif isinstance(messages, list):
-        for item in messages:
-            yield from _flatten(item, path)
+def _known_keys(parent: str) -> list:
+    """The keys the schema allows at `parent` (a dotted path), for "did you mean"."""
+    tokens = parent.split(".") if parent else []
+    if not tokens:
+        schema = ConfigSchema
+    elif tokens[0] in ("gateway", "limits") and len(tokens) == 1:
+        schema = GatewaySchema if tokens[0] == "gateway" else LimitsSchema
+    elif tokens[0] == "backends" and len(tokens) >= 2:
+        schema = BackendSchema
+    elif tokens[0] == "models" and len(tokens) == 2:
+        schema = ModelSchema
     else:
-        yield path, str(messages)
-
-
-def _describe(path, reason):
-    if reason.startswith("Unknown field"):
-        reason = "unknown key"
-    return f"{path}: {reason}" if path else reason
+        return []
+    return list(schema._declared_fields)
 
 
 def parse_config(text: str, source: str, environ=None) -> Config:
-    """Validates config text; raises ConfigError naming `source`, each bad key and why."""
+    """Validates config text; raises ConfigError naming `source` and every problem: each bad key
+    and why (config_problems.py)."""
     environ = os.environ if environ is None else environ
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-    errors, secrets = [], set()
-    raw = _expand_env(raw, "", environ, errors, secrets)
-    if errors:
-        raise ConfigError(f"{source}: " + "; ".join(errors))
+    env_errors, secrets = [], set()
+    raw = _expand_env(raw, "", environ, env_errors, secrets)
+    problems = [(path, reason) for path, reason in env_errors]
+    built = None
     try:
-        gateway, backends, models = ConfigSchema().load(raw)
+        built = ConfigSchema().load(raw)
     except ValidationError as exc:
-        problems = "; ".join(_describe(path, reason) for path, reason in _flatten(exc.messages))
-        raise ConfigError(f"{source}: {problems}") from None
+        unset = {path for path, _ in env_errors}  # an unset ${VAR} left "": its key's other errors follow from that
+        problems += [(path, reason) for path, reason in flatten(exc.messages) if path not in unset]
+    if problems:
+        # A wrong value may be a secret from ${VAR}: "got ..." must not print it.
+        forms = {form for secret in secrets if len(secret) >= 4 for form in _secret_forms(secret)}
+        sentences = [redact_text(sentence(raw, path, reason, _known_keys), forms) for path, reason in problems]
+        raise ConfigError(f"{source}: " + "; ".join(dict.fromkeys(sentences)))
+    gateway, backends, models = built
     secrets |= {key for key in gateway.api_keys}
     # [gateway] redis_url: its password (and a ?password= value) is a secret even when written
     # into the file; its host and port are not (gateway/limits/).
@@ -512,9 +522,21 @@ def parse_config(text: str, source: str, environ=None) -> Config:
     return Config(gateway, backends, models, source, frozenset(forms), limits)
 
 
+def redact_text(text: str, forms) -> str:
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, "[redacted]")
+    return text
+
+
 def _secret_forms(secret: str) -> set:
-    """A secret as it may appear in text we send: raw, percent-encoded, JSON-escaped."""
-    return {secret, quote(secret, safe=""), quote_plus(secret, safe=""), json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
+    """A secret as it may appear in text we send: raw, percent-encoded, JSON-escaped, and
+    base64-encoded on its own (standard and URL-safe, with and without padding, as a backend that
+    echoes our ticket in a token may write it). Inside a longer encoded text it cannot be found."""
+    raw = secret.encode("utf-8")
+    encoded = {base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()}
+    encoded |= {form.rstrip("=") for form in encoded}
+    return {secret, quote(secret, safe=""), quote_plus(secret, safe=""), json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1],
+            *encoded, *(quote(form, safe="") for form in encoded)}
 
 
 def ids_open_webui_rewrites(config: Config) -> list:

@@ -53,14 +53,14 @@ def test_gateway_toml_in_the_working_directory_is_used(tmp_path, monkeypatch):
     "change, names",
     [
         (lambda t: t.replace("streaming = false", "streaming = false\nstreeming = true"), "backends.corp.streeming: unknown key"),
-        (lambda t: t.replace('backend = "corp"', 'backend = "crop"'), "models.0.backend: names backend 'crop'"),
+        (lambda t: t.replace('backend = "corp"', 'backend = "crop"'), 'models."Gauss2-37b-instruct-v1.0".backend: names backend \'crop\''),
         (lambda t: t.replace("${CORP_TICKET}\"\nUser", "${CORP_TIKET}\"\nUser"), "backends.corp.headers.x-dep-ticket: environment variable CORP_TIKET is not set"),
-        (lambda t: t.replace("heartbeat_seconds = 10", 'heartbeat_seconds = "10"'), "gateway.heartbeat_seconds: Must be a number"),
-        (lambda t: t.replace("heartbeat_seconds = 10", "heartbeat_seconds = 0"), "gateway.heartbeat_seconds: Must be greater than 0"),
-        (lambda t: t.replace("streaming = false", 'streaming = "no"'), "backends.corp.streaming: Must be true or false"),
+        (lambda t: t.replace("heartbeat_seconds = 10", 'heartbeat_seconds = "10"'), 'gateway.heartbeat_seconds: must be a number (got "10", a string)'),
+        (lambda t: t.replace("heartbeat_seconds = 10", "heartbeat_seconds = 0"), "gateway.heartbeat_seconds: must be greater than 0 (got 0)"),
+        (lambda t: t.replace("streaming = false", 'streaming = "no"'), 'backends.corp.streaming: must be true or false (got "no", a string)'),
         (lambda t: t.replace("{user.email|anonymous}", "{user.mail}"), "backends.corp.headers.User-Id: unknown placeholder {user.mail}"),
         (lambda t: t.replace('url = "https://', 'url = "ftp://'), "backends.corp.url: must be an http"),
-        (lambda t: t + '\n[[models]]\nid = "Gauss2-37b-instruct-v1.0"\nbackend = "corp"\n', "models.1.id: duplicate model id"),
+        (lambda t: t + '\n[[models]]\nid = "Gauss2-37b-instruct-v1.0"\nbackend = "corp"\n', 'models."Gauss2-37b-instruct-v1.0".id: duplicate model id'),
         (lambda t: t.replace("[gateway]", "[gateway"), "not valid TOML"),
     ],
 )
@@ -71,6 +71,37 @@ def test_bad_config_names_file_key_and_reason(change, names):
     assert message.startswith("gw.toml: ") and names in message
 
 
+def test_every_problem_of_a_file_is_reported_in_one_run():
+    """An unset ${VAR} used to hide an unknown key, and a field error every cross-check: no more."""
+    text = (GOOD.replace("heartbeat_seconds = 10", "heartbeat_second = 10")
+            .replace("streaming = false", 'streaming = "no"\nread_timeot = 5')
+            .replace("${CORP_TICKET}\"\nUser", "${CORP_TIKET}\"\nUser")
+            .replace('backend = "corp"', 'backend = "crop"'))
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "gw.toml", ENV)
+    problems = str(caught.value).removeprefix("gw.toml: ").split("; ")
+    assert sorted(problems) == sorted([
+        "backends.corp.headers.x-dep-ticket: environment variable CORP_TIKET is not set",
+        "gateway.heartbeat_second: unknown key (did you mean `heartbeat_seconds`?)",
+        'backends.corp.streaming: must be true or false (got "no", a string)',
+        "backends.corp.read_timeot: unknown key (did you mean `read_timeout`?)",
+        'models."Gauss2-37b-instruct-v1.0".backend: names backend \'crop\', which is not defined (defined: corp)',
+    ])
+
+
+def test_a_wrong_value_from_the_environment_is_not_shown():
+    text = GOOD.replace('api_keys = ["${GATEWAY_API_KEY}"]', 'api_keys = "${GATEWAY_API_KEY}"')
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "gw.toml", ENV)
+    assert str(caught.value) == 'gw.toml: gateway.api_keys: must be a list (got "[redacted]", a string)'
+
+
+def test_a_model_without_an_id_is_named_by_its_place():
+    with pytest.raises(ConfigError) as caught:
+        parse_config(GOOD + '\n[[models]]\nbackend = "corp"\n', "gw.toml", ENV)
+    assert str(caught.value) == "gw.toml: models.1.id: is required"
+
+
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="cannot read the config file"):
         load_config({"GATEWAY_CONFIG": str(tmp_path / "missing.toml")})
@@ -78,7 +109,7 @@ def test_missing_config_file(tmp_path):
 
 BAD_FILES = [
     (lambda t: t.replace("streaming = false", "streaming = false\nbogus = 1"), "backends.corp.bogus: unknown key"),
-    (lambda t: t.replace('backend = "corp"', 'backend = "nope"'), "models.0.backend"),
+    (lambda t: t.replace('backend = "corp"', 'backend = "nope"'), 'models."Gauss2-37b-instruct-v1.0".backend'),
     (lambda t: t.replace("${CORP_TICKET}\"\nUser", "${UNSET_TICKET_VAR}\"\nUser"), "environment variable UNSET_TICKET_VAR is not set"),
 ]
 

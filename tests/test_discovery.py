@@ -246,7 +246,7 @@ def test_the_list_url_is_derived_from_url_keeping_its_query():
      "backends.corp.models_url: is set without discover_models = true"),
     ({"url": "https://llm.corp.example/v1/chat/completions", "model_prefix": "corp/"},
      "backends.corp.model_prefix: is set without discover_models = true"),
-    ({"url": "https://llm.corp.example/v1/chat/completions", "discover_models": "yes"}, "backends.corp.discover_models: Must be true or false"),
+    ({"url": "https://llm.corp.example/v1/chat/completions", "discover_models": "yes"}, "backends.corp.discover_models: must be true or false"),
     ({"url": "https://llm.corp.example/v1/chat/completions", "discover_models": True, "models_url": "ftp://x"},
      "backends.corp.models_url: must be an http:// or https:// URL"),
 ])

@@ -216,7 +216,7 @@ def test_config_errors_name_the_conflict(entry, says):
     from gateway.config import ConfigError, parse_config
 
     text = f'[backends.a]\nurl = "http://a/x"\n[backends.b]\nurl = "http://b/x"\n[backends.c]\nurl = "http://c/x"\n[[models]]\nid = "m"\n{entry}\n'
-    with pytest.raises(ConfigError, match="models.0") as error:
+    with pytest.raises(ConfigError, match='models."m"') as error:
         parse_config(text, "gw.toml", {})
     assert says in str(error.value)
 
