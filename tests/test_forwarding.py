@@ -105,3 +105,10 @@ def test_header_injection_through_user_values_is_impossible(app_client, corp_bac
     headers = corp_backend.last.headers
     assert headers["x-dep-ticket"] == TICKET
     assert unquote(headers["user-name"]) == "Kim\r\nx-dep-ticket: stolen"
+
+
+def test_a_user_value_that_starts_with_a_line_break_is_sent_whole(app_client, corp_backend):
+    evil = "%0D%0AX-Evil-Name:%20injected"  # Open WebUI URL-encodes the name; this one decodes to CR LF first
+    assert post(app_client, {"model": "corp-plain", "messages": FOUR_TURNS}, headers={"X-OpenWebUI-User-Name": evil}).status_code == 200
+    sent = corp_backend.last.headers["user-name"]
+    assert sent.startswith("%0D%0A") and unquote(sent) == "\r\nX-Evil-Name: injected"

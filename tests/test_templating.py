@@ -25,12 +25,13 @@ def test_empty_header_is_not_sent():
 
 @pytest.mark.parametrize(
     "value",
-    ["홍길동", "line\r\nX-Injected: yes", "tab\there", "100% 김"],
+    ["홍길동", "line\r\nX-Injected: yes", "tab\there", "100% 김", "\r\nX-Evil-Name: injected", "Kim\r\n", "Kim\u2028", "\u2028Kim"],
 )
 def test_values_outside_printable_ascii_are_percent_encoded_and_decode_back(value):
+    """Whole: CR, LF and U+2028 at the ends are encoded too, never stripped (only blanks are)."""
     safe = header_safe(value)
     assert safe.isascii() and safe.isprintable() and "\r" not in safe and "\n" not in safe
-    assert unquote(safe) == value.strip()
+    assert unquote(safe) == value
 
 
 def test_printable_ascii_is_sent_as_is():

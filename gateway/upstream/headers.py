@@ -87,15 +87,21 @@ class HeaderTemplate:
                 out.append(str(uuid.uuid4()))
             else:
                 out.append(header_safe(values.get(name) or fallback))
-        return "".join(out).strip()
+        return "".join(out).strip(_BLANKS)
+
+
+# Spaces and tabs at a header value's ends are not part of it in HTTP: trimmed. Anything else
+# (CR, LF, U+2028, other control characters) is the value's own: encoded, never dropped.
+_BLANKS = " \t"
 
 
 def header_safe(value: str) -> str:
-    """The value as it can travel in an HTTP header: trimmed, and percent-encoded if it must be."""
-    value = value.strip()
+    """The value as it can travel in an HTTP header: spaces and tabs at its ends trimmed, and
+    percent-encoded if it must be (then a leading or trailing CR/LF is kept, as %0D%0A)."""
+    value = value.strip(_BLANKS)
     if value.isascii() and value.isprintable():
         return value
-    return quote(value, safe=_SAFE_WHEN_ENCODING, encoding="utf-8", errors="surrogatepass")
+    return quote(value, safe=_SAFE_WHEN_ENCODING, encoding="utf-8", errors="surrogatepass").strip(_BLANKS)
 
 
 def is_header_name(name: str) -> bool:
