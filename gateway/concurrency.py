@@ -33,8 +33,21 @@ def run_if_large(size: int, function, *args):
     10 MB `json.loads` takes ~0.2 s, which would stall every stream of the worker; the GIL still
     switches every 5 ms, so the loop keeps serving). Inline when small, or outside gevent."""
     if size > LARGE_BYTES and cooperative():
-        return gevent.get_hub().threadpool.apply(function, args)
+        # The outcome comes back as a value: an exception raised in the pool would be printed
+        # with its traceback by gevent's hub, and a client's bad body must not flood the log.
+        failed, outcome = gevent.get_hub().threadpool.apply(_outcome_of, (function, args))
+        if failed:
+            raise outcome
+        return outcome
     return function(*args)
+
+
+def _outcome_of(function, args) -> tuple:
+    """(False, the result) or (True, the exception): run in the pool, raised by the caller."""
+    try:
+        return False, function(*args)
+    except Exception as exc:  # noqa: BLE001 - handed to the caller, which raises it as it is
+        return True, exc.with_traceback(None)
 
 
 @contextlib.contextmanager

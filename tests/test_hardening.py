@@ -12,6 +12,7 @@ import requests
 
 from app import create_app
 from gateway.config import parse_config
+from tests.backends import wait_until
 from tests.configs import backend, gateway_toml, model
 from tests.gunicorn_server import GatewayServer
 
@@ -87,6 +88,20 @@ def test_a_ten_megabyte_list_of_bad_items_is_answered_at_once(gateway, field):
     assert response.status_code == 400
     assert response.json()["error"]["param"] == f"{field}.0"
     assert requests.get(gateway.url + "/healthz", timeout=5).status_code == 200
+
+
+def test_a_large_bad_body_is_one_access_log_line_never_a_traceback(gateway):
+    """Bodies over 256 KiB are parsed off the event loop; the client's mistake must not come back
+    from the thread pool as a traceback in the log (a client could flood it)."""
+    data = json.dumps({"model": "corp-plain", "messages": [{"role": "wizard", "content": "x" * 300_000}]}).encode()
+    before = len(gateway.log())
+    response = requests.post(gateway.url + "/v1/chat/completions", data=data, headers={"Content-Type": "application/json"}, timeout=10)
+    assert response.status_code == 400 and response.json()["error"]["param"] == "messages.0.role"
+    request_id = response.headers["X-Request-Id"]
+    wait_until(lambda: request_id in gateway.log()[before:], message="the access-log line")
+    written = gateway.log()[before:]
+    assert "Traceback" not in written and "InvalidRequest" not in written
+    assert [line for line in written.splitlines() if line.strip()] == [line for line in written.splitlines() if request_id in line]
 
 
 # --- 2. bodies that never arrive ----------------------------------------------------------------------
