@@ -145,30 +145,57 @@ def on_starting(server):
     announce_for_workers(config, server.log, ", ".join(bind))
 
 
-def on_reload(arbiter):
-    """kill -HUP: new workers serve the new config, old ones finish their streams. A bad file is
-    refused here, before any worker is spawned: the new workers start from the last good
-    snapshot, so nothing stops the service (a worker failing to boot would halt gunicorn)."""
+def _config_to_reload(log):
+    """The config file as it is now, if the gateway can serve it: (text, config); else None, and
+    one error line saying why the reload is refused."""
     from gateway.config import ConfigError
 
     try:
         text, config = _checked_config()
     except ConfigError as exc:
-        arbiter.log.error("llm-gateway reload refused, still serving the previous config: %s", exc)
-        return
-    problem = _what_only_a_worker_finds(config)
-    if problem:
-        arbiter.log.error("llm-gateway reload refused, still serving the previous config: %s", problem)
-        return
-    _keep_as_last_good(text)
-    announce_for_workers(config, arbiter.log, ", ".join(bind))
+        problem = str(exc)
+    else:
+        problem = _what_only_a_worker_finds(config)
+        if problem is None:
+            return text, config
+    log.error("llm-gateway reload refused, still serving the previous config: %s", problem)
+    return None
+
+
+def when_ready(server):
+    """kill -HUP is checked before gunicorn acts on it. gunicorn's own reload always spawns new
+    workers and retires the running ones (cutting streams longer than the graceful timeout), and
+    its on_reload hook runs too late to stop that: a bad file must leave the running workers alone."""
+    reload = server.handle_hup
+
+    def handle_hup():
+        if _config_to_reload(server.log) is not None:
+            reload()
+
+    server.handle_hup = handle_hup
+
+
+def on_reload(arbiter):
+    """Within a reload the checks above let through: the new workers serve the file as it is now.
+    Checked again (the file may have changed since): a bad one keeps the last good snapshot, so
+    nothing stops the service (a worker failing to boot would halt gunicorn)."""
+    checked = _config_to_reload(arbiter.log)
+    if checked is not None:
+        text, config = checked
+        _keep_as_last_good(text)
+        announce_for_workers(config, arbiter.log, ", ".join(bind))
 
 
 def post_worker_init(worker):
-    """Lets the app see when this worker starts shutting down (/readyz answers 503 from then on)."""
+    """Lets the app see when this worker starts shutting down (/readyz answers 503 from then on),
+    and makes a retiring gevent worker take no new request over its kept-alive connections."""
+    from gateway import retiring
+    from gateway.concurrency import cooperative
     from gateway.telemetry.lifecycle import attach_worker
 
     attach_worker(worker)
+    if cooperative():
+        retiring.attach(worker)
 
 
 def child_exit(server, worker):

@@ -31,19 +31,46 @@ def run_dirs(pid: int) -> list:
     return glob.glob(os.path.join(tempfile.gettempdir(), f"llm-gateway-{pid}-*"))
 
 
-def test_bad_reload_is_refused_and_a_good_one_applies_with_streams_finishing(openai_backend, tmp_path):
+def refusals(server) -> list:
+    return [line for line in server.log().splitlines() if "reload refused" in line]
+
+
+def test_a_refused_reload_leaves_the_running_workers_and_their_streams_alone(openai_backend, tmp_path):
+    """gunicorn's own reload would retire every worker, cutting streams longer than the graceful
+    timeout; a refused one must not touch them: same pids, every stream to its end."""
+    server = GatewayServer(config_with(openai_backend.url, "first"), tmp_path, workers=2, env={"GATEWAY_GRACEFUL_TIMEOUT": "1"}).wait_ready()
+    wait_until(lambda: len(server.worker_pids()) == 2, message="both workers")
+    workers = server.worker_pids()
+    openai_backend.respond_with(lambda exchange: exchange.paced_reply([str(i) for i in range(12)], 0.25))  # 3 s: past the graceful 1 s
+    body = {"model": "first", "stream": True, "messages": [{"role": "user", "content": "count"}]}
+    result = {}
+
+    def stream():
+        with requests.post(server.url + "/v1/chat/completions", json=body, stream=True, timeout=30) as response:
+            result["payloads"] = data_payloads(read_events(response))
+
+    reader = threading.Thread(target=stream)
+    try:
+        reader.start()
+        wait_until(lambda: openai_backend.requests, message="the stream to reach the backend")
+        (tmp_path / "gateway.toml").write_text(config_with(openai_backend.url, "second", colour="blue"), encoding="utf-8")
+        server.process.send_signal(signal.SIGHUP)
+        refusal = wait_until(lambda: refusals(server), message="the refusal")
+        assert len(refusal) == 1
+        assert str(tmp_path / "gateway.toml") in refusal[0] and "backends.openai.colour" in refusal[0] and "unknown key" in refusal[0]
+        reader.join(timeout=30)
+        assert result["payloads"][-1] == "[DONE]" and len(result["payloads"]) == 14
+        assert not any("error" in payload for payload in result["payloads"])
+        assert server.worker_pids() == workers and server.log().count("Booting worker") == 2
+        assert served_models(server) == ["first"] and server.process.poll() is None
+    finally:
+        server.stop()
+
+
+def test_a_good_reload_applies_while_streams_finish_on_the_old_workers(openai_backend, tmp_path):
     server = GatewayServer(config_with(openai_backend.url, "first"), tmp_path).wait_ready()
     config_file = tmp_path / "gateway.toml"
     try:
-        config_file.write_text(config_with(openai_backend.url, "second", colour="blue"), encoding="utf-8")
-        server.process.send_signal(signal.SIGHUP)
-        refusal = wait_until(lambda: [line for line in server.log().splitlines() if "reload refused" in line], message="the refusal")
-        assert len(refusal) == 1
-        assert str(config_file) in refusal[0] and "backends.openai.colour" in refusal[0] and "unknown key" in refusal[0]
-        # New workers came up from the last good config: the service goes on as it was.
-        wait_until(lambda: server.log().count("Booting worker") >= 2, message="the new worker")
-        assert served_models(server) == ["first"]
-        assert server.process.poll() is None
 
         # A stream in flight when a good reload comes finishes on its old worker.
         openai_backend.respond_with(lambda exchange: exchange.paced_reply([str(i) for i in range(8)], 0.15))
@@ -86,10 +113,11 @@ def test_a_reload_with_a_tls_file_only_openssl_rejects_is_refused(openai_backend
     try:
         tls_backend = "https://127.0.0.1:9/v1/chat/completions"  # a worker builds its TLS context at boot
         (tmp_path / "gateway.toml").write_text(config_with(tls_backend, "second", ca_bundle=str(broken)), encoding="utf-8")
+        workers = server.worker_pids()
         server.process.send_signal(signal.SIGHUP)
-        refusal = wait_until(lambda: [line for line in server.log().splitlines() if "reload refused" in line], timeout=60, message="the refusal")
+        refusal = wait_until(lambda: refusals(server), timeout=60, message="the refusal")
         assert "backends.openai.ca_bundle: not a usable CA bundle" in refusal[0]
-        wait_until(lambda: server.log().count("Booting worker") >= 2, message="the new worker")
+        assert server.worker_pids() == workers and server.log().count("Booting worker") == 1
         assert served_models(server) == ["first"] and server.process.poll() is None
     finally:
         server.stop()

@@ -1,0 +1,98 @@
+"""A retiring gunicorn worker takes no new request over the connections it already has.
+
+gunicorn retires a gevent worker (SIGTERM: a reload, a shutdown) by closing its listening socket
+and letting the requests in flight finish. But its keep-alive loop (`base_async.handle`) goes on
+waiting for the next request on every open connection, and serves it: a proxy that keeps
+connections (nginx `keepalive`) goes on starting new, long streams on the retiring worker, which
+its graceful deadline then cuts. So, once the worker starts retiring:
+
+- every connection that is between two requests, with nothing of a next one waiting to be read,
+  is shut down at once: its client (nginx, an SDK's pool) opens a new one, to a live worker;
+- a connection whose request is still running is closed as soon as that response ends (gunicorn
+  marks responses that begin while retiring `Connection: close`; this covers the ones that began
+  before);
+- and it stops accepting new connections at once, not at the next tick of gunicorn's loop (up to
+  a second later: every worker shares the listening socket, so a proxy's new connections would
+  still land on the retiring one meanwhile).
+
+Set up by gunicorn.conf.py's post_worker_init in gevent workers, before the worker starts serving.
+"""
+
+import socket
+
+from gevent import server as gevent_server
+from gevent.monkey import get_original
+
+from .telemetry.lifecycle import on_shutdown
+
+# The system's select and not gevent's: the check runs inside the SIGTERM handler, which may
+# interrupt the event loop itself, where nothing may wait (with a zero timeout, nothing does).
+_select = get_original("select", "select")
+
+
+def attach(worker) -> None:
+    """Wraps the worker's connection and request handlers (looked up on the instance when its
+    server starts) to know which connections are between requests."""
+    between_requests = set()  # client sockets waiting for their next request
+    handle, handle_request = worker.handle, worker.handle_request
+    servers = _servers_started_from_now_on()
+
+    def handle_connection(listener, client, addr):
+        between_requests.add(client)
+        try:
+            handle(listener, client, addr)
+        finally:
+            between_requests.discard(client)
+
+    def handle_one_request(listener_name, req, client, addr):
+        between_requests.discard(client)
+        try:
+            handle_request(listener_name, req, client, addr)
+        finally:
+            if worker.alive:
+                between_requests.add(client)
+        if not worker.alive:
+            raise StopIteration("the worker is retiring")  # ends the keep-alive loop: the connection closes
+
+    def close_idle(graceful_timeout) -> None:
+        for server in servers:
+            server.stop_accepting()  # gunicorn closes the listener itself, later
+        for client in list(between_requests):
+            if not _request_waiting(client):
+                _shut(client)
+
+    worker.handle = handle_connection
+    worker.handle_request = handle_one_request
+    on_shutdown(close_idle)
+
+
+def _servers_started_from_now_on() -> list:
+    """The gevent servers this worker starts (gunicorn's gevent worker makes them in `run()` and
+    keeps them to itself): remembered as they start, in this worker process only."""
+    servers = []
+    start = gevent_server.StreamServer.start
+
+    def start_and_remember(server):
+        servers.append(server)
+        return start(server)
+
+    gevent_server.StreamServer.start = start_and_remember
+    return servers
+
+
+def _request_waiting(client) -> bool:
+    """Whether bytes of a next request have arrived: that request is served (with `Connection: close`)."""
+    try:
+        readable, _, _ = _select([client.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return bool(readable)
+
+
+def _shut(client) -> None:
+    """The real socket under gevent's: gevent's own shutdown would cancel the pending read with
+    EBADF, which gunicorn logs as a traceback; this way the read sees the end quietly."""
+    try:
+        getattr(client, "_sock", client).shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already gone

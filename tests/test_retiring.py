@@ -1,0 +1,115 @@
+"""A retiring worker (a good reload, a SIGTERM) takes no new request over the connections it
+already has: idle kept-alive connections are closed at once, busy ones when their answer ends, so
+clients and nginx reconnect to the live workers and no new stream is cut at the old worker's
+graceful deadline (gateway/retiring.py)."""
+
+import http.client
+import json
+import signal
+import socket
+import threading
+
+import pytest
+import requests
+
+from tests.backends import wait_until
+from tests.configs import backend, gateway_toml, model
+from tests.gunicorn_server import GatewayServer
+from tests.nginx_server import NGINX, Nginx, require
+from tests.sse_client import data_payloads, read_events
+
+GRACEFUL = 3  # seconds a retiring worker keeps its in-flight streams
+
+
+def config_for(url: str, *model_ids: str) -> str:
+    return gateway_toml(backends={"llm": backend(url, streaming=True)}, models=[model(m, "llm") for m in model_ids])
+
+
+def chat(model_id: str = "paced") -> dict:
+    return {"model": model_id, "stream": True, "messages": [{"role": "user", "content": "count"}]}
+
+
+def closed_by_the_server(sock: socket.socket) -> bool:
+    """True once the server has closed (or reset) the connection; False while it is open."""
+    sock.settimeout(0.05)
+    try:
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+
+
+def new_worker_booted(server, old_workers: set) -> bool:
+    return bool(server.worker_pids() - old_workers)
+
+
+@pytest.fixture
+def paced(openai_backend):
+    openai_backend.respond_with(lambda exchange: exchange.paced_reply([str(i) for i in range(6)], 0.25))
+    return openai_backend
+
+
+def test_a_retiring_worker_closes_idle_connections_at_once_and_busy_ones_after_their_answer(paced, tmp_path):
+    server = GatewayServer(config_for(paced.url, "paced"), tmp_path, env={"GATEWAY_GRACEFUL_TIMEOUT": str(GRACEFUL)}).wait_ready()
+    idle = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    busy = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        idle.request("GET", "/healthz")
+        assert idle.getresponse().read() and idle.sock is not None  # kept alive, waiting for its next request
+        busy.request("POST", "/v1/chat/completions", body=json.dumps(chat()), headers={"Content-Type": "application/json"})
+        answer = busy.getresponse()
+        assert answer.status == 200
+        wait_until(lambda: paced.requests, message="the stream to reach the backend")
+        old = server.worker_pids()
+        server.process.send_signal(signal.SIGHUP)  # a good reload: the worker retires
+        # gunicorn keeps an idle connection for `keepalive` (5 s): closed well before that.
+        wait_until(lambda: closed_by_the_server(idle.sock), timeout=2, message="the idle connection to be closed")
+        body = answer.read()  # the stream that was running finishes...
+        assert body.rstrip().endswith(b"data: [DONE]") and b"error" not in body
+        wait_until(lambda: closed_by_the_server(busy.sock), timeout=2, message="the busy connection to be closed after its answer")
+        wait_until(lambda: new_worker_booted(server, old), message="the new worker")
+    finally:
+        idle.close()
+        busy.close()
+        server.stop()
+
+
+def test_streams_started_after_a_reload_over_nginx_kept_connections_run_to_their_end(openai_backend, tmp_path):
+    """nginx's `keepalive 32` keeps idle connections to the gateway. After a good reload the old
+    worker must not take new streams over them: those would be cut at its graceful deadline."""
+    require(NGINX, "nginx", "apt-get install nginx")
+    server = GatewayServer(config_for(openai_backend.url, "paced"), tmp_path / "gateway", env={"GATEWAY_GRACEFUL_TIMEOUT": str(GRACEFUL)}).wait_ready()
+    proxy = Nginx(tmp_path / "nginx", f"127.0.0.1:{server.port}")
+    long_answer = [str(i) for i in range(20)]  # 20 × 0.25 s = 5 s: longer than the graceful 3 s
+    openai_backend.respond_with(lambda exchange: exchange.paced_reply(long_answer if exchange.body["model"] == "long" else ["x"] * 8, 0.25))
+    results = {}
+
+    def stream(name, model_id):
+        with requests.post(proxy.url + "/v1/chat/completions", json=chat(model_id), stream=True, timeout=30) as response:
+            results[name] = (response.status_code, data_payloads(read_events(response)))
+
+    try:
+        for _ in range(4):  # nginx now holds kept connections to the (old) worker
+            assert requests.get(proxy.url + "/healthz", timeout=5).status_code == 200
+        holding = threading.Thread(target=stream, args=("holding", "paced"))  # keeps the old worker retiring, not gone
+        holding.start()
+        wait_until(lambda: openai_backend.requests, message="the first stream to reach the backend")
+        old = server.worker_pids()
+        (tmp_path / "gateway" / "gateway.toml").write_text(config_for(openai_backend.url, "paced", "long"), encoding="utf-8")
+        server.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: new_worker_booted(server, old), message="the new worker")
+        wait_until(lambda: "long" in [m["id"] for m in requests.get(proxy.url + "/v1/models", timeout=5).json()["data"]],
+                   message="the new config through nginx")
+        late = [threading.Thread(target=stream, args=(f"late-{i}", "long")) for i in range(4)]
+        for thread in late:
+            thread.start()
+        for thread in [holding, *late]:
+            thread.join(timeout=30)
+        for name, (status, payloads) in results.items():
+            assert status == 200, name
+            assert payloads[-1] == "[DONE]" and not any("error" in p for p in payloads if isinstance(p, dict)), (name, payloads[-3:])
+        assert len(results) == 5
+    finally:
+        proxy.stop()
+        server.stop()
