@@ -46,7 +46,7 @@ NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/ngin
 PIECES = ["one ", "two ", "three ", "four ", "five"]
 PACE = 0.3  # seconds between the backend's events
 MAX_BODY = 20_000_000  # the gateway's default max_request_bytes
-DEFAULT_READ_TIMEOUT = 300  # the longest default backend read_timeout (README, Configuration)
+DEFAULT_READ_TIMEOUT = 300  # the longest default backend read_timeout (docs/configuration.md)
 
 
 def require(tool, name, why):
