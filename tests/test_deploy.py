@@ -42,7 +42,7 @@ MAKEFILE = ROOT / "Makefile"
 PIECES = ["one ", "two ", "three ", "four ", "five"]
 PACE = 0.3  # seconds between the backend's events
 MAX_BODY = 20_000_000  # the gateway's default max_request_bytes
-DEFAULT_READ_TIMEOUT = 300  # the longest default backend read_timeout (README, Configuration)
+DEFAULT_READ_TIMEOUT = 300  # the longest default backend read_timeout (docs/configuration.md)
 
 
 @pytest.fixture(scope="module")

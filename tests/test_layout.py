@@ -60,20 +60,53 @@ def test_every_module_imports_on_its_own():
     assert result.returncode == 0, result.stderr
 
 
-def test_readme_layout_lists_every_module():
-    """The README's layout section names every module of the package, and nothing that is gone."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    layout = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+LAYOUT_DOC = ROOT / "docs" / "layout.md"
+LAYOUT_SECTION = "## The package, file by file"
+
+
+def layout_block() -> str:
+    """The fenced block of docs/layout.md's file-by-file section: the one place the tree is drawn."""
+    text = LAYOUT_DOC.read_text(encoding="utf-8")
+    assert LAYOUT_SECTION in text, f"docs/layout.md has no '{LAYOUT_SECTION}' section"
+    section = text.split(LAYOUT_SECTION, 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"^```[^\n]*\n(.*?)^```", section, re.M | re.S)
+    assert block, f"docs/layout.md's '{LAYOUT_SECTION}' section has no fenced block"
+    return block.group(1)
+
+
+def layout_paths() -> set:
+    """The paths the block draws, from its indentation: `gateway/` then `  chat/` then
+    `    answers.py` is gateway/chat/answers.py. Folders end with a slash."""
+    paths, folders = set(), []  # folders: (indent, "gateway/chat/") from the outermost in
+    for line in layout_block().splitlines():
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip(" "))
+        name = line.split()[0]
+        while folders and folders[-1][0] >= indent:
+            folders.pop()
+        path = (folders[-1][1] if folders else "") + name
+        paths.add(path)
+        if name.endswith("/"):
+            folders.append((indent, path))
+    return paths
+
+
+def test_layout_block_lists_every_module_where_it_lives():
+    """docs/layout.md's block draws every module and subpackage of the package, each in its folder."""
+    drawn = layout_paths()
     for path in GATEWAY.rglob("*.py"):
         if path.name != "__init__.py":
-            assert path.name in layout, f"README's layout does not mention {path.relative_to(ROOT)}"
-    for package in (p for p in GATEWAY.iterdir() if p.is_dir() and (p / "__init__.py").exists()):
-        assert f"{package.name}/" in layout, f"README's layout does not mention {package.name}/"
+            name = path.relative_to(ROOT).as_posix()
+            assert name in drawn, f"docs/layout.md's block does not list {name}"
+    for package in GATEWAY.rglob("__init__.py"):
+        name = package.parent.relative_to(ROOT).as_posix() + "/"
+        assert name in drawn, f"docs/layout.md's block does not list {name}"
 
 
-def test_readme_layout_names_no_module_that_is_gone():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    layout = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+def test_layout_block_names_nothing_that_is_gone():
+    for name in layout_paths():
+        assert (ROOT / name).exists(), f"docs/layout.md's block names {name}, which does not exist"
     existing = {path.name for path in ROOT.rglob("*.py") if ".venv" not in path.parts}
-    for name in re.findall(r"(?<![\w.])([a-z_]+\.py)\b", layout):
-        assert name in existing, f"README's layout names {name}, which does not exist"
+    for name in re.findall(r"(?<![\w./])([a-z_]+\.py)\b", layout_block()):  # named in a description
+        assert name in existing, f"docs/layout.md's block names {name}, which does not exist"
