@@ -11,6 +11,7 @@ import dataclasses
 import os
 import sys
 import uuid
+from urllib.parse import urlsplit
 
 from .config import BackendConfig, Config, ConfigError, ModelConfig, headers_as_shown, parse_config, read_config_text
 from .errors import redact
@@ -50,19 +51,24 @@ def run(path: str | None = None, out=None, err=None) -> int:
 
 
 def report(config: Config, shown_headers: dict) -> str:
-    lines = [f"{config.source}: OK, the gateway starts with this config.", "", "models (id → backend → upstream name):"]
+    lines = [f"{config.source}: OK, the gateway starts with this config.", "", "gateway:"]
+    lines += [f"  {line}" for line in _gateway_settings(config)]
+    lines += ["", "models (id → backend → upstream name):"]
     for m in config.models.values():
         lines.append(f"  {m.id} → {m.backend} → {m.upstream_for(m.backend)}")
         # a failover list: the others, in the order they are tried
         lines += [f"  {m.id} → {name} → {m.upstream_for(name)} (failover {n})" for n, name in enumerate(m.backends[1:], 2)]
         if m.kind == "embeddings":
-            lines.append("      embeddings model")
+            lines.append("      embeddings model (POST /v1/embeddings)")
         elif m.defaults or m.overrides:
             lines.append(f"      {parameters.describe(m.defaults, m.overrides)}")
+        if m.system_prompt:
+            lines.append(f"      system prompt: {len(m.system_prompt)} characters, first in the leading system message")
     lines += ["", "Headers of a sample request, per backend: ${VAR} values as ***, a fresh {uuid}, and the user",
               "  " + ", ".join(f"{key} {value}" for key, value in SAMPLE_USER.items())]
     for name, backend in config.backends.items():
         lines += ["", f"backend {name}: {backend.location}, {_how(backend)}"]
+        lines += [f"  {line}" for line in _backend_settings(backend, config)]
         models = [m for m in config.models.values() if name in m.backends]
         model = models[0] if models else ModelConfig(id="", backends=(name,), upstream={})
         headers = sample_headers(backend, shown_headers[name], model)
@@ -72,6 +78,56 @@ def report(config: Config, shown_headers: dict) -> str:
     if warnings:
         lines += ["", "warnings (logged at every start):"] + [f"  - {warning}" for warning in warnings]
     return "\n".join(lines) + "\n"
+
+
+def _gateway_settings(config: Config) -> list:
+    """[gateway] and [limits] as they take effect, defaults included."""
+    g, limits = config.gateway, config.limits
+    keys = len(g.api_keys)
+    lines = [
+        f"inbound auth: on ({keys} key{'s' if keys != 1 else ''})" if keys else "inbound auth: OFF (no api_keys: anyone who can reach the gateway may use it)",
+        f"CORS origins: {', '.join(g.cors_origins)}" if g.cors_origins else "CORS origins: none (browsers may not call the API from other origins)",
+        "who is asking: " + (f"only a verified X-OpenWebUI-User-Jwt (HS256, leeway {g.user_jwt_leeway:g} s)" if g.user_jwt_secret
+                             else "Open WebUI's X-OpenWebUI-User-* headers as sent (trust the network path), else the body's user"),
+        f"keep-alive every {g.heartbeat_seconds:g} s; bodies up to {g.max_request_bytes} bytes within {g.body_timeout:g} s; "
+        f"a client that reads nothing for {g.stalled_client_seconds:g} s is dropped",
+    ]
+    if g.redis_url:
+        redis = urlsplit(g.redis_url)
+        where = f"{redis.scheme}://{redis.hostname}:{redis.port or 6379}" if redis.hostname else f"{redis.scheme}://{redis.path}"
+        lines.append(f"redis: {where} (shared limits; unreachable: {'serve with per-worker limits' if g.redis_failure == 'open' else 'answer 503'})")
+    else:
+        lines.append("redis: none (concurrency and [limits] hold per worker)")
+    per_user = [f"{limits.per_user_requests_per_minute} requests" if limits.per_user_requests_per_minute else "",
+                f"{limits.per_user_tokens_per_minute} tokens" if limits.per_user_tokens_per_minute else ""]
+    lines.append("limits per user per minute: " + (", ".join(p for p in per_user if p) or "off"))
+    return lines
+
+
+def _backend_settings(backend: BackendConfig, config: Config) -> list:
+    """A backend's effective settings, defaults included, in the order a request meets them."""
+    lines = [
+        f"timeouts: connect {backend.connect_timeout:g} s, read {backend.read_timeout:g} s (longest silence)",
+        f"concurrency: {backend.max_concurrency} in flight per worker"
+        + (f", {backend.global_max_concurrency} across all instances" if backend.global_max_concurrency else ""),
+        f"circuit breaker: {backend.failure_threshold} failures in a row → skipped for {backend.cooldown_seconds:g} s",
+        f"body: tools {backend.tools}, content {backend.content}"
+        + (f", dropped fields: {', '.join(backend.drop_params)}" if backend.drop_params else ""),
+    ]
+    if backend.proxy:
+        lines.append(f"proxy: {_location(backend, backend.proxy)}")
+    if backend.embeddings_url:
+        users = [m.id for m in config.models.values() if backend.name in m.backends and m.kind == "embeddings"]
+        lines.append(f"embeddings: {_location(backend, backend.embeddings_url)}" + (f" (for {', '.join(users)})" if users else " (no embeddings model uses it)"))
+    if backend.discover_models:
+        prefix = f', ids prefixed "{backend.model_prefix}"' if backend.model_prefix else ""
+        lines.append(f"discovers its models: {_location(backend, backend.discovery_url)} at start-up and every 5 minutes{prefix}")
+    return lines
+
+
+def _location(backend: BackendConfig, url: str) -> str:
+    """Scheme, host and port of another URL of the backend: never its path or query."""
+    return dataclasses.replace(backend, url=url).location
 
 
 def sample_headers(backend: BackendConfig, shown, model: ModelConfig) -> dict:

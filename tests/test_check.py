@@ -82,8 +82,15 @@ def test_a_good_config_passes_and_lists_each_model_its_backend_and_upstream_name
     ]
 
 
+def headers_of(output: str, backend_name: str) -> dict:
+    """The sample headers `make check` shows for a backend."""
+    lines = section(output, f"backend {backend_name}:")
+    start = next(i for i, line in enumerate(lines) if line.startswith("headers sent"))
+    return dict(line.split(": ", 1) for line in lines[start + 1:])
+
+
 def test_headers_show_literals_as_written_secrets_as_stars_and_the_sample_user_as_sent(good_check):
-    headers = dict(line.split(": ", 1) for line in section(good_check.stdout, "backend corp:")[1:])
+    headers = headers_of(good_check.stdout, "corp")
     assert headers["x-dep-ticket"] == "***"
     assert headers["Authorization"] == "Bearer ***"
     assert headers["Send-System-Name"] == "D0aKG"
@@ -93,6 +100,38 @@ def test_headers_show_literals_as_written_secrets_as_stars_and_the_sample_user_a
     assert re.fullmatch(UUID, headers["Prompt-Msg-Id"])
     assert headers["Model-Name"] == "Gauss2-37b-instruct-v1.0"  # {model}: the first model using it
     assert headers["Optional"] == "(renders empty: not sent)"  # ${OPTIONAL} is set, but empty
+
+
+def test_every_effective_setting_is_shown(tmp_path):
+    config = gateway_toml(
+        gateway={"api_keys": ["${GATEWAY_API_KEY}"], "cors_origins": ["https://chat.example.com"], "redis_url": "redis://:pw-9c1f2e@10.0.0.5:6380/0"},
+        limits={"per_user_requests_per_minute": 30},
+        backends={"lab": backend("http://gpu-01.lab:8000/v1/chat/completions?key=k-5e1d0c2b", streaming=True, discover_models=True,
+                                 model_prefix="lab/", embeddings_url="http://gpu-01.lab:8001/v1/embeddings", global_max_concurrency=20,
+                                 drop_params=["seed"], proxy="http://proxy.corp:3128")},
+        models=[model("m", "lab"), model("e", "lab", kind="embeddings")],
+    )
+    (tmp_path / "gateway.toml").write_text(config, encoding="utf-8")
+    result = run_check(tmp_path, env={"GATEWAY_API_KEY": "sk-check-inbound-1234"})
+    assert result.returncode == 0, result.stderr
+    gateway = section(result.stdout, "gateway:")
+    assert "inbound auth: on (1 key)" in gateway and "CORS origins: https://chat.example.com" in gateway
+    assert "redis: redis://10.0.0.5:6380 (shared limits; unreachable: serve with per-worker limits)" in gateway
+    assert "limits per user per minute: 30 requests" in gateway
+    lab = section(result.stdout, "backend lab:")
+    assert "concurrency: 64 in flight per worker, 20 across all instances" in lab
+    assert "circuit breaker: 5 failures in a row → skipped for 30 s" in lab
+    assert "body: tools pass, content parts, dropped fields: seed" in lab and "proxy: http://proxy.corp:3128" in lab
+    assert "embeddings: http://gpu-01.lab:8001 (for e)" in lab
+    assert 'discovers its models: http://gpu-01.lab:8000 at start-up and every 5 minutes, ids prefixed "lab/"' in lab
+    for secret in ("pw-9c1f2e", "k-5e1d0c2b", "sk-check-inbound-1234"):
+        assert secret not in result.stdout
+
+
+def test_an_open_gateway_says_so(tmp_path):
+    (tmp_path / "gateway.toml").write_text(gateway_toml(backends={"b": backend("demo://echo")}, models=[model("m", "b")]), encoding="utf-8")
+    gateway = section(run_check(tmp_path).stdout, "gateway:")
+    assert gateway[0].startswith("inbound auth: OFF") and "redis: none (concurrency and [limits] hold per worker)" in gateway
 
 
 def test_the_secret_is_never_printed(good_check):
@@ -105,7 +144,7 @@ def test_uuid_is_fresh_for_every_occurrence(tmp_path):
         backends={"corp": backend("http://127.0.0.1:9/v1", headers={"A": "{uuid}", "B": "{uuid}"})},
         models=[model("m", "corp")]), encoding="utf-8")
     result = run_check(tmp_path)
-    headers = dict(line.split(": ", 1) for line in section(result.stdout, "backend corp:")[1:])
+    headers = headers_of(result.stdout, "corp")
     assert re.fullmatch(UUID, headers["A"]) and re.fullmatch(UUID, headers["B"]) and headers["A"] != headers["B"]
 
 
