@@ -17,6 +17,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from gateway.startup import announce_for_workers, cpus_available  # noqa: E402 - needs the path above
 
+# `gunicorn --check-config` (systemctl reload's first step) loads the app once, here, without
+# gevent: it must not warn that streams would run on threads (gateway.concurrency.threads_note).
+if "--check-config" in sys.argv:
+    os.environ["GATEWAY_CHECK_ONLY"] = "1"
+
 # Where to listen: GATEWAY_BIND (host:port, unix:PATH or fd://N).
 bind = [os.environ.get("GATEWAY_BIND", "127.0.0.1:8000")]
 

@@ -11,6 +11,7 @@ makes the reader's blocked read fail. Imports nothing of ours: backends and stre
 
 import contextlib
 import contextvars
+import os
 import queue
 import threading
 
@@ -66,8 +67,9 @@ def deadline(seconds: float, error: Exception):
 
 
 def threads_note() -> str | None:
-    """One line for the start-up log when streams run on threads, saying what that means."""
-    if cooperative():
+    """One line for the start-up log when streams run on threads, saying what that means (not
+    when the app is only loaded to check it: `gunicorn --check-config`, see gunicorn.conf.py)."""
+    if cooperative() or os.environ.get("GATEWAY_CHECK_ONLY"):
         return None
     return (
         "llm-gateway runs without gevent's cooperative runtime (this server is not gunicorn with "
