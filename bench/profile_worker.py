@@ -70,7 +70,12 @@ else:
     import gevent.pool  # noqa: E402
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from bench import run  # noqa: E402
+    from bench.harness.client import PLAIN, Target, stamped_events  # noqa: E402
+    from bench.harness.load import load_c64  # noqa: E402
+    from bench.harness.paths import ROOT  # noqa: E402
+    from bench.harness.servers import bench_config, free_port, gunicorn, stop, wait_listening, worker_pid  # noqa: E402
+    from bench.measure.capacity import PACE_SPREAD, PACE_TWIN_EVERY  # noqa: E402
+    from bench.measure.relay import paced_run  # noqa: E402
 
     def package(filename: str) -> str:
         """site-packages/<name>/..., the repository's gateway/..., or the standard library."""
@@ -116,39 +121,39 @@ else:
         load = args[0] if args else "paced"
         streams = int(args[1]) if len(args) > 1 else 200
         workdir = Path(tempfile.mkdtemp(prefix="llm-gateway-profile-"))
-        ports = {name: run.free_port() for name in ("backend", "gateway")}
+        ports = {name: free_port() for name in ("backend", "gateway")}
         url = f"http://127.0.0.1:{ports['backend']}/v1/chat/completions"
         model = "stream-100-50"
-        (workdir / "bench.toml").write_text(run.bench_config(url, ["plain", model, "stream-5-0"]))
+        (workdir / "bench.toml").write_text(bench_config(url, ["plain", model, "stream-5-0"]))
         out = workdir / "samples.txt"
-        backend = subprocess.Popen([sys.executable, str(run.ROOT / "bench" / "backend.py"), str(ports["backend"])])
+        backend = subprocess.Popen([sys.executable, str(ROOT / "bench" / "backend.py"), str(ports["backend"])])
         env = {"GATEWAY_CONFIG": str(workdir / "bench.toml"), "BENCH_PROFILE_OUT": str(out), "BENCH_BACKEND_URL": url,
                "BENCH_PROFILE_APP": "bench.floor" if floor else "wsgi"}
-        gateway = run.gunicorn("bench.profile_worker:app", ports["gateway"], env, workdir, "gateway")
+        gateway = gunicorn("bench.profile_worker:app", ports["gateway"], env, workdir, "gateway")
         try:
             for name, process in (("backend", backend), ("gateway", gateway)):
-                run.wait_listening(ports[name], process, name)
-            worker = run.worker_pid(gateway)
-            direct = run.Target("direct", ports["backend"], "/v1/chat/completions")
-            target = run.Target("floor" if floor else "gateway", ports["gateway"], "/v1/chat/completions", "/stream" if floor else None)
+                wait_listening(ports[name], process, name)
+            worker = worker_pid(gateway)
+            direct = Target("direct", ports["backend"], "/v1/chat/completions")
+            target = Target("floor" if floor else "gateway", ports["gateway"], "/v1/chat/completions", "/stream" if floor else None)
             gevent.sleep(1)
             before = user_system(worker)
             if load == "paced":
-                result = run.paced_run(target, direct, model, streams, run.PACE_SPREAD, run.PACE_TWIN_EVERY)
+                result = paced_run(target, direct, model, streams, PACE_SPREAD, PACE_TWIN_EVERY)
                 print(f"{streams} streams: p99 added {result['added_p99_ms']:.1f} ms, by second {result['added_p99_ms_by_second']}")
             elif load == "starts":
-                body = json.dumps({**run.PLAIN, "model": "stream-5-0", "stream": True}).encode()
+                body = json.dumps({**PLAIN, "model": "stream-5-0", "stream": True}).encode()
                 pool = gevent.pool.Pool(20)
-                gevent.joinall([pool.spawn(run.stamped_events, target, body) for _ in range(2000)], raise_error=True)
+                gevent.joinall([pool.spawn(stamped_events, target, body) for _ in range(2000)], raise_error=True)
                 print("2,000 streamed requests of 5 events, 20 at a time")
             else:
-                result = run.load_c64([target], json.dumps(run.PLAIN).encode(), 1, 10.0, {})[target.name]
+                result = load_c64([target], json.dumps(PLAIN).encode(), 1, 10.0, {})[target.name]
                 print(f"{result['rps']:.0f} requests/s")
             after = user_system(worker)
             print(f"worker CPU during the load: user {after[0] - before[0]:.2f} s, system {after[1] - before[1]:.2f} s")
         finally:
-            run.stop(gateway)
-            run.stop(backend)
+            stop(gateway)
+            stop(backend)
         report(out)
 
     main()
