@@ -13,7 +13,8 @@ as make bench's streams-per-worker figure; `requests`: 64 clients posting non-st
 10 s; `starts`: 2,000 streamed requests of 5 events sent back to back, 20 at a time, for the cost of
 starting a stream), stops the gateway and prints the share of samples per package and the functions with the
 most samples, inclusive and self. --floor profiles the bare floor (bench/floor.py) instead. The
-gateway itself is unchanged; nothing here is part of make bench.
+gateway itself is unchanged; nothing here is part of make bench. Its gunicorn's log goes to
+bench/out/logs/profile-worker.log; its temporary folder is removed however it ends.
 """
 
 import os
@@ -63,7 +64,6 @@ else:
     import json  # noqa: E402
     import re  # noqa: E402
     import subprocess  # noqa: E402
-    import tempfile  # noqa: E402
     from pathlib import Path  # noqa: E402
 
     import gevent  # noqa: E402
@@ -72,8 +72,9 @@ else:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from bench.harness.client import PLAIN, Target, stamped_events  # noqa: E402
     from bench.harness.load import load_c64  # noqa: E402
-    from bench.harness.paths import ROOT  # noqa: E402
+    from bench.harness.paths import LOGS, ROOT  # noqa: E402
     from bench.harness.servers import bench_config, free_port, gunicorn, stop, wait_listening, worker_pid  # noqa: E402
+    from bench.harness.workdir import exit_on_sigterm, temporary_folder  # noqa: E402
     from bench.measure.capacity import PACE_SPREAD, PACE_TWIN_EVERY  # noqa: E402
     from bench.measure.relay import paced_run  # noqa: E402
 
@@ -120,7 +121,11 @@ else:
         floor = "--floor" in sys.argv
         load = args[0] if args else "paced"
         streams = int(args[1]) if len(args) > 1 else 200
-        workdir = Path(tempfile.mkdtemp(prefix="llm-gateway-profile-"))
+        exit_on_sigterm()
+        with temporary_folder(prefix="llm-gateway-profile-") as workdir:  # removed however the run ends
+            profile(workdir, load, streams, floor)
+
+    def profile(workdir: Path, load: str, streams: int, floor: bool) -> None:
         ports = {name: free_port() for name in ("backend", "gateway")}
         url = f"http://127.0.0.1:{ports['backend']}/v1/chat/completions"
         model = "stream-100-50"
@@ -129,7 +134,8 @@ else:
         backend = subprocess.Popen([sys.executable, str(ROOT / "bench" / "backend.py"), str(ports["backend"])])
         env = {"GATEWAY_CONFIG": str(workdir / "bench.toml"), "BENCH_PROFILE_OUT": str(out), "BENCH_BACKEND_URL": url,
                "BENCH_PROFILE_APP": "bench.floor" if floor else "wsgi"}
-        gateway = gunicorn("bench.profile_worker:app", ports["gateway"], env, workdir, "gateway")
+        LOGS.mkdir(parents=True, exist_ok=True)
+        gateway = gunicorn("bench.profile_worker:app", ports["gateway"], env, workdir, LOGS / "profile-worker.log")
         try:
             for name, process in (("backend", backend), ("gateway", gateway)):
                 wait_listening(ports[name], process, name)

@@ -16,10 +16,12 @@ prints their rows in the order of TABLE below. The machinery they share is in be
 Each section is repeated; a row's figure is the median of its repeats and the spread (min to max)
 is printed beside it. Rows with a target print `met` or `missed by X`; with --check the exit status
 is 1 when any target is missed. Results go to bench/out/results.json (ignored by git), with every
-repeat and level; the README's Performance table is the record (--table FILE prints a results
-file's table again, with this version's rows). --quick (or BENCH_QUICK=1) runs small sizes (one
-repeat, 200 streams, paced streams of 20 events) for development and smoke tests: its verdicts are
-indicative only.
+repeat and level, and the servers' logs to bench/out/logs/ (BENCH_OUT=DIR puts both in DIR); the
+README's Performance table is the record (--table FILE prints a results file's table again, with
+this version's rows). The temporary folder of a run (configs, the servers' working directory) is
+removed however the run ends: done, failed, Ctrl-C or SIGTERM. --quick (or BENCH_QUICK=1) runs
+small sizes (one repeat, 200 streams, paced streams of 20 events) for development and smoke tests:
+its verdicts are indicative only.
 """
 
 from gevent import monkey
@@ -29,19 +31,20 @@ monkey.patch_all()
 import argparse  # noqa: E402
 import os  # noqa: E402
 import resource  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench/run.py`: the repository, for `bench.`
 
 from bench.harness import rig, results as results_file  # noqa: E402
-from bench.harness.paths import ROOT  # noqa: E402
+from bench.harness.paths import LOGS, shown  # noqa: E402
 from bench.harness.procfs import OtherLoad  # noqa: E402
 from bench.harness.servers import Servers  # noqa: E402
 from bench.harness.sizes import FULL, QUICK  # noqa: E402
 from bench.harness.table import print_table  # noqa: E402
+from bench.harness.workdir import exit_on_sigterm, temporary_folder  # noqa: E402
 from bench.measure import capacity, fresh, relay, requests, shared_limits, tools  # noqa: E402
 
 RUN = (requests, relay, tools, capacity, fresh, shared_limits)  # the order sections run in
@@ -74,11 +77,14 @@ def main(argv=None) -> int:
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))  # children inherit it
-    workdir = Path(tempfile.mkdtemp(prefix="llm-gateway-bench-"))
+    exit_on_sigterm()
+    shutil.rmtree(LOGS, ignore_errors=True)  # the previous run's
+    LOGS.mkdir(parents=True)
     models = ["plain", cfg["relay_model"], "stream-500-0", "stream-5-0", "stream-6-1000", "slow-4500", capacity.paced_model(cfg)]
     results = {"machine": results_file.machine(), "quick": args.quick, "settings": cfg, "sections": only}
     started = time.monotonic()
-    with Servers() as servers:  # leaving it, however the run ends, stops every server
+    # Leaving these `with`s, however the run ends, stops every server, then removes the folder.
+    with temporary_folder() as workdir, Servers() as servers:
         bench = rig.start(cfg, models, workdir, servers)
         others = OtherLoad()
         for section in RUN:
@@ -93,7 +99,7 @@ def main(argv=None) -> int:
     written = results_file.write(results)
     print_table(results, rows)
     missed = [row["figure"] for row in rows if row["ok"] is False]
-    print(f"\nwritten to {written.relative_to(ROOT)}; logs in {workdir}")
+    print(f"\nwritten to {shown(written)}; logs in {shown(LOGS)}")
     if missed:
         print(f"{len(missed)} target(s) missed: {'; '.join(missed)}")
     if args.check and missed:

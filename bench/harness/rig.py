@@ -14,7 +14,7 @@ from pathlib import Path
 import gevent
 
 from bench.harness.client import Target
-from bench.harness.paths import ROOT
+from bench.harness.paths import LOGS, ROOT
 from bench.harness.servers import Servers, bench_config, free_port, gunicorn, wait_listening, worker_pid
 
 
@@ -25,7 +25,7 @@ class Rig:
     gateway: Target
     floor: Target
     pids: dict  # "gateway", "floor": the worker's pid
-    workdir: Path  # the run's work folder: configs, the servers' working directory and logs
+    workdir: Path  # the run's temporary folder: configs, the servers' working directory
     config: str  # bench.toml: the gateway's config (its backend and the models every section uses)
     gateway_env: dict  # GATEWAY_CONFIG for another gateway with the same config
     backend_url: str
@@ -41,8 +41,8 @@ def start(cfg: dict, models: list, workdir: Path, servers: Servers) -> Rig:
     (workdir / "bench.toml").write_text(config)
     gateway_env = {"GATEWAY_CONFIG": str(workdir / "bench.toml")}
     backend = servers.add(subprocess.Popen([sys.executable, str(ROOT / "bench" / "backend.py"), str(ports["backend"])]))
-    gateway = servers.add(gunicorn("wsgi:app", ports["gateway"], gateway_env, workdir, "gateway"))
-    floor = servers.add(gunicorn("bench.floor:app", ports["floor"], {**gateway_env, "BENCH_BACKEND_URL": backend_url}, workdir, "floor"))
+    gateway = servers.add(gunicorn("wsgi:app", ports["gateway"], gateway_env, workdir, LOGS / "gateway.log"))
+    floor = servers.add(gunicorn("bench.floor:app", ports["floor"], {**gateway_env, "BENCH_BACKEND_URL": backend_url}, workdir, LOGS / "floor.log"))
     for name, process in (("backend", backend), ("gateway", gateway), ("floor", floor)):
         wait_listening(ports[name], process, name)
     pids = {"gateway": worker_pid(gateway), "floor": worker_pid(floor)}

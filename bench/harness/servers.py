@@ -1,12 +1,13 @@
 """The processes the benchmark starts: gunicorn (the gateway, the floor), redis-server, and their config.
 
-Every gunicorn runs this repository's gunicorn.conf.py with ONE worker, in the run's work folder,
-logging to <label>.log there. `Servers` holds what a run started and stops it, last started first,
-however the run ends.
+Every gunicorn runs this repository's gunicorn.conf.py with ONE worker, in the run's temporary
+folder, logging to bench/out/logs/<label>.log. `Servers` holds what a run started and stops it,
+last started first, however the run ends.
 """
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -40,17 +41,18 @@ def wait_listening(port, process, what, timeout=30):
     raise SystemExit(f"{what} did not start listening in {timeout} s")
 
 
-def gunicorn(app: str, port: int, env: dict, workdir: Path, label: str) -> subprocess.Popen:
+def gunicorn(app: str, port: int, env: dict, workdir: Path, log: Path) -> subprocess.Popen:
     environ = {**os.environ, **env, "GATEWAY_BIND": f"127.0.0.1:{port}", "GATEWAY_WORKERS": "1", "PYTHONPATH": str(ROOT),
                "GATEWAY_LOG_LEVEL": "warning"}
-    log = open(workdir / f"{label}.log", "wb")
+    log = open(log, "wb")
     return subprocess.Popen([str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), app], cwd=workdir, env=environ,
                             stdout=log, stderr=subprocess.STDOUT)
 
 
-def stop(process: subprocess.Popen) -> None:
+def stop(process: subprocess.Popen, sig=signal.SIGTERM) -> None:
+    """Signals the process (gunicorn: SIGTERM is a graceful shutdown, SIGINT a quick one) and waits."""
     if process.poll() is None:
-        process.terminate()
+        process.send_signal(sig)
     try:
         process.wait(timeout=30)
     except subprocess.TimeoutExpired:
@@ -68,12 +70,12 @@ def worker_pid(master: subprocess.Popen) -> int:
     raise SystemExit("no gunicorn worker")
 
 
-def redis_server(port: int, workdir: Path):
+def redis_server(port: int, workdir: Path, log: Path):
     """A throwaway redis-server on loopback (section `redis`), or None when it is not installed."""
     binary = shutil.which("redis-server")
     if binary is None:
         return None
-    log = open(workdir / "redis.log", "wb")
+    log = open(log, "wb")
     return subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
                             stdout=log, stderr=subprocess.STDOUT)
 
@@ -98,7 +100,10 @@ max_concurrency = 4000
 
 
 class Servers:
-    """The processes a run started; on exit from `with`, each is stopped, the last started first."""
+    """The processes a run started; on exit from `with`, each is stopped, the last started first.
+
+    A run that failed or was interrupted stops them with SIGINT: a graceful shutdown would keep
+    gunicorn waiting on the connections the interrupted measurement left open (up to keepalive)."""
 
     def __init__(self):
         self._processes = []
@@ -110,6 +115,6 @@ class Servers:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, tb):
         for process in reversed(self._processes):
-            stop(process)
+            stop(process, signal.SIGTERM if exc_type is None else signal.SIGINT)

@@ -13,8 +13,9 @@ import statistics
 import time
 
 from bench.harness.client import PLAIN, Target, stream
+from bench.harness.paths import LOGS
 from bench.harness.procfs import wait_idle
-from bench.harness.servers import free_port, gunicorn, stop, wait_listening, worker_pid
+from bench.harness.servers import Servers, free_port, gunicorn, wait_listening, worker_pid
 from bench.harness.stats import ms
 from bench.harness.table import row, spread, verdict_at_most
 from bench.measure import keepalives, memory
@@ -50,8 +51,8 @@ def measure_fresh(cfg, env, workdir) -> dict:
     runs = []
     for repeat in range(cfg["repeats"]):
         port = free_port()
-        process = gunicorn("wsgi:app", port, env, workdir, f"gateway-fresh-{repeat + 1}")
-        try:
+        with Servers() as servers:  # its gateway stops after the repeat (at once when the run fails or is interrupted)
+            process = servers.add(gunicorn("wsgi:app", port, env, workdir, LOGS / f"gateway-fresh-{repeat + 1}.log"))
             wait_listening(port, process, "fresh gateway")
             worker = worker_pid(process)
             wait_idle(worker)
@@ -69,8 +70,6 @@ def measure_fresh(cfg, env, workdir) -> dict:
             print(f"  repeat {repeat + 1}: first streamed request {run['first_request_ms']:.1f} ms, second {run['second_request_ms']:.1f} ms; "
                   f"{run['rss_per_stream_kib']:.1f} KiB per stream, {run['completed']}/{cfg['capacity_streams']} completed; "
                   f"keep-alive lateness p99 {run['late_p99_ms']:.1f} ms", flush=True)
-        finally:
-            stop(process)
     return {"runs": runs}
 
 

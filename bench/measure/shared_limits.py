@@ -13,6 +13,7 @@ import statistics
 
 from bench.harness.client import PLAIN, Target
 from bench.harness.load import latencies_c1
+from bench.harness.paths import LOGS
 from bench.harness.servers import gunicorn, redis_server, wait_listening
 from bench.harness.stats import ms, percentile
 from bench.harness.table import row, spread, verdict_at_most
@@ -24,7 +25,7 @@ def run(rig):
     """The section's results, or None when redis-server is not installed. Its servers join the
     rig's and are stopped with them at the end of the run."""
     ports, workdir = rig.ports, rig.workdir
-    redis = redis_server(ports["redis"], workdir)
+    redis = redis_server(ports["redis"], workdir, LOGS / "redis.log")
     if redis is None:
         print("shared limits: redis-server is not installed (apt-get install redis-server): skipped", flush=True)
         return None
@@ -32,7 +33,7 @@ def run(rig):
     rig.servers.add(redis)
     wait_listening(ports["redis"], redis, "redis-server")
     (workdir / "shared.toml").write_text(shared_limits_config(rig.config, ports["redis"]))
-    shared = rig.servers.add(gunicorn("wsgi:app", ports["shared"], {"GATEWAY_CONFIG": str(workdir / "shared.toml")}, workdir, "gateway-redis"))
+    shared = rig.servers.add(gunicorn("wsgi:app", ports["shared"], {"GATEWAY_CONFIG": str(workdir / "shared.toml")}, workdir, LOGS / "gateway-redis.log"))
     wait_listening(ports["shared"], shared, "gateway with Redis")
     results = measure_redis(rig.cfg, rig.direct, rig.gateway, Target("shared", ports["shared"], "/v1/chat/completions"))
     import redis as redis_client  # only here: the rest of the bench never needs it
