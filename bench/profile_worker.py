@@ -13,7 +13,8 @@ as make bench's streams-per-worker figure; `requests`: 64 clients posting non-st
 10 s; `starts`: 2,000 streamed requests of 5 events sent back to back, 20 at a time, for the cost of
 starting a stream), stops the gateway and prints the share of samples per package and the functions with the
 most samples, inclusive and self. --floor profiles the bare floor (bench/floor.py) instead. The
-gateway itself is unchanged; nothing here is part of make bench.
+gateway itself is unchanged; nothing here is part of make bench. Its gunicorn's log goes to
+bench/out/logs/profile-worker.log; its temporary folder is removed however it ends.
 """
 
 import os
@@ -63,14 +64,19 @@ else:
     import json  # noqa: E402
     import re  # noqa: E402
     import subprocess  # noqa: E402
-    import tempfile  # noqa: E402
     from pathlib import Path  # noqa: E402
 
     import gevent  # noqa: E402
     import gevent.pool  # noqa: E402
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from bench import run  # noqa: E402
+    from bench.harness.client import PLAIN, Target, stamped_events  # noqa: E402
+    from bench.harness.load import load_c64  # noqa: E402
+    from bench.harness.paths import LOGS, ROOT  # noqa: E402
+    from bench.harness.servers import bench_config, free_port, gunicorn, stop, wait_listening, worker_pid  # noqa: E402
+    from bench.harness.workdir import exit_on_sigterm, temporary_folder  # noqa: E402
+    from bench.measure.capacity import PACE_SPREAD, PACE_TWIN_EVERY  # noqa: E402
+    from bench.measure.relay import paced_run  # noqa: E402
 
     def package(filename: str) -> str:
         """site-packages/<name>/..., the repository's gateway/..., or the standard library."""
@@ -115,40 +121,45 @@ else:
         floor = "--floor" in sys.argv
         load = args[0] if args else "paced"
         streams = int(args[1]) if len(args) > 1 else 200
-        workdir = Path(tempfile.mkdtemp(prefix="llm-gateway-profile-"))
-        ports = {name: run.free_port() for name in ("backend", "gateway")}
+        exit_on_sigterm()
+        with temporary_folder(prefix="llm-gateway-profile-") as workdir:  # removed however the run ends
+            profile(workdir, load, streams, floor)
+
+    def profile(workdir: Path, load: str, streams: int, floor: bool) -> None:
+        ports = {name: free_port() for name in ("backend", "gateway")}
         url = f"http://127.0.0.1:{ports['backend']}/v1/chat/completions"
         model = "stream-100-50"
-        (workdir / "bench.toml").write_text(run.bench_config(url, ["plain", model, "stream-5-0"]))
+        (workdir / "bench.toml").write_text(bench_config(url, ["plain", model, "stream-5-0"]))
         out = workdir / "samples.txt"
-        backend = subprocess.Popen([sys.executable, str(run.ROOT / "bench" / "backend.py"), str(ports["backend"])])
+        backend = subprocess.Popen([sys.executable, str(ROOT / "bench" / "backend.py"), str(ports["backend"])])
         env = {"GATEWAY_CONFIG": str(workdir / "bench.toml"), "BENCH_PROFILE_OUT": str(out), "BENCH_BACKEND_URL": url,
                "BENCH_PROFILE_APP": "bench.floor" if floor else "wsgi"}
-        gateway = run.gunicorn("bench.profile_worker:app", ports["gateway"], env, workdir, "gateway")
+        LOGS.mkdir(parents=True, exist_ok=True)
+        gateway = gunicorn("bench.profile_worker:app", ports["gateway"], env, workdir, LOGS / "profile-worker.log")
         try:
             for name, process in (("backend", backend), ("gateway", gateway)):
-                run.wait_listening(ports[name], process, name)
-            worker = run.worker_pid(gateway)
-            direct = run.Target("direct", ports["backend"], "/v1/chat/completions")
-            target = run.Target("floor" if floor else "gateway", ports["gateway"], "/v1/chat/completions", "/stream" if floor else None)
+                wait_listening(ports[name], process, name)
+            worker = worker_pid(gateway)
+            direct = Target("direct", ports["backend"], "/v1/chat/completions")
+            target = Target("floor" if floor else "gateway", ports["gateway"], "/v1/chat/completions", "/stream" if floor else None)
             gevent.sleep(1)
             before = user_system(worker)
             if load == "paced":
-                result = run.paced_run(target, direct, model, streams, run.PACE_SPREAD, run.PACE_TWIN_EVERY)
+                result = paced_run(target, direct, model, streams, PACE_SPREAD, PACE_TWIN_EVERY)
                 print(f"{streams} streams: p99 added {result['added_p99_ms']:.1f} ms, by second {result['added_p99_ms_by_second']}")
             elif load == "starts":
-                body = json.dumps({**run.PLAIN, "model": "stream-5-0", "stream": True}).encode()
+                body = json.dumps({**PLAIN, "model": "stream-5-0", "stream": True}).encode()
                 pool = gevent.pool.Pool(20)
-                gevent.joinall([pool.spawn(run.stamped_events, target, body) for _ in range(2000)], raise_error=True)
+                gevent.joinall([pool.spawn(stamped_events, target, body) for _ in range(2000)], raise_error=True)
                 print("2,000 streamed requests of 5 events, 20 at a time")
             else:
-                result = run.load_c64([target], json.dumps(run.PLAIN).encode(), 1, 10.0, {})[target.name]
+                result = load_c64([target], json.dumps(PLAIN).encode(), 1, 10.0, {})[target.name]
                 print(f"{result['rps']:.0f} requests/s")
             after = user_system(worker)
             print(f"worker CPU during the load: user {after[0] - before[0]:.2f} s, system {after[1] - before[1]:.2f} s")
         finally:
-            run.stop(gateway)
-            run.stop(backend)
+            stop(gateway)
+            stop(backend)
         report(out)
 
     main()

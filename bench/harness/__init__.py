@@ -1,0 +1,7 @@
+"""The benchmark's machinery, shared by every measurement in bench/measure/.
+
+Where it writes (paths.py), how big a run is (sizes.py), the temporary folder (workdir.py), the
+processes it starts (servers.py) and the rig they make (rig.py), what /proc says about them
+(procfs.py), the client (client.py) and its load shapes (load.py), percentiles (stats.py), the
+rows, verdicts and printed table (table.py), and the results file (results.py).
+"""

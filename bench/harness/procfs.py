@@ -1,0 +1,72 @@
+"""What /proc says about the benchmark's processes: CPU time, resident memory, the load from elsewhere.
+
+A worker's CPU per request or per event is its user+system time over a section; the header's "other
+processes kept N cores busy" is the machine's busy time minus this process's and its descendants'.
+"""
+
+import os
+import time
+
+import gevent
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_bytes(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _busy_seconds() -> float:
+    """CPU time the whole machine has spent busy (steal included: time another guest took)."""
+    fields = [int(v) for v in open("/proc/stat").readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _ours_seconds() -> float:
+    """CPU time of this process and every live descendant (the backend, gunicorn masters and workers)."""
+    total, todo = 0.0, [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        try:
+            total += cpu_seconds(pid)
+            todo += [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+        except (OSError, ValueError):
+            pass
+    return total
+
+
+class OtherLoad:
+    """How many cores processes other than the benchmark's kept busy between start() and cores()."""
+
+    def __init__(self):
+        self.start()
+
+    def start(self):
+        self._at, self._busy, self._ours = time.monotonic(), _busy_seconds(), _ours_seconds()
+
+    def cores(self) -> float:
+        elapsed = time.monotonic() - self._at
+        return max(0.0, (_busy_seconds() - self._busy) - (_ours_seconds() - self._ours)) / elapsed
+
+
+def wait_idle(pid: int, quiet=0.5, timeout=60) -> None:
+    """Until the worker has booted: its CPU time has grown, then stayed put for `quiet` seconds."""
+    deadline = time.monotonic() + timeout
+    last, still_since = cpu_seconds(pid), None
+    while time.monotonic() < deadline:
+        gevent.sleep(0.1)
+        now = cpu_seconds(pid)
+        if now != last or now < 0.05:
+            last, still_since = now, None
+        elif still_since is None:
+            still_since = time.monotonic()
+        elif time.monotonic() - still_since >= quiet:
+            return
+    raise SystemExit("the fresh gateway worker did not settle")
