@@ -11,6 +11,7 @@ makes the reader's blocked read fail. Imports nothing of ours: backends and stre
 
 import contextlib
 import contextvars
+import gc
 import os
 import queue
 import threading
@@ -32,15 +33,75 @@ LARGE_BYTES = 256 * 1024  # above this, parsing, validating or serialising JSON 
 def run_if_large(size: int, function, *args):
     """`function(*args)`, in gevent's native thread pool when `size` bytes make it CPU-heavy (a
     10 MB `json.loads` takes ~0.2 s, which would stall every stream of the worker; the GIL still
-    switches every 5 ms, so the loop keeps serving). Inline when small, or outside gevent."""
+    switches every 5 ms, so the loop keeps serving, as long as no single C call runs long: see
+    jsonio.py). Inline when small, or outside gevent.
+
+    Meanwhile the cyclic garbage collector waits: half a million parsed objects would make each of
+    its full passes (which hold the GIL throughout) take hundreds of milliseconds, several times
+    over. What the work made is then frozen out of its sight (JSON data holds no cycles) until the
+    request ends (`request_ends`)."""
     if size > LARGE_BYTES and cooperative():
-        # The outcome comes back as a value: an exception raised in the pool would be printed
-        # with its traceback by gevent's hub, and a client's bad body must not flood the log.
-        failed, outcome = gevent.get_hub().threadpool.apply(_outcome_of, (function, args))
+        _gc_pause(+1)
+        try:
+            # The outcome comes back as a value: an exception raised in the pool would be printed
+            # with its traceback by gevent's hub, and a client's bad body must not flood the log.
+            failed, outcome = gevent.get_hub().threadpool.apply(_outcome_of, (function, args))
+            if not failed:
+                _freeze_until_the_request_ends()
+        finally:
+            _gc_pause(-1)
         if failed:
             raise outcome
         return outcome
     return function(*args)
+
+
+# --- the garbage collector and large documents (gevent: only the hub's greenlets touch these) ---
+
+_AT_REQUEST_END = contextvars.ContextVar("llm_gateway_at_request_end")
+_gc_pauses = 0  # run_if_large calls running now
+_freezes = 0  # requests whose large documents are frozen out of the collector's sight
+
+
+def _gc_pause(change: int) -> None:
+    global _gc_pauses
+    _gc_pauses += change
+    if _gc_pauses == change == 1:
+        gc.disable()
+    elif _gc_pauses == 0:
+        gc.enable()
+
+
+def _freeze_until_the_request_ends() -> None:
+    global _freezes
+    callbacks = _AT_REQUEST_END.get(None)
+    if callbacks is None:
+        return  # no request to wait for: nothing would thaw it
+    gc.freeze()  # moves every object tracked now into a generation the collector never scans
+    if _thaw not in callbacks:  # one thaw per request, however many large documents it has
+        _freezes += 1
+        callbacks.append(_thaw)
+
+
+def _thaw() -> None:
+    global _freezes
+    _freezes -= 1
+    if _freezes == 0:
+        gc.unfreeze()  # what is still alive (and any cycle among it) is collected as usual again
+
+
+def request_begins() -> list:
+    """Called by the web layer as a request begins: what must happen when it ends (a list of
+    callables, run by `request_ends`; a stream's reader sees the same list)."""
+    callbacks = []
+    _AT_REQUEST_END.set(callbacks)
+    return callbacks
+
+
+def request_ends(callbacks: list) -> None:
+    for callback in callbacks:
+        callback()
+    callbacks.clear()
 
 
 def _outcome_of(function, args) -> tuple:
@@ -84,7 +145,7 @@ def new_queue(size: int):
     return gevent.queue.Queue(size) if cooperative() else queue.Queue(size)
 
 
-_CARRIED = []  # context variables a reader inherits from the request that started it
+_CARRIED = [_AT_REQUEST_END]  # context variables a reader inherits from the request that started it
 
 
 def carry_into_readers(variable: contextvars.ContextVar) -> None:

@@ -17,7 +17,7 @@ import gevent
 import requests
 from requests.structures import CaseInsensitiveDict
 
-from .. import errors
+from .. import errors, jsonio
 from ..concurrency import WOKEN, backend_wait, cooperative, on_cancel, relaying, run_if_large
 from ..chat.answers import complete_envelope, completion_problem
 from ..chat.chunks import HAS_USAGE, ModelRename, UsageNote, completion_chunks, missing_usage_chunk
@@ -258,7 +258,7 @@ class HttpBackend(Backend):
 
     def _completion(self, raw: bytes, model_id: str) -> dict:
         try:
-            data = json.loads(raw)
+            data = jsonio.loads(raw)
         except ValueError:
             raise errors.BackendInvalidAnswer(self.name, "answered with something that is not JSON") from None
         problem = completion_problem(data)
@@ -268,7 +268,7 @@ class HttpBackend(Backend):
 
     def _embeddings(self, raw: bytes, call) -> dict:
         try:
-            data = json.loads(raw)
+            data = jsonio.loads(raw)
         except ValueError:
             raise errors.BackendInvalidAnswer(self.name, "answered with something that is not JSON") from None
         problem = embeddings_problem(data, call.expected)

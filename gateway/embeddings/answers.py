@@ -65,6 +65,15 @@ def _as_floats(text: str) -> list | None:
     return list(struct.unpack(f"<{len(raw) // 4}f", raw))
 
 
+def answer_size(answer: dict) -> int:
+    """About how many bytes the answer makes as JSON, without writing it: items × the first one."""
+    items = answer["data"]
+    if not items:
+        return 0
+    first = items[0]["embedding"]
+    return len(items) * (64 + (len(first) if isinstance(first, str) else 12 * len(first)))
+
+
 def complete_embeddings(data: dict, model_id: str, wants_base64: bool) -> tuple[dict | None, str | None]:
     """The answer as the client gets it: in index order, each embedding in the form asked for,
     what a lax backend left out filled in. Returns (answer, None), or (None, problem)."""

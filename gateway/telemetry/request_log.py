@@ -4,12 +4,14 @@ import uuid
 
 from flask import Flask, g, request
 
+from ..concurrency import request_begins, request_ends
 from ..startup import setup_gateway_log
 from . import metrics
 from .record import RequestRecord, setup_access_log
 
 
-def _close(record: RequestRecord) -> None:
+def _close(record: RequestRecord, at_end: list) -> None:
+    request_ends(at_end)
     if record.finish() and record.counted:
         metrics.observe(record)
 
@@ -22,6 +24,7 @@ def init_app(app: Flask) -> None:
     def open_record():
         g.request_id = uuid.uuid4().hex
         g.record = RequestRecord(g.request_id, request.method, request.path)
+        g.at_end = request_begins()
 
     @app.after_request
     def close_record_when_done(response):
@@ -31,5 +34,6 @@ def init_app(app: Flask) -> None:
         if not response.is_streamed:
             record.mark_first_byte()
         # Runs when the server closes the response: after a stream's last byte, or its client left.
-        response.call_on_close(lambda: _close(record))
+        at_end = g.at_end
+        response.call_on_close(lambda: _close(record, at_end))
         return response

@@ -10,10 +10,10 @@ never changed: the body is a shallow copy with new values.
 """
 
 import dataclasses
-import json
 
 from ..config import BackendConfig, ModelConfig
 from ..errors import InvalidRequest
+from ..jsonio import dumps
 from . import parameters
 from .conversation import content_as_text, drop_tools, merge_system_prompt
 from .headers import HeaderTooLong
@@ -65,7 +65,7 @@ def serialized(body: dict) -> bytes:
     """The backend's JSON body. ASCII escapes keep lone surrogates (valid JSON escapes, invalid
     UTF-8) sendable."""
     try:
-        return json.dumps(body, separators=(",", ":")).encode("ascii")
+        return dumps(body, ascii_only=True)  # a large one in pieces (jsonio.py)
     except RecursionError:  # parsed near the recursion limit, too deep to write out again
         raise InvalidRequest("Invalid request: the body is nested too deeply.") from None
 

@@ -9,6 +9,7 @@ errors, the access log and the metrics are the chat path's own.
 from flask import Blueprint, g
 
 from ..concurrency import run_if_large
+from ..embeddings.answers import answer_size
 from ..embeddings.request_schema import validate_embeddings_request
 from ..upstream.embeddings import build_embeddings_call
 from .access import require_api_key
@@ -34,4 +35,4 @@ def embeddings():
     attempts = attempts_for(body, len(raw), "embeddings", build_embeddings_call)
     answer = attempts.complete(method="embed")  # failures name the backend that answered (error_handlers)
     record.note_usage(answer.get("usage"))
-    return answered_by(json_response(answer), attempts)
+    return answered_by(json_response(answer, size_hint=answer_size(answer)), attempts)

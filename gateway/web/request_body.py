@@ -6,9 +6,9 @@ Werkzeug's size limit acts only on Content-Length (a chunked body would be cut a
 read as if it were whole) and bad chunked framing surfaces as the server's own exceptions.
 """
 
-import json
-
 from flask import request
+
+from .. import jsonio
 
 from ..config import GatewaySettings
 from ..errors import BodyTimeout, InvalidRequest, RequestTooLarge, UnreadableBody
@@ -71,7 +71,7 @@ def parse_json(raw: bytes):
     try:
         # NaN, Infinity and numbers that overflow to infinity are not JSON: a backend would get
         # a body it cannot parse.
-        return json.loads(raw, parse_constant=_not_a_number, parse_float=_finite)
+        return jsonio.loads(raw, parse_constant=_not_a_number, parse_float=_finite)
     except (ValueError, RecursionError) as exc:
         if isinstance(exc, UnicodeDecodeError):
             reason = "it is not UTF-8"

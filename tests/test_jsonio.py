@@ -1,0 +1,90 @@
+"""jsonio: large documents read and written in pieces give exactly what one `json` call gives,
+errors included; and no piece is one long C call (issue #21: a 30 MB embeddings answer stalled
+every stream of its worker for over a second)."""
+
+import json
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway import jsonio
+
+scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text()
+documents = st.recursive(scalars, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5), max_leaves=15)
+tops = st.dictionaries(st.text(), st.lists(documents, max_size=20) | documents, max_size=4) | st.lists(documents, max_size=20)
+
+
+# The fixture only sets module constants, the same for every generated example.
+fixed_setup = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture
+def always_in_pieces(monkeypatch):
+    """Every document takes the large path, however small."""
+    monkeypatch.setattr(jsonio, "LARGE", -1)
+    monkeypatch.setattr(jsonio, "_LONG", 0)
+    monkeypatch.setattr(jsonio, "_SLICE", 7)  # decoded a few bytes at a time: multi-byte UTF-8 split too
+    monkeypatch.setattr(jsonio, "_PIECE", 5)
+
+
+@fixed_setup
+@given(document=tops, spaced=st.booleans())
+def test_reading_in_pieces_gives_what_json_gives(always_in_pieces, document, spaced):
+    text = json.dumps(document, indent=1 if spaced else None, ensure_ascii=False)
+    assert jsonio.loads(text.encode("utf-8")) == json.loads(text)
+
+
+@fixed_setup
+@given(document=tops, ascii_only=st.booleans())
+def test_writing_in_pieces_gives_what_json_gives(always_in_pieces, document, ascii_only):
+    expected = json.dumps(document, separators=(",", ":"), ensure_ascii=ascii_only)
+    assert jsonio.dumps(document, ascii_only=ascii_only) == expected.encode("utf-8")
+    assert b"".join(jsonio.dumps_in_pieces(document, ascii_only=ascii_only)) == expected.encode("utf-8")
+
+
+def test_a_lone_surrogate_is_written_escaped_in_pieces_too(always_in_pieces):
+    assert jsonio.dumps({"data": ["ok", "\ud800"]}) == b'{"data":["ok","\\ud800"]}'
+
+
+@pytest.mark.parametrize("text", [
+    '{"data": [1, 2,]}', '{"data": [1 2]}', '{"data": [1, 2}', '{"a": 1,}', '{"a" 1}', '{1: 2}',
+    '[1, 2] x', '{"data": [NaN]}', '', '   ', '{"data": [1e999]}', '[', '{"a": [', '"\\ud800" "x"',
+])
+def test_bad_documents_are_refused_in_pieces_as_in_one_call(always_in_pieces, text):
+    def strict(parse):
+        return parse(text, parse_constant=reject, parse_float=finite)
+
+    def reject(constant):
+        raise ValueError(constant)
+
+    def finite(number):
+        value = float(number)
+        if math.isinf(value):
+            raise ValueError(number)
+        return value
+
+    with pytest.raises(ValueError):
+        strict(json.loads)
+    with pytest.raises(ValueError):
+        strict(jsonio.loads)
+
+
+def test_not_utf8_is_refused():
+    with pytest.raises(UnicodeDecodeError):
+        jsonio.loads(b'{"input": ["\xff"]}' + b" " * jsonio.LARGE)
+
+
+def test_a_large_write_sizes_its_calls_to_what_the_elements_hold(monkeypatch):
+    """Batches grow while their C calls are short and shrink when one runs long."""
+    sizes = []
+    encode = json.JSONEncoder.encode
+    monkeypatch.setattr(json.JSONEncoder, "encode", lambda self, obj: sizes.append(len(obj) if isinstance(obj, list) else 0) or encode(self, obj))
+    small = {"data": [1] * 100_000}
+    assert jsonio.dumps(small) == json.dumps(small, separators=(",", ":")).encode()
+    assert max(sizes) > 1000  # tiny elements: thousands per call
+    sizes.clear()
+    heavy = {"data": [[0.123456789] * 20_000 for _ in range(40)]}
+    assert jsonio.dumps(heavy) == json.dumps(heavy, separators=(",", ":")).encode()
+    assert max(sizes) <= 8  # each element alone is a long call: a few at a time at most
