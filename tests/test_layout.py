@@ -35,6 +35,9 @@ WALLS = [
     ("gateway.registry", ("flask", "requests")),
     ("gateway.discovery", ("flask", "requests", "gateway.web")),
     ("gateway.limits.admission", ("flask", "requests", "gateway.telemetry", "gateway.web", "gateway.backends")),
+    ("gateway.responses.request_schema", ("flask", "requests", "gevent")),
+    ("gateway.responses.to_chat", ("flask", "requests", "gevent", "marshmallow")),
+    ("gateway.responses.from_chat", ("flask", "requests", "gevent", "marshmallow")),
 ]
 
 
