@@ -11,6 +11,7 @@ import dataclasses
 import os
 import sys
 import uuid
+from urllib.parse import urlsplit
 
 from .config import BackendConfig, Config, ConfigError, ModelConfig, headers_as_shown, parse_config, read_config_text
 from .errors import redact
@@ -59,6 +60,7 @@ def report(config: Config, shown_headers: dict) -> str:
             lines.append("      embeddings model")
         elif m.defaults or m.overrides:
             lines.append(f"      {parameters.describe(m.defaults, m.overrides)}")
+    lines += ["", "stored Responses API answers (previous_response_id, GET /v1/responses/<id>):", f"  {stored_responses(config)}"]
     lines += ["", "Headers of a sample request, per backend: ${VAR} values as ***, a fresh {uuid}, and the user",
               "  " + ", ".join(f"{key} {value}" for key, value in SAMPLE_USER.items())]
     for name, backend in config.backends.items():
@@ -72,6 +74,19 @@ def report(config: Config, shown_headers: dict) -> str:
     if warnings:
         lines += ["", "warnings (logged at every start):"] + [f"  - {warning}" for warning in warnings]
     return "\n".join(lines) + "\n"
+
+
+def stored_responses(config: Config) -> str:
+    """Where /v1/responses keeps answers, and for how long (Redis by host and port only: its URL may hold a password)."""
+    gateway = config.gateway
+    if not gateway.response_store_seconds:
+        return "not stored (response_store_seconds = 0)"
+    if gateway.redis_url:
+        parts = urlsplit(gateway.redis_url)
+        where = f"in Redis at {parts.path if parts.scheme == 'unix' else f'{parts.hostname}:{parts.port or 6379}'}, shared by every instance"
+    else:
+        where = f"in SQLite under {os.path.abspath(gateway.data_dir)} (data_dir), shared by this instance's workers"
+    return f"kept {gateway.response_store_seconds:g} s, {where}"
 
 
 def sample_headers(backend: BackendConfig, shown, model: ModelConfig) -> dict:

@@ -37,6 +37,14 @@ def run_if_large(size: int, function, *args):
     return function(*args)
 
 
+def off_the_loop(function, *args):
+    """`function(*args)` in gevent's native thread pool, for work whose size is not known before
+    it is done (serialising a stored conversation); inline outside gevent."""
+    if cooperative():
+        return gevent.get_hub().threadpool.apply(function, args)
+    return function(*args)
+
+
 @contextlib.contextmanager
 def deadline(seconds: float, error: Exception):
     """Raises `error` if the block takes longer than `seconds` (under gevent; elsewhere the

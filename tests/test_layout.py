@@ -40,6 +40,7 @@ WALLS = [
     ("gateway.responses.to_chat", ("flask", "requests", "gevent", "marshmallow")),
     ("gateway.responses.from_chat", ("flask", "requests", "gevent", "marshmallow")),
     ("gateway.responses.events", ("flask", "requests", "gevent", "marshmallow", "gateway.backends", "gateway.streaming")),
+    ("gateway.responses.store", ("flask", "requests", "gateway.web", "gateway.backends")),
 ]
 
 
