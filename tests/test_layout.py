@@ -41,6 +41,7 @@ WALLS = [
     ("gateway.responses.from_chat", ("flask", "requests", "gevent", "marshmallow")),
     ("gateway.responses.events", ("flask", "requests", "gevent", "marshmallow", "gateway.backends", "gateway.streaming")),
     ("gateway.responses.store", ("flask", "requests", "gateway.web", "gateway.backends")),
+    ("gateway.web.responses_api", ("requests", "urllib3", "gateway.backends.http")),
 ]
 
 

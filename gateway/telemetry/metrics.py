@@ -22,7 +22,9 @@ from .record import BACKEND_ERROR, CLIENT_GONE, COMPLETED, INTERNAL_ERROR, TIMEO
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 _WINDOW_NAME = "llm_gateway_status_window"
 
-REQUESTS = Counter("llm_gateway_requests", "Chat completion requests answered.", ["model", "backend", "status", "stream"])
+REQUESTS = Counter(
+    "llm_gateway_requests", "Model requests answered, by endpoint (chat, embeddings, responses).", ["model", "backend", "status", "stream", "endpoint"]
+)
 TIME_TO_FIRST_BYTE = Histogram(
     "llm_gateway_time_to_first_byte_seconds", "From request received to the first byte sent.", ["backend"], buckets=_LATENCY_BUCKETS
 )
@@ -64,9 +66,9 @@ def _count_in_window(backend: str, failed: bool, now: float) -> None:
 
 
 def observe(record) -> None:
-    """Records one finished chat request (a `record.RequestRecord`)."""
+    """Records one finished model request (a `record.RequestRecord`): chat, embeddings or responses."""
     backend = record.backend or ""
-    REQUESTS.labels(record.model or "", backend, str(record.status), "true" if record.stream else "false").inc()
+    REQUESTS.labels(record.model or "", backend, str(record.status), "true" if record.stream else "false", record.endpoint or "").inc()
     if not backend:
         return  # refused before a model was chosen: nothing to say about a backend
     now = time.time()
