@@ -1,8 +1,35 @@
-"""Helpers for the Responses API tests: reading its event streams, and the chunks backends send."""
+"""Helpers for the Responses API tests: their gateway config, reading event streams, and the
+chunks backends send."""
 
 import json
 
-from tests.backends import chunk_json
+from tests.backends import chunk_json, closed_port
+from tests.configs import backend, gateway_toml, model
+from tests.conftest import CORP_HEADERS, INBOUND_KEY, NO_BREAKER
+
+OTHER_KEY = "sk-inbound-other-2c9d"  # a second inbound key: stored responses are not shared across keys
+
+
+def responses_config(openai_url: str, corp_url: str, **gateway) -> str:
+    """A streaming backend (`gpt-stream`), a non-streaming one with headers, a system prompt,
+    defaults and overrides (`gauss`), an embeddings model, and a failover pair whose first backend
+    refuses connections (`gpt-failover`); two inbound keys."""
+    return gateway_toml(
+        gateway={"heartbeat_seconds": 2, "api_keys": [INBOUND_KEY, OTHER_KEY], **gateway},
+        backends={
+            "openai": backend(openai_url, streaming=True, read_timeout=20, **NO_BREAKER),
+            "corp": backend(corp_url, streaming=False, headers=CORP_HEADERS, **NO_BREAKER),
+            "embed": backend(openai_url, embeddings_url=openai_url.replace("/chat/completions", "/embeddings")),
+            "nowhere": backend(f"http://127.0.0.1:{closed_port()}/v1/chat/completions", **NO_BREAKER),
+        },
+        models=[
+            model("gpt-stream", "openai", upstream="upstream-stream-model"),
+            model("gauss", "corp", upstream="Gauss2-37b", system_prompt="아는 것에 대해서만 대답해주세요.",
+                  defaults={"temperature": 0.4, "max_tokens": 1024}, overrides={"top_p": 0.9}),
+            model("bge-m3", "embed", kind="embeddings"),
+            {"id": "gpt-failover", "backends": ["nowhere", "openai"]},
+        ],
+    )
 
 
 def parse_events(data: bytes) -> list:

@@ -10,29 +10,10 @@ import pytest
 from app import create_app
 from gateway.config import parse_config
 from tests.backends import answers, completion_json, tool_round_trip
-from tests.configs import backend, gateway_toml, model
-from tests.conftest import CORP_HEADERS, INBOUND_KEY, NO_BREAKER, TICKET, SecretWatchingClient
-from tests.responses_helpers import check_framing, parse_events, sdk_final_response
+from tests.conftest import INBOUND_KEY, TICKET, SecretWatchingClient
+from tests.responses_helpers import OTHER_KEY, check_framing, parse_events, responses_config, sdk_final_response
 
 KEY = {"Authorization": f"Bearer {INBOUND_KEY}"}
-OTHER_KEY = "sk-inbound-other-2c9d"
-
-
-def responses_config(openai_url: str, corp_url: str, **gateway) -> str:
-    return gateway_toml(
-        gateway={"heartbeat_seconds": 2, "api_keys": [INBOUND_KEY, OTHER_KEY], **gateway},
-        backends={
-            "openai": backend(openai_url, streaming=True, read_timeout=20, **NO_BREAKER),
-            "corp": backend(corp_url, streaming=False, headers=CORP_HEADERS, **NO_BREAKER),
-            "embed": backend(openai_url, embeddings_url=openai_url.replace("/chat/completions", "/embeddings")),
-        },
-        models=[
-            model("gpt-stream", "openai", upstream="upstream-stream-model"),
-            model("gauss", "corp", upstream="Gauss2-37b", system_prompt="아는 것에 대해서만 대답해주세요.",
-                  defaults={"temperature": 0.4, "max_tokens": 1024}, overrides={"top_p": 0.9}),
-            model("bge-m3", "embed", kind="embeddings"),
-        ],
-    )
 
 
 def build_app(openai_backend, corp_backend, data_dir, **gateway):

@@ -132,6 +132,7 @@ class RequestRecord:
         line = {
             "ts": timestamp(self.started_at),
             "request_id": self.request_id,
+            "pid": os.getpid(),  # the worker that served it (stored responses, shared state: which one)
             "method": self.method,
             "path": self.path,
             "model": self.model,
