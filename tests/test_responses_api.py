@@ -16,9 +16,9 @@ from tests.responses_helpers import OTHER_KEY, check_framing, parse_events, resp
 KEY = {"Authorization": f"Bearer {INBOUND_KEY}"}
 
 
-def build_app(openai_backend, corp_backend, data_dir, **gateway):
-    config = parse_config(responses_config(openai_backend.url, corp_backend.url, data_dir=str(data_dir), **gateway), "test config",
-                          {"CORP_TICKET": TICKET})
+def build_app(openai_backend, corp_backend, data_dir, extra_toml="", **gateway):
+    text = responses_config(openai_backend.url, corp_backend.url, data_dir=str(data_dir), **gateway) + extra_toml
+    config = parse_config(text, "test config", {"CORP_TICKET": TICKET})
     app = create_app(config)
     app.test_client_class = SecretWatchingClient
     return app
@@ -110,6 +110,15 @@ def test_a_tool_call_comes_back_as_a_function_call_item(api, openai_backend):
 
 def test_unprefixed_path_works_too(api, openai_backend):
     assert api.post("/responses", json={"model": "gpt-stream", "input": "hi"}, headers=KEY).status_code == 200
+
+
+def test_the_users_limits_count_responses_requests_with_chat_ones(openai_backend, corp_backend, tmp_path):
+    client = build_app(openai_backend, corp_backend, tmp_path, extra_toml="\n[limits]\nper_user_requests_per_minute = 2\n").test_client()
+    kim = {**KEY, "X-OpenWebUI-User-Id": "kim"}
+    assert create(client, {"model": "gpt-stream", "input": "one"}, headers=kim).status_code == 200
+    assert client.post("/v1/chat/completions", json={"model": "gpt-stream", "messages": [{"role": "user", "content": "two"}]}, headers=kim).status_code == 200
+    assert_error(create(client, {"model": "gpt-stream", "input": "three", "stream": True}, headers=kim), 429, code="user_rate_limit")
+    assert create(client, {"model": "gpt-stream", "input": "one"}, headers={**KEY, "X-OpenWebUI-User-Id": "lee"}).status_code == 200
 
 
 # --- errors -------------------------------------------------------------------------------------------
@@ -257,3 +266,50 @@ def test_an_unusable_data_dir_is_a_503_for_lookups_and_no_failure_for_answers(op
     created = create(client, {"model": "gpt-stream", "input": "hi"})
     assert created.status_code == 200 and created.get_json()["output"][0]["content"][0]["text"] == "still answered"
     assert_error(client.get(f"/v1/responses/{created.get_json()['id']}", headers=KEY), 503, code="response_store_unavailable")
+
+
+# --- generated bodies: never a 5xx, always the error shape --------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402 - the property test's own imports
+from hypothesis import strategies as st  # noqa: E402
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=10)
+_parts = st.lists(st.one_of(
+    st.fixed_dictionaries({"type": st.sampled_from(["input_text", "output_text", "refusal", "input_image", "input_file", ""])},
+                          optional={"text": _json, "refusal": _json, "image_url": _json, "file_id": _json, "detail": _json}),
+    _json), max_size=3)
+_items = st.one_of(
+    st.fixed_dictionaries({}, optional={
+        "type": st.one_of(st.sampled_from(["message", "function_call", "function_call_output", "custom_tool_call", "custom_tool_call_output",
+                                           "reasoning", "item_reference", "web_search_call"]), _json),
+        "role": st.one_of(st.sampled_from(["user", "assistant", "system", "developer"]), _json),
+        "content": st.one_of(st.text(max_size=20), _parts, _json),
+        "call_id": _json, "name": _json, "arguments": _json, "namespace": _json, "input": _json,
+        "output": st.one_of(st.text(max_size=20), _parts, _json), "id": _json,
+    }),
+    _json,
+)
+_tools = st.lists(st.one_of(
+    st.fixed_dictionaries({"type": st.sampled_from(["function", "custom", "namespace", "web_search", "mcp"])},
+                          optional={"name": _json, "parameters": _json, "strict": _json, "format": _json, "description": _json,
+                                    "tools": st.lists(st.fixed_dictionaries({"type": st.sampled_from(["function", "custom", "x"])},
+                                                                            optional={"name": _json}), max_size=2)}),
+    _json), max_size=3)
+_bodies = st.fixed_dictionaries({}, optional={
+    "model": st.one_of(st.sampled_from(["gpt-stream", "gauss", "bge-m3"]), _json),
+    "input": st.one_of(st.text(max_size=30), st.lists(_items, max_size=4), _json),
+    "instructions": _json, "tools": st.one_of(_tools, _json), "tool_choice": _json, "parallel_tool_calls": _json,
+    "max_output_tokens": _json, "temperature": _json, "text": st.one_of(st.fixed_dictionaries({"format": _json}), _json),
+    "reasoning": _json, "stream": st.one_of(st.booleans(), _json), "store": _json, "previous_response_id": _json, "background": _json,
+    "x_new": _json,
+})
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=_bodies)
+def test_generated_bodies_never_get_a_5xx(responses_app, body):
+    response = create(responses_app.test_client(), body)
+    assert response.status_code < 500, (body, response.get_data(as_text=True))
+    if response.status_code >= 400:
+        assert set(response.get_json()["error"]) == {"message", "type", "param", "code"}

@@ -243,6 +243,13 @@ def test_background_false_and_null_refusals_are_fine():
     validate_responses_request({"model": "m", "input": "hi", "background": False, "conversation": None, "prompt": None})
 
 
+def test_two_tools_the_backend_would_know_by_one_name_are_a_400():
+    tools = [{"type": "function", "name": "ns__close"}, {"type": "namespace", "name": "ns", "description": "d", "tools": [{"type": "function", "name": "close"}]}]
+    with pytest.raises(InvalidRequest) as raised:
+        bridge({"input": "hi", "tools": tools})
+    assert raised.value.param == "tools.1.tools.0.name" and "ns__close" in raised.value.message
+
+
 def test_an_empty_conversation_is_a_400():
     with pytest.raises(InvalidRequest) as raised:
         bridge({"input": [], "instructions": None})

@@ -48,6 +48,9 @@ class ToolMap:
         self._tools[chat_name] = (kind, name, namespace)
         return chat_name
 
+    def knows(self, chat_name: str) -> bool:
+        return chat_name in self._tools
+
     def is_custom(self, chat_name: str) -> bool:
         return self._tools.get(chat_name, ("function",))[0] == "custom"
 
@@ -113,19 +116,21 @@ def chat_request(request: dict, items: list) -> ChatBridge:
 
 def _tools(given) -> tuple:
     tools, chat_tools, dropped = ToolMap(), [], []
-    for tool in given:
+    for index, tool in enumerate(given):
         kind = tool["type"]
         if kind == "namespace":
-            for inner in tool["tools"]:
-                chat_tools.append(_chat_tool(inner, tools, tool["name"]))
+            for inner_index, inner in enumerate(tool["tools"]):
+                chat_tools.append(_chat_tool(inner, tools, tool["name"], f"tools.{index}.tools.{inner_index}.name"))
         elif kind in ("function", "custom"):
-            chat_tools.append(_chat_tool(tool, tools, None))
+            chat_tools.append(_chat_tool(tool, tools, None, f"tools.{index}.name"))
         else:  # web_search, file_search, code_interpreter, computer_use, mcp, image_generation, local_shell, ...
             dropped.append(kind)
     return tools, chat_tools, dropped
 
 
-def _chat_tool(tool: dict, tools: ToolMap, namespace: str | None) -> dict:
+def _chat_tool(tool: dict, tools: ToolMap, namespace: str | None, param: str) -> dict:
+    if tools.knows(flattened(tool["name"], namespace)):  # its calls could not be told apart
+        raise InvalidRequest(f"Invalid request: '{param}': a second tool is called '{flattened(tool['name'], namespace)}' for the backend.", param=param)
     name = tools.add(tool["type"], tool["name"], namespace)
     function = {"name": name}
     if tool.get("description"):
