@@ -88,7 +88,7 @@ class RequestRecord:
         self.model = self.backend = self.stream = self.status = None
         self.first_byte = self.finished = self.outcome = self.error = self.usage = None
         self.keepalives = 0
-        self.counted = False  # a model request (chat or embeddings): the ones metrics count
+        self.counted = False  # a model request (chat, embeddings, responses): the ones metrics count
         self.attempts = None  # failover.Attempts: which backends were tried, which one answered
         self.endpoint = None  # "chat", "embeddings" or "responses": the model requests metrics count
         # The Responses API's translation (names only, never values): hosted tools left out, fields
