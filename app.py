@@ -16,7 +16,7 @@ from gateway.limits import web as limits
 from gateway.registry import ModelRegistry
 from gateway.startup import announce_once
 from gateway.telemetry import metrics, request_log
-from gateway.web import access, api, embeddings, error_handlers, status
+from gateway.web import access, api, embeddings, error_handlers, responses_api, status
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -29,6 +29,7 @@ def create_app(config: Config | None = None) -> Flask:
     if note := threads_note():  # each process that streams on threads says what that means
         logging.getLogger("gateway").warning(note)
     limits.init_app(app, config, app.extensions["registry"])  # Redis-shared limits (gateway/limits/)
+    responses_api.init_app(app, config)  # stored Responses API answers: in that Redis, else SQLite in data_dir
 
     request_log.init_app(app)  # first: every later step, preflights included, has a record
     access.init_app(app, config.gateway)
@@ -38,6 +39,8 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(api.bp, url_prefix="", name="api_unprefixed")
     app.register_blueprint(embeddings.bp, url_prefix="/v1")
     app.register_blueprint(embeddings.bp, url_prefix="", name="embeddings_unprefixed")
+    app.register_blueprint(responses_api.bp, url_prefix="/v1")
+    app.register_blueprint(responses_api.bp, url_prefix="", name="responses_api_unprefixed")
     app.register_blueprint(status.bp)
 
     error_handlers.init_app(app, config)

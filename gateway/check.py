@@ -64,6 +64,7 @@ def report(config: Config, shown_headers: dict) -> str:
             lines.append(f"      {parameters.describe(m.defaults, m.overrides)}")
         if m.system_prompt:
             lines.append(f"      system prompt: {len(m.system_prompt)} characters, first in the leading system message")
+    lines += ["", "stored Responses API answers (previous_response_id, GET /v1/responses/<id>):", f"  {stored_responses(config)}"]
     lines += ["", "Headers of a sample request, per backend: ${VAR} values as ***, a fresh {uuid}, and the user",
               "  " + ", ".join(f"{key} {value}" for key, value in SAMPLE_USER.items())]
     for name, backend in config.backends.items():
@@ -128,6 +129,19 @@ def _backend_settings(backend: BackendConfig, config: Config) -> list:
 def _location(backend: BackendConfig, url: str) -> str:
     """Scheme, host and port of another URL of the backend: never its path or query."""
     return dataclasses.replace(backend, url=url).location
+
+
+def stored_responses(config: Config) -> str:
+    """Where /v1/responses keeps answers, and for how long (Redis by host and port only: its URL may hold a password)."""
+    gateway = config.gateway
+    if not gateway.response_store_seconds:
+        return "not stored (response_store_seconds = 0)"
+    if gateway.redis_url:
+        parts = urlsplit(gateway.redis_url)
+        where = f"in Redis at {parts.path if parts.scheme == 'unix' else f'{parts.hostname}:{parts.port or 6379}'}, shared by every instance"
+    else:
+        where = f"in SQLite under {os.path.abspath(gateway.data_dir)} (data_dir), shared by this instance's workers"
+    return f"kept {gateway.response_store_seconds:g} s, {where}"
 
 
 def sample_headers(backend: BackendConfig, shown, model: ModelConfig) -> dict:

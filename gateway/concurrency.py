@@ -112,6 +112,12 @@ def _outcome_of(function, args) -> tuple:
         return True, exc.with_traceback(None)
 
 
+def off_the_loop(function, *args):
+    """`function(*args)` in gevent's native thread pool, for work whose size is not known before
+    it is done (serialising a stored conversation); inline outside gevent."""
+    return run_if_large(LARGE_BYTES + 1, function, *args)
+
+
 @contextlib.contextmanager
 def deadline(seconds: float, error: Exception):
     """Raises `error` if the block takes longer than `seconds` (under gevent; elsewhere the

@@ -34,6 +34,7 @@ name = "Demo echo (no backend configured yet)"
 """
 DEMO_SOURCE = "built-in demo config"
 DEFAULT_CONFIG_FILE = "gateway.toml"
+DATA_DIR_VARIABLE = "GATEWAY_DATA_DIR"  # the default [gateway] data_dir where the file sets none
 
 _ENV_REFERENCE = re.compile(r"\$\{([^}]*)\}")
 # Ids Open WebUI treats as OpenAI reasoning models: it renames max_tokens and changes the system role.
@@ -60,6 +61,10 @@ class GatewaySettings:
     # Scale-out (gateway/limits/): shared state for every worker of every instance.
     redis_url: str | None = None
     redis_failure: str = "open"  # Redis unreachable: "open" serves with per-worker limits, "closed" answers 503
+    # Local state every worker of this instance shares (gateway/responses/store.py: SQLite). Relative
+    # paths are from the working directory; GATEWAY_DATA_DIR gives the default where the file sets none.
+    data_dir: str = "var"
+    response_store_seconds: float = 3600.0  # how long a stored Responses API answer can be continued; 0: never stored
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,6 +220,8 @@ class GatewaySchema(_Strict):
     user_jwt_leeway = StrictNumber(minimum=0)
     redis_url = fields.String(validate=_redis_url)
     redis_failure = fields.String(validate=validate.OneOf(["open", "closed"]))
+    data_dir = fields.String(validate=validate.Length(min=1))
+    response_store_seconds = StrictNumber(minimum=0)
 
 
 class BackendSchema(_Strict):
@@ -502,6 +509,10 @@ def parse_config(text: str, source: str, environ=None) -> Config:
         sentences = [redact_text(sentence(raw, path, reason, _known_keys), forms) for path, reason in problems]
         raise ConfigError(f"{source}: " + "; ".join(dict.fromkeys(sentences)))
     gateway, backends, models = built
+    if "data_dir" not in raw.get("gateway", {}) and environ.get(DATA_DIR_VARIABLE):
+        # The deployment's state directory (deploy/: the systemd unit's StateDirectory, the image's
+        # volume), unless the file names one itself.
+        gateway = dataclasses.replace(gateway, data_dir=environ[DATA_DIR_VARIABLE])
     secrets |= {key for key in gateway.api_keys}
     # [gateway] redis_url: its password (and a ?password= value) is a secret even when written
     # into the file; its host and port are not (gateway/limits/).

@@ -147,6 +147,22 @@ class ShuttingDown(GatewayError):
     kind = "shutting_down"
 
 
+class PreviousResponseNotFound(InvalidRequest):
+    """`previous_response_id` names no response this client stored (unknown, expired, or another's)."""
+
+    code = "previous_response_not_found"
+    kind = "previous_response_not_found"
+
+
+class ResponseStoreUnavailable(GatewayError):
+    """The store of Responses API answers (Redis) did not answer: a lookup that cannot be made is
+    not a "not found"."""
+
+    status = 503
+    code = "response_store_unavailable"
+    kind = "response_store_unavailable"
+
+
 class InternalError(GatewayError):
     """A bug of ours. The client gets the request id to quote; the log gets the traceback."""
 
@@ -302,8 +318,13 @@ def redact(text: str, secrets) -> str:
 MESSAGE_LIMIT = 2000  # a backend's error page is not passed on whole
 
 
-def error_json(error: GatewayError, secrets=()) -> bytes:
+def redacted_body(error: GatewayError, secrets=()) -> dict:
+    """`error.body()` with its message redacted and shortened, as every answer carries it."""
     body = error.body()
     # Redacted before it is shortened: a secret cut in half would no longer match.
     body["error"]["message"] = redact(body["error"]["message"], secrets)[:MESSAGE_LIMIT]
-    return dumps(body)
+    return body
+
+
+def error_json(error: GatewayError, secrets=()) -> bytes:
+    return dumps(redacted_body(error, secrets))

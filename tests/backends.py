@@ -322,3 +322,77 @@ def wait_until(condition, timeout=10.0, interval=0.01, message="condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {message}")
         time.sleep(interval)
+
+
+# --- answering like a model (the Responses API tests) ----------------------------------------------
+
+
+def model_turn(exchange: Exchange, text: str | None = None, reasoning: str | None = None, tool_calls=(), finish: str | None = None):
+    """Answers as a model would: its reasoning, its text, its tool calls ((id, name, arguments)
+    triples). Streamed when this backend streams and was asked to (reasoning in two pieces, text
+    word by word, each call's name first and then its arguments in three pieces, a usage chunk
+    when asked for it), else one JSON chat.completion."""
+    body = exchange.body
+    finish = finish or ("tool_calls" if tool_calls else "stop")
+    if not (exchange.backend.streaming and body.get("stream")):
+        extra = {"reasoning_content": reasoning} if reasoning else {}
+        if tool_calls:
+            extra["tool_calls"] = [{"id": i, "type": "function", "function": {"name": n, "arguments": a}} for i, n, a in tool_calls]
+        answer = completion_json(text, model=body.get("model", "upstream"), **extra)
+        answer["choices"][0]["finish_reason"] = finish
+        exchange.send_json(200, answer)
+        return
+    exchange.start_sse()
+    exchange.event(chunk_json(delta={"role": "assistant", "content": "" if text else None}))
+    if reasoning:
+        half = len(reasoning) // 2
+        for piece in (reasoning[:half], reasoning[half:]):
+            exchange.event(chunk_json(delta={"reasoning_content": piece}))
+    if text:
+        words = text.split(" ")
+        for i, word in enumerate(words):
+            exchange.event(chunk_json(delta={"content": word if i == len(words) - 1 else word + " "}))
+    for index, (call_id, name, arguments) in enumerate(tool_calls):
+        exchange.event(chunk_json(delta={"tool_calls": [{"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}]}))
+        third = max(1, -(-len(arguments) // 3))
+        for start in range(0, len(arguments), third):
+            exchange.event(chunk_json(delta={"tool_calls": [{"index": index, "function": {"arguments": arguments[start:start + third]}}]}))
+    exchange.event(chunk_json(delta={}, finish_reason=finish))
+    if (body.get("stream_options") or {}).get("include_usage"):
+        exchange.event(chunk_json(usage={"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}))
+    exchange.event("[DONE]")
+    exchange.end_sse()
+
+
+def answers(text: str | None = None, reasoning: str | None = None, tool_calls=(), finish: str | None = None):
+    """A behavior that always gives one answer (see `model_turn`)."""
+    return lambda exchange: model_turn(exchange, text, reasoning, tool_calls, finish)
+
+
+def tool_round_trip(call_id: str, name: str, arguments: str, final):
+    """A model that calls one tool, then answers once it has the tool's result: `final(result)`
+    is its text, given the content of the last `tool` message."""
+
+    def behavior(exchange: Exchange):
+        last = exchange.body["messages"][-1]
+        if last.get("role") == "tool":
+            content = last["content"] if isinstance(last["content"], str) else "".join(p.get("text", "") for p in last["content"])
+            model_turn(exchange, text=final(content))
+        else:
+            model_turn(exchange, tool_calls=[(call_id, name, arguments)])
+
+    return behavior
+
+
+def drops_mid_stream(text: str):
+    """A streaming backend whose connection breaks after the first event (`text`)."""
+
+    def behavior(exchange: Exchange):
+        exchange.start_sse()
+        exchange.event(chunk_json(delta={"role": "assistant", "content": text}))
+        exchange.handler.wfile.write(b"ff\r\ndata: {\"trunc")  # a chunk promised, never finished
+        exchange.handler.wfile.flush()
+        exchange.handler.close_connection = True
+        exchange.handler.connection.shutdown(2)
+
+    return behavior

@@ -234,3 +234,18 @@ def test_pinned_parameters_are_shown(tmp_path):
     result = subprocess.run([sys.executable, "-m", "gateway", "check", str(config)], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "defaults temperature=0.4; overrides top_p=0.9" in result.stdout
+
+
+def test_it_says_where_stored_responses_are_kept(tmp_path):
+    def stored(gateway, env=None):
+        (tmp_path / "gateway.toml").write_text(gateway_toml(gateway=gateway, backends={"b": backend("demo://echo")}, models=[model("m", "b")]))
+        result = run_check(tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+        return section(result.stdout, "stored Responses API answers")
+
+    assert stored({"heartbeat_seconds": 5}) == [f"kept 3600 s, in SQLite under {tmp_path / 'var'} (data_dir), shared by this instance's workers"]
+    assert stored({"heartbeat_seconds": 5}, env={"GATEWAY_DATA_DIR": "/var/lib/llm-gateway"})[0].startswith("kept 3600 s, in SQLite under /var/lib/llm-gateway ")
+    assert stored({"data_dir": "state", "response_store_seconds": 600}, env={"GATEWAY_DATA_DIR": "/elsewhere"})[0].startswith(
+        f"kept 600 s, in SQLite under {tmp_path / 'state'} ")  # the file's own data_dir wins
+    assert stored({"redis_url": "redis://:pw-9c2e4f@cache.corp:6380/0"}) == ["kept 3600 s, in Redis at cache.corp:6380, shared by every instance"]
+    assert stored({"response_store_seconds": 0}) == ["not stored (response_store_seconds = 0)"]

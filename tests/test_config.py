@@ -157,3 +157,18 @@ def test_secrets_are_env_values_keys_and_secret_query_values_only():
 def test_malformed_urls_are_config_errors(url):
     with pytest.raises(ConfigError, match="backends.corp.url"):
         parse_config(GOOD.replace("https://llm.corp.example/ask?token=${CORP_TICKET}", url), "gw.toml", ENV)
+
+
+def test_the_response_store_settings():
+    config = parse_config(GOOD, "gw.toml", ENV)
+    assert (config.gateway.data_dir, config.gateway.response_store_seconds) == ("var", 3600)
+    assert parse_config(GOOD, "gw.toml", {**ENV, "GATEWAY_DATA_DIR": "/var/lib/llm-gateway"}).gateway.data_dir == "/var/lib/llm-gateway"
+    own = GOOD.replace("heartbeat_seconds = 10", 'heartbeat_seconds = 10\ndata_dir = "state"\nresponse_store_seconds = 0')
+    config = parse_config(own, "gw.toml", {**ENV, "GATEWAY_DATA_DIR": "/var/lib/llm-gateway"})
+    assert (config.gateway.data_dir, config.gateway.response_store_seconds) == ("state", 0)  # the file wins
+    for bad, says in (("response_store_seconds = -1", "gateway.response_store_seconds: must be at least 0 (got -1)"),
+                      ('response_store_seconds = "1h"', "gateway.response_store_seconds: Must be a number"),
+                      ('data_dir = ""', "gateway.data_dir: Shorter than minimum length 1")):
+        with pytest.raises(ConfigError) as raised:
+            parse_config(GOOD.replace("heartbeat_seconds = 10", f"heartbeat_seconds = 10\n{bad}"), "gw.toml", ENV)
+        assert says in str(raised.value)

@@ -439,3 +439,15 @@ def test_the_image_files_serve_and_pass_the_healthcheck(tmp_path):
     down = subprocess.run(healthcheck_command(), env={**environ, "GATEWAY_BIND": f"0.0.0.0:{closed_port()}"},
                           capture_output=True, text=True, timeout=30)
     assert down.returncode != 0
+
+
+def test_the_unit_and_the_image_keep_local_state_in_a_state_directory():
+    """data_dir (stored Responses API answers): systemd's StateDirectory, writable under
+    ProtectSystem=strict; in the image a volume owned by its user. Both through GATEWAY_DATA_DIR,
+    which the config's own data_dir overrides."""
+    assert unit_settings("StateDirectory") == ["llm-gateway"]
+    assert "GATEWAY_DATA_DIR=/var/lib/llm-gateway" in unit_settings("Environment")
+    assert "GATEWAY_DATA_DIR=/var/lib/llm-gateway" in instructions("ENV")
+    assert instructions("VOLUME") == ["/var/lib/llm-gateway"]
+    (user,) = instructions("USER")
+    assert any("/var/lib/llm-gateway" in run and f"-o {user.split(':')[0]}" in run for run in instructions("RUN"))

@@ -35,6 +35,13 @@ WALLS = [
     ("gateway.registry", ("flask", "requests")),
     ("gateway.discovery", ("flask", "requests", "gateway.web")),
     ("gateway.limits.admission", ("flask", "requests", "gateway.telemetry", "gateway.web", "gateway.backends")),
+    ("gateway.streaming.framing", ("flask", "requests", "gevent")),
+    ("gateway.responses.request_schema", ("flask", "requests", "gevent")),
+    ("gateway.responses.to_chat", ("flask", "requests", "gevent", "marshmallow")),
+    ("gateway.responses.from_chat", ("flask", "requests", "gevent", "marshmallow")),
+    ("gateway.responses.events", ("flask", "requests", "gevent", "marshmallow", "gateway.backends", "gateway.streaming")),
+    ("gateway.responses.store", ("flask", "requests", "gateway.web", "gateway.backends")),
+    ("gateway.web.responses_api", ("requests", "urllib3", "gateway.backends.http")),
 ]
 
 

@@ -78,7 +78,7 @@ def test_a_built_stream_and_its_usage_chunk_name_the_requested_model(app_client)
 
 def test_the_404_names_every_endpoint(app_client):
     error = json_of(app_client.get("/v1/nothing-here"))["error"]
-    for path in ("/v1/chat/completions", "/v1/embeddings", "/v1/models"):
+    for path in ("/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/models"):
         assert path in error["message"]
 
 

@@ -13,8 +13,10 @@ The life of a stream, in order:
 1. `ChatStream(...)` starts the backend call and watches the client's connection;
 2. `start()` waits for the first event or the first heartbeat, in the view: a failure known by
    then raises, and is still a real HTTP status;
-3. `body()` is the response body: events as they come, keep-alives in silence, `[DONE]` at the
-   end; after the first byte a failure is an in-stream error event and `[DONE]`;
+3. `body()` is the response body: events as they come, keep-alives in silence, the end (`[DONE]`
+   for chat); after the first byte a failure is an in-stream error event (and `[DONE]`). How
+   payloads, the end and a failure are written is the stream's *framing* (framing.py): chat's by
+   default, the Responses API's events for /v1/responses;
 4. `close()` (the server closes the response: done, or the client left) stops the backend call
    at once and frees what the stream held. Idempotent.
 
@@ -31,11 +33,12 @@ import time
 from queue import Empty, Full
 
 from ..concurrency import WOKEN, BackendWait, CancelScope, cooperative, new_queue, reading_in_place, start_reader, stop_reader
-from ..errors import GatewayError, InternalError, error_json
-from ..sse import DONE, KEEPALIVE, encode_event
+from ..errors import GatewayError, InternalError
+from ..sse import KEEPALIVE
 from ..telemetry.record import CLIENT_GONE, COMPLETED, RequestRecord
 from . import open_streams
 from .client_watch import ClientWatch
+from .framing import CHAT
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +57,16 @@ class ChatStream:
     __slots__ = (
         "_queue", "_reader", "_scope", "_heartbeat", "_record", "_secrets", "_cleanups", "_first",
         "_socket", "_stalled_after", "_writing_since", "_interruption", "_held", "_timed_wait", "keepalive_due", "_keepalive_every",
-        "_events", "_wait", "_in_place",
+        "_events", "_wait", "_in_place", "_framing",
     )
 
-    def __init__(self, events, *, heartbeat: float, record: RequestRecord, secrets=(), client_socket=None, stalled_after: float = 60):
+    def __init__(self, events, *, heartbeat: float, record: RequestRecord, secrets=(), client_socket=None, stalled_after: float = 60,
+                 framing=CHAT):
         """`events`: the backend's payloads (a generator, not started yet; closing it ends the
         backend call and frees what it held); `client_socket`: the client's connection, watched when the server gives it;
-        `stalled_after`: seconds a client may take to accept a write (at least three heartbeats)."""
+        `stalled_after`: seconds a client may take to accept a write (at least three heartbeats);
+        `framing`: how payloads, the end and a failure are written (framing.py)."""
+        self._framing = framing
         self._queue = new_queue(_QUEUE_SIZE)
         self._heartbeat = heartbeat
         self._record = record
@@ -119,6 +125,7 @@ class ChatStream:
 
     def _items(self):
         record, item = self._record, self._first
+        encode = self._framing.encode
         if item is not CLIENT_LEFT:
             record.mark_first_byte()
         try:
@@ -127,8 +134,13 @@ class ChatStream:
                     record.outcome = CLIENT_GONE
                     return
                 if item is ENDED:
+                    try:
+                        end = self._framing.end()
+                    except GatewayError as exc:
+                        yield from self._error_event(exc)
+                        return
                     record.outcome = COMPLETED
-                    yield DONE
+                    yield end
                     return
                 if item is SILENCE:
                     record.keepalives += 1
@@ -139,7 +151,12 @@ class ChatStream:
                     payloads = item if item.__class__ is list else (item, *self._ready())
                     for payload in payloads:
                         record.note_payload(payload)
-                    yield encode_event(payloads[0]) if len(payloads) == 1 else b"".join(map(encode_event, payloads))
+                    try:
+                        data = encode(payloads)
+                    except GatewayError as exc:  # a framing that reads the payloads found one unusable
+                        yield from self._error_event(exc)
+                        return
+                    yield data
                 try:
                     item = self._next()
                 except GatewayError as exc:
@@ -374,8 +391,7 @@ class ChatStream:
 
     def _error_event(self, error: GatewayError):
         self._record.failed(error)
-        yield encode_event(error_json(error, self._secrets))
-        yield DONE
+        yield self._framing.error(error, self._secrets)
 
 
 class _ReaderStopped(Exception):

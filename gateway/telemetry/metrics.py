@@ -21,7 +21,9 @@ from .record import CLIENT_GONE, COMPLETED
 
 _LATENCY_BUCKETS = window.BUCKETS
 
-REQUESTS = Counter("llm_gateway_requests", "Chat completion requests answered.", ["model", "backend", "status", "stream"])
+REQUESTS = Counter(
+    "llm_gateway_requests", "Model requests answered, by endpoint (chat, embeddings, responses).", ["model", "backend", "status", "stream", "endpoint"]
+)
 TIME_TO_FIRST_BYTE = Histogram(
     "llm_gateway_time_to_first_byte_seconds", "From request received to the first byte sent.", ["backend"], buckets=_LATENCY_BUCKETS
 )
@@ -60,9 +62,9 @@ def call_ended(backend: str, error_kind: str | None) -> None:
 
 
 def observe(record) -> None:
-    """Records one finished request (a `record.RequestRecord`)."""
+    """Records one finished model request (a `record.RequestRecord`): chat, embeddings or responses."""
     backend = record.backend or ""
-    REQUESTS.labels(record.model or "", backend, str(record.status), "true" if record.stream else "false").inc()
+    REQUESTS.labels(record.model or "", backend, str(record.status), "true" if record.stream else "false", record.endpoint or "").inc()
     if not backend:
         return  # refused before a model was chosen: nothing to say about a backend
     now = time.time()

@@ -76,6 +76,7 @@ class RequestRecord:
     __slots__ = (
         "request_id", "method", "path", "started", "started_at", "model", "backend", "stream", "status",
         "first_byte", "finished", "outcome", "error", "usage", "keepalives", "counted", "attempts", "upstream_of",
+        "endpoint", "dropped_tools", "ignored_fields", "unknown_fields",
     )
 
     def __init__(self, request_id: str, method: str, path: str):
@@ -87,9 +88,13 @@ class RequestRecord:
         self.model = self.backend = self.stream = self.status = None
         self.first_byte = self.finished = self.outcome = self.error = self.usage = None
         self.keepalives = 0
-        self.counted = False  # a model request (chat or embeddings): the ones metrics count
+        self.counted = False  # a model request (chat, embeddings, responses): the ones metrics count
         self.attempts = None  # failover.Attempts: which backends were tried, which one answered
         self.upstream_of = None  # the model's upstream_for(backend name): its name at that backend
+        self.endpoint = None  # "chat", "embeddings" or "responses": the model requests metrics count
+        # The Responses API's translation (names only, never values): hosted tools left out, fields
+        # with no chat meaning, and fields this gateway does not know, none of which reached the backend.
+        self.dropped_tools = self.ignored_fields = self.unknown_fields = ()
 
     def mark_first_byte(self) -> None:
         if self.first_byte is None:
@@ -128,6 +133,7 @@ class RequestRecord:
         line = {
             "ts": timestamp(self.started_at),
             "request_id": self.request_id,
+            "pid": os.getpid(),  # the worker that served it (stored responses, shared state: which one)
             "method": self.method,
             "path": self.path,
             "model": self.model,
@@ -145,6 +151,9 @@ class RequestRecord:
             for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
                 if isinstance(self.usage.get(key), int):
                     line[key] = self.usage[key]
+        for key in ("dropped_tools", "ignored_fields", "unknown_fields"):
+            if getattr(self, key):
+                line[key] = list(getattr(self, key))
         if len(tried) > 1:  # failover: every attempt, in order
             line["attempts"] = [{"backend": name, "result": result} for name, result in tried]
         access_log.info(json.dumps(line, separators=(",", ":")))

@@ -14,7 +14,7 @@ from flask import Flask, Response, current_app, request
 from ..config import GatewaySettings
 from ..errors import Unauthorized
 
-CORS_ALLOWED_METHODS = "GET, POST, OPTIONS"
+CORS_ALLOWED_METHODS = "GET, POST, DELETE, OPTIONS"  # DELETE: /v1/responses/<id>
 CORS_DEFAULT_HEADERS = "Authorization, Content-Type, X-Request-Id"
 CORS_EXPOSED_HEADERS = "X-Request-Id, Retry-After"
 CORS_MAX_AGE = "600"

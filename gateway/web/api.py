@@ -29,6 +29,7 @@ def chat_completions():
     models, record = registry(), g.record
     settings = models.settings
     record.counted = True
+    record.endpoint = "chat"
     raw = read_body(settings)
     chat = run_if_large(len(raw), parse_chat_request, raw)
     record.stream = bool(chat.get("stream"))

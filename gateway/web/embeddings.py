@@ -28,7 +28,8 @@ def parse_embeddings_request(raw: bytes) -> dict:
 @bp.post("/embeddings")
 def embeddings():
     models, record = registry(), g.record
-    record.counted = True  # in the metrics like a chat request (the `model` label tells them apart)
+    record.counted = True  # in the metrics like a chat request (the `endpoint` label tells them apart)
+    record.endpoint = "embeddings"
     record.stream = False
     raw = read_body(models.settings)
     body = run_if_large(len(raw), parse_embeddings_request, raw)

@@ -51,7 +51,7 @@ def init_app(app: Flask, config: Config) -> None:
         if error.code == 405:
             return answer(MethodNotAllowed(f"Invalid request: {request.method} is not allowed on {request.path}."))
         if error.code == 404:
-            return answer(NotFound(f"Invalid request: there is nothing at {request.path}; the API is at /v1/chat/completions, /v1/embeddings and /v1/models."))
+            return answer(NotFound(f"Invalid request: there is nothing at {request.path}; the API is at /v1/chat/completions, /v1/responses, /v1/embeddings and /v1/models."))
         generic = GatewayError(f"Invalid request: {error.description}")
         generic.status, generic.type, generic.kind = error.code or 400, "invalid_request_error", "invalid_request"
         return answer(generic)

@@ -1,5 +1,6 @@
-"""From a validated request to its `Attempts`, the same for chat and embeddings: the model and
-its kind, who is asking, the per-user limits, and a backend call built fresh for each attempt."""
+"""From a validated request to its `Attempts`, the same for chat, embeddings and the Responses API
+(whose request is a chat request by then): the model and its kind, who is asking, the per-user
+limits, and a backend call built fresh for each attempt."""
 
 from flask import g, request
 
