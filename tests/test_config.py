@@ -167,8 +167,8 @@ def test_the_response_store_settings():
     config = parse_config(own, "gw.toml", {**ENV, "GATEWAY_DATA_DIR": "/var/lib/llm-gateway"})
     assert (config.gateway.data_dir, config.gateway.response_store_seconds) == ("state", 0)  # the file wins
     for bad, says in (("response_store_seconds = -1", "gateway.response_store_seconds: must be at least 0 (got -1)"),
-                      ('response_store_seconds = "1h"', "gateway.response_store_seconds: Must be a number"),
-                      ('data_dir = ""', "gateway.data_dir: Shorter than minimum length 1")):
+                      ('response_store_seconds = "1h"', 'gateway.response_store_seconds: must be a number (got "1h", a string)'),
+                      ('data_dir = ""', 'gateway.data_dir: must not be empty (got "", a string)')):
         with pytest.raises(ConfigError) as raised:
             parse_config(GOOD.replace("heartbeat_seconds = 10", f"heartbeat_seconds = 10\n{bad}"), "gw.toml", ENV)
         assert says in str(raised.value)
