@@ -44,11 +44,7 @@ class Attempts:
             if slot is None:
                 continue
             try:
-                try:
-                    call = self._build(backend)
-                except BaseException:
-                    self._undecided(backend, called=False)
-                    raise
+                call = self._call_for(backend)
                 try:
                     answer = getattr(backend, method)(call)
                 except BackendError as error:
@@ -73,11 +69,7 @@ class Attempts:
                 continue
             payloads = None
             try:
-                try:
-                    call = self._build(backend)
-                except BaseException:
-                    self._undecided(backend, called=False)
-                    raise
+                call = self._call_for(backend)
                 try:
                     payloads = backend.events(call)
                     first = next(payloads, None)
@@ -129,6 +121,15 @@ class Attempts:
             return None
         except BaseException:  # shared limits unavailable (503): not the backend's failure
             backend.breaker.undecided()
+            raise
+
+    def _call_for(self, backend):
+        """This attempt's backend call (fresh headers, the backend's own upstream name); a call
+        that cannot even be built (a user value too long for a header) leaves no verdict."""
+        try:
+            return self._build(backend)
+        except BaseException:
+            self._undecided(backend, called=False)
             raise
 
     def _judge(self, backend, error: BackendError) -> bool:

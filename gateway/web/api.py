@@ -4,17 +4,14 @@ The chat view reads like the contract: validate, pick the model and its backend,
 backend call, take a slot, then answer with one JSON completion or a stream.
 """
 
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, g
 
 from ..chat.request_schema import validate_chat_request
 from ..concurrency import run_if_large
-from ..streaming.chat_stream import ChatStream
-from ..streaming.client_watch import ClientLeft, abandoned_if_client_leaves
-from ..telemetry.record import CLIENT_GONE
 from ..upstream.call import build_call
 from .access import require_api_key
 from .request_body import parse_json, read_body
-from .responses import answered_by, json_response, registry, sse_response
+from .responses import answered_by, json_response, nobody_reads, registry, sse_response, started_stream, whole_answer
 from .routing import attempts_for
 
 bp = Blueprint("api", __name__)
@@ -26,37 +23,20 @@ def parse_chat_request(raw: bytes) -> dict:
 
 @bp.post("/chat/completions")
 def chat_completions():
-    models, record = registry(), g.record
-    settings = models.settings
+    record = g.record
     record.counted = True
     record.endpoint = "chat"
-    raw = read_body(settings)
+    raw = read_body(registry().settings)
     chat = run_if_large(len(raw), parse_chat_request, raw)
     record.stream = bool(chat.get("stream"))
     attempts = attempts_for(chat, len(raw), "chat", build_call)
 
     if not record.stream:
-        try:
-            # Open WebUI's title and tag tasks are such calls: when their client leaves, the
-            # backend request is closed at once instead of computing an answer nobody reads.
-            with abandoned_if_client_leaves(request.environ.get("gunicorn.socket")):
-                completion = attempts.complete()
-        except ClientLeft:
-            record.outcome = CLIENT_GONE
-            return Response(status=499)  # nobody reads it: the server's write fails quietly
-        record.note_usage(completion.get("usage"))
+        completion = whole_answer(attempts, record)
+        if completion is None:
+            return nobody_reads()
         return answered_by(json_response(completion), attempts)
-
-    stream = ChatStream(
-        attempts.events(),
-        heartbeat=settings.heartbeat_seconds,
-        record=record,
-        secrets=models.config.secrets,
-        client_socket=request.environ.get("gunicorn.socket"),
-        stalled_after=settings.stalled_client_seconds,
-    )
-    stream.start()  # the first event or heartbeat: a failure by then is still a real HTTP status
-    return answered_by(sse_response(stream), attempts)
+    return answered_by(sse_response(started_stream(attempts, record)), attempts)
 
 
 def _model_entry(model, created: int) -> dict:

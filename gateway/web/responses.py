@@ -1,10 +1,15 @@
-"""What views answer with: JSON and SSE responses, and the registry of this worker's models."""
+"""What views answer with: JSON and SSE responses, a backend's whole answer or its stream, and the
+registry of this worker's models."""
 
-from flask import Response, current_app
+from flask import Response, current_app, request
 
 from ..concurrency import LARGE_BYTES, run_if_large
 from ..jsonio import dumps, dumps_in_pieces
 from ..registry import ModelRegistry
+from ..streaming.chat_stream import ChatStream
+from ..streaming.client_watch import ClientLeft, abandoned_if_client_leaves
+from ..streaming.framing import CHAT
+from ..telemetry.record import CLIENT_GONE
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -36,3 +41,39 @@ def sse_response(stream) -> Response:
     response = Response(stream.body(), mimetype="text/event-stream", headers=SSE_HEADERS)
     response.call_on_close(stream.close)  # a body that never started does not run its `finally`
     return response
+
+
+def whole_answer(attempts, record) -> dict | None:
+    """The first whole answer of the attempts (`stream: false`), its usage noted; None when the
+    client left meanwhile. Open WebUI's title and tag tasks are such calls: when their client
+    leaves, the backend request is closed at once instead of computing an answer nobody reads."""
+    try:
+        with abandoned_if_client_leaves(request.environ.get("gunicorn.socket")):
+            completion = attempts.complete()
+    except ClientLeft:
+        record.outcome = CLIENT_GONE
+        return None
+    record.note_usage(completion.get("usage"))
+    return completion
+
+
+def nobody_reads() -> Response:
+    """The answer to a client that left: the server's write of it fails quietly."""
+    return Response(status=499)
+
+
+def started_stream(attempts, record, framing=CHAT) -> ChatStream:
+    """The attempts' stream, started: it has its first event or heartbeat, so a failure known by
+    then is still raised here (a real HTTP status)."""
+    settings = registry().settings
+    stream = ChatStream(
+        attempts.events(),
+        heartbeat=settings.heartbeat_seconds,
+        record=record,
+        secrets=registry().config.secrets,
+        client_socket=request.environ.get("gunicorn.socket"),
+        stalled_after=settings.stalled_client_seconds,
+        framing=framing,
+    )
+    stream.start()
+    return stream

@@ -9,7 +9,7 @@ limits, a slot, one JSON answer or a `ChatStream`, whose framing is the Response
 JSON and SSE responses every view answers with.)
 """
 
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Blueprint, Flask, current_app, g, request
 
 from ..concurrency import run_if_large
 from ..errors import NotFound
@@ -18,14 +18,11 @@ from ..responses.from_chat import response_from_completion, response_shell
 from ..responses.request_schema import ignored_fields, unknown_fields, validate_responses_request
 from ..responses.store import Stored, conversation, open_store, owner_of
 from ..responses.to_chat import chat_request, input_items
-from ..streaming.chat_stream import ChatStream
-from ..streaming.client_watch import ClientLeft, abandoned_if_client_leaves
-from ..telemetry.record import CLIENT_GONE
 from ..upstream.call import build_call
 from ..upstream.identity import who_is_asking
 from .access import require_api_key
 from .request_body import parse_json, read_body
-from .responses import answered_by, json_response, registry, sse_response
+from .responses import answered_by, json_response, nobody_reads, registry, sse_response, started_stream, whole_answer
 from .routing import attempts_for
 
 bp = Blueprint("responses_api", __name__)
@@ -43,11 +40,10 @@ def parse_responses_request(raw: bytes) -> dict:
 
 @bp.post("/responses")
 def create_response():
-    models, record = registry(), g.record
-    settings = models.settings
+    record = g.record
     record.counted = True
     record.endpoint = "responses"
-    raw = read_body(settings)
+    raw = read_body(registry().settings)
     body = run_if_large(len(raw), parse_responses_request, raw)
     record.stream = bool(body.get("stream"))
     record.unknown_fields, record.ignored_fields = unknown_fields(body), ignored_fields(body)
@@ -65,29 +61,15 @@ def create_response():
             store.save(Stored(response, items), owner, own_input)
 
     if not record.stream:
-        try:
-            with abandoned_if_client_leaves(request.environ.get("gunicorn.socket")):
-                completion = attempts.complete()
-        except ClientLeft:
-            record.outcome = CLIENT_GONE
-            return Response(status=499)
-        record.note_usage(completion.get("usage"))
+        completion = whole_answer(attempts, record)
+        if completion is None:
+            return nobody_reads()
         response = response_from_completion(completion, shell, bridge.tools)
         keep(response)
         return answered_by(json_response(response), attempts)
 
     events = ResponseEvents(shell, bridge.tools, on_finished=keep, backend_name=lambda: getattr(attempts.answered_by, "name", "?"))
-    stream = ChatStream(
-        attempts.events(),
-        heartbeat=settings.heartbeat_seconds,
-        record=record,
-        secrets=models.config.secrets,
-        client_socket=request.environ.get("gunicorn.socket"),
-        stalled_after=settings.stalled_client_seconds,
-        framing=events,
-    )
-    stream.start()  # the first event or heartbeat: a failure by then is still a real HTTP status
-    return answered_by(sse_response(stream), attempts)
+    return answered_by(sse_response(started_stream(attempts, record, framing=events)), attempts)
 
 
 @bp.get("/responses/<response_id>")
