@@ -35,13 +35,8 @@ def refusals(server) -> list:
     return [line for line in server.log().splitlines() if "reload refused" in line]
 
 
-def test_a_refused_reload_leaves_the_running_workers_and_their_streams_alone(openai_backend, tmp_path):
-    """gunicorn's own reload would retire every worker, cutting streams longer than the graceful
-    timeout; a refused one must not touch them: same pids, every stream to its end."""
-    server = GatewayServer(config_with(openai_backend.url, "first"), tmp_path, workers=2, env={"GATEWAY_GRACEFUL_TIMEOUT": "1"}).wait_ready()
-    wait_until(lambda: len(server.worker_pids()) == 2, message="both workers")
-    workers = server.worker_pids()
-    openai_backend.respond_with(lambda exchange: exchange.paced_reply([str(i) for i in range(12)], 0.25))  # 3 s: past the graceful 1 s
+def stream_in_background(server) -> tuple:
+    """A chat stream for model `first`, read in a thread: (the thread, {"payloads": [...]} once done)."""
     body = {"model": "first", "stream": True, "messages": [{"role": "user", "content": "count"}]}
     result = {}
 
@@ -50,8 +45,19 @@ def test_a_refused_reload_leaves_the_running_workers_and_their_streams_alone(ope
             result["payloads"] = data_payloads(read_events(response))
 
     reader = threading.Thread(target=stream)
+    reader.start()
+    return reader, result
+
+
+def test_a_refused_reload_leaves_the_running_workers_and_their_streams_alone(openai_backend, tmp_path):
+    """gunicorn's own reload would retire every worker, cutting streams longer than the graceful
+    timeout; a refused one must not touch them: same pids, every stream to its end."""
+    server = GatewayServer(config_with(openai_backend.url, "first"), tmp_path, workers=2, env={"GATEWAY_GRACEFUL_TIMEOUT": "1"}).wait_ready()
+    wait_until(lambda: len(server.worker_pids()) == 2, message="both workers")
+    workers = server.worker_pids()
+    openai_backend.respond_with(lambda exchange: exchange.paced_reply([str(i) for i in range(12)], 0.25))  # 3 s: past the graceful 1 s
     try:
-        reader.start()
+        reader, result = stream_in_background(server)
         wait_until(lambda: openai_backend.requests, message="the stream to reach the backend")
         (tmp_path / "gateway.toml").write_text(config_with(openai_backend.url, "second", colour="blue"), encoding="utf-8")
         server.process.send_signal(signal.SIGHUP)
@@ -71,18 +77,9 @@ def test_a_good_reload_applies_while_streams_finish_on_the_old_workers(openai_ba
     server = GatewayServer(config_with(openai_backend.url, "first"), tmp_path).wait_ready()
     config_file = tmp_path / "gateway.toml"
     try:
-
         # A stream in flight when a good reload comes finishes on its old worker.
         openai_backend.respond_with(lambda exchange: exchange.paced_reply([str(i) for i in range(8)], 0.15))
-        body = {"model": "first", "stream": True, "messages": [{"role": "user", "content": "count"}]}
-        result = {}
-
-        def stream():
-            with requests.post(server.url + "/v1/chat/completions", json=body, stream=True, timeout=30) as response:
-                result["payloads"] = data_payloads(read_events(response))
-
-        reader = threading.Thread(target=stream)
-        reader.start()
+        reader, result = stream_in_background(server)
         wait_until(lambda: openai_backend.requests, message="the stream to reach the backend")
         config_file.write_text(config_with(openai_backend.url, "first", "second"), encoding="utf-8")
         server.process.send_signal(signal.SIGHUP)
