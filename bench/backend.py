@@ -6,6 +6,7 @@ length, the `model` value and an optional `x_start`; answers are prebuilt bytes.
     plain                  one chat.completion at once
     stream-N-MS            N events; event i is sent at BASE + i * MS milliseconds
     slow-MS                one chat.completion after MS milliseconds (a backend that thinks)
+    embed-N                an embeddings answer with N embeddings of two numbers each (built once per N)
 
 Streamed events carry two stamps from CLOCK_MONOTONIC (`time.monotonic_ns()`, the same clock in
 every process on the machine), as the last fields of the chunk's JSON:
@@ -65,6 +66,18 @@ def _stream(sock, count: int, interval_ns: int, base: int, received: int) -> Non
     sock.sendall(_chunk(_LAST) + b"0\r\n\r\n")
 
 
+_EMBEDDINGS = {}  # N -> the whole HTTP answer for embed-N
+
+
+def _embeddings_answer(count: int) -> bytes:
+    if count not in _EMBEDDINGS:
+        item = b'{"object":"embedding","index":%d,"embedding":[0.25,-0.5]}'
+        body = (b'{"object":"list","model":"bench-embed","data":[' + b",".join(item % i for i in range(count))
+                + b'],"usage":{"prompt_tokens":%d,"total_tokens":%d}}' % (count, count))
+        _EMBEDDINGS[count] = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    return _EMBEDDINGS[count]
+
+
 def handle(sock, _address):
     # Without this, Nagle's algorithm holds each small event until the previous one is ACKed, and
     # delayed ACKs make that up to 40 ms: the benchmark would measure TCP, not the gateway.
@@ -93,6 +106,8 @@ def handle(sock, _address):
                 _, count, interval = model.split("-")
                 start = _START.search(body)
                 _stream(sock, int(count), int(interval) * 1_000_000, int(start.group(1)) if start else received, received)
+            elif model.startswith("embed-"):
+                sock.sendall(_embeddings_answer(int(model.split("-")[1])))
             elif model.startswith("slow-"):
                 gevent.sleep(int(model.split("-")[1]) / 1000)
                 sock.sendall(JSON_ANSWER)

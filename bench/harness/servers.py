@@ -80,8 +80,15 @@ def redis_server(port: int, workdir: Path, log: Path):
                             stdout=log, stderr=subprocess.STDOUT)
 
 
+def _backend_of(model: str) -> str:
+    return "thinking" if model.startswith("slow-") else "embed" if model.startswith("embed-") else "fast"
+
+
 def bench_config(backend_url: str, models) -> str:
-    entries = "".join(f'\n[[models]]\nid = "{m}"\nbackend = "{"thinking" if m.startswith("slow-") else "fast"}"\n' for m in models)
+    entries = "".join(
+        f'\n[[models]]\nid = "{m}"\nbackend = "{_backend_of(m)}"\n' + ('kind = "embeddings"\n' if m.startswith("embed-") else "")
+        for m in models
+    )
     return f"""
 [gateway]
 heartbeat_seconds = {HEARTBEAT}
@@ -96,6 +103,11 @@ read_timeout = 60
 url = "{backend_url}"
 streaming = false
 max_concurrency = 4000
+
+[backends.embed]
+url = "{backend_url}"
+embeddings_url = "{backend_url.replace("/chat/completions", "/embeddings")}"
+read_timeout = 120
 {entries}"""
 
 

@@ -14,4 +14,5 @@ their rows are printed are bench/run.py's.
     memory.py          resident memory per open stream, 1,000 open
     keepalives.py      keep-alive lateness with 1,000 streams waiting
     shared_limits.py   section redis: what Redis-shared limits add
+    large_answer.py    section large: what one huge embeddings answer costs the worker's other streams
 """
