@@ -47,11 +47,12 @@ class ModelRegistry:
         """What /v1/models lists: the configured models in file order, then the discovered ones."""
         return [*self.config.models.values(), *self.discovered.values()]
 
-    def require_kind(self, model: ModelConfig, kind: str) -> None:
-        """A 400 naming the model's kind when it is not served by this endpoint's `kind`."""
+    def require_kind(self, model: ModelConfig, kind: str, path: str | None = None) -> None:
+        """A 400 naming the model's kind when it is not served by this endpoint's `kind` (`path`:
+        where the request went, /v1/responses serves chat models too)."""
         if model.kind != kind:
             raise WrongModelKind(
-                f"The model '{model.id}' is {_KIND_WORDS[model.kind]}: send it to {_ENDPOINT[model.kind]}, not {_ENDPOINT[kind]}.",
+                f"The model '{model.id}' is {_KIND_WORDS[model.kind]}: send it to {_ENDPOINT[model.kind]}, not {path or _ENDPOINT[kind]}.",
                 param="model",
             )
 

@@ -127,7 +127,7 @@ def test_the_users_limits_count_responses_requests_with_chat_ones(openai_backend
 def test_errors_before_the_stream_have_the_chat_shape_and_status(api, openai_backend):
     assert_error(api.post("/v1/responses", json={"model": "gpt-stream", "input": "hi"}), 401)
     assert_error(create(api, {"model": "nope", "input": "hi"}), 404, code="model_not_found", param="model")
-    assert_error(create(api, {"model": "bge-m3", "input": "hi"}), 400, code="wrong_model_kind")
+    assert_error(create(api, {"model": "bge-m3", "input": "hi"}), 400, code="wrong_model_kind", says=("send it to /v1/embeddings, not /v1/responses",))
     assert_error(api.post("/v1/responses", data=b"{not json", headers={**KEY, "Content-Type": "application/json"}), 400, says=("JSON",))
     assert_error(create(api, {"model": "gpt-stream", "input": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"},
                                                                 {"role": "user", "content": "c"}, {"type": "computer_call"}]}),

@@ -19,7 +19,7 @@ def attempts_for(body: dict, raw_size: int, kind: str, build) -> Attempts:
     settings = models.settings
     model = models.model(body["model"])
     record.model, record.backend, record.upstream_of = model.id, model.backend, model.upstream_for
-    models.require_kind(model, kind)  # a model of the other kind is a 400, naming its kind
+    models.require_kind(model, kind, request.path)  # a model of the other kind is a 400, naming its kind
     asker = who_is_asking(request.headers, body, settings.user_jwt_secret, settings.user_jwt_leeway)
     request_id = g.request_id  # a stream's attempts run outside the request context
 
