@@ -47,6 +47,7 @@ def create_response():
     body = run_if_large(len(raw), parse_responses_request, raw)
     record.stream = bool(body.get("stream"))
     record.unknown_fields, record.ignored_fields = unknown_fields(body), ignored_fields(body)
+    registry().model(body["model"])  # an unknown model is a 404 before any stored history is looked up
     store, owner = _store(), _owner()
     items = conversation(store, body, owner)
     bridge = run_if_large(len(raw), chat_request, body, items)
