@@ -76,6 +76,7 @@ class RequestRecord:
     __slots__ = (
         "request_id", "method", "path", "started", "started_at", "model", "backend", "stream", "status",
         "first_byte", "finished", "outcome", "error", "usage", "keepalives", "counted", "attempts", "upstream_of",
+        "route",
     )
 
     def __init__(self, request_id: str, method: str, path: str):
@@ -90,6 +91,7 @@ class RequestRecord:
         self.counted = False  # a model request (chat or embeddings): the ones metrics count
         self.attempts = None  # failover.Attempts: which backends were tried, which one answered
         self.upstream_of = None  # the model's upstream_for(backend name): its name at that backend
+        self.route = None  # a model with several backends: (strategy, the backends in this request's order, its key kind)
 
     def mark_first_byte(self) -> None:
         if self.first_byte is None:
@@ -145,6 +147,12 @@ class RequestRecord:
             for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
                 if isinstance(self.usage.get(key), int):
                     line[key] = self.usage[key]
+        if self.route is not None:  # several backends: the strategy and its order for this request
+            strategy, order, key = self.route
+            line["route"] = strategy
+            line["order"] = [backend.name for backend in order]
+            if key is not None:
+                line["affinity_key"] = key  # which key, never its value
         if len(tried) > 1:  # failover: every attempt, in order
             line["attempts"] = [{"backend": name, "result": result} for name, result in tried]
         access_log.info(json.dumps(line, separators=(",", ":")))
