@@ -148,10 +148,13 @@ def test_status_json_counts_every_worker(observed, traffic):
         assert relay["last_error"]["kind"] == "5xx" and corp["last_success"] and corp["last_error"] is None
         assert corp["ttfb_seconds"]["p50"] > 0 and corp["duration_seconds"]["p95"] >= corp["duration_seconds"]["p50"]
         assert status["models"] == [
-            {"id": "relay", "name": "Relay model", "backend": "openai", "backends": ["openai"], "kind": "chat", "discovered": False},
-            {"id": "Gauss2-37b-instruct-v1.0", "name": None, "backend": "corp", "backends": ["corp"], "kind": "chat", "discovered": False},
+            {"id": "relay", "name": "Relay model", "backend": "openai", "backends": ["openai"], "kind": "chat", "discovered": False,
+             "strategy": "ordered", "weights": {"openai": 1}, "share_5m": {"openai": 1}},
+            {"id": "Gauss2-37b-instruct-v1.0", "name": None, "backend": "corp", "backends": ["corp"], "kind": "chat", "discovered": False,
+             "strategy": "ordered", "weights": {"corp": 1}, "share_5m": {"corp": 1}},
         ]
         assert (relay["state"], relay["failovers"], corp["state"]) == ("ok", 0, "ok")
+        assert (relay["health"], relay["health_check"]) == (None, None)  # no health_url
         assert [b["discovery"] for b in status["backends"]] == [None, None]  # neither has discover_models
         assert status["mode"] == "config" and status["inbound_auth"] is False and status["uptime_seconds"] >= 0
 
