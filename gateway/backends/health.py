@@ -116,10 +116,10 @@ class HealthChecks:
         return True
 
     def _start_probing(self) -> None:
-        self.probing, self.prober = True, os.getpid()
         if self._paths is not None:
             self._seen = None
             self._look()  # carry on from the last prober's verdicts: a failing backend still needs its passes
+        self.probing, self.prober = True, os.getpid()
         log.info("health checks: worker %d probes %s", os.getpid(), ", ".join(f"'{name}'" for name in self.probed))
         for name, backend in self.probed.items():
             start_daemon(lambda name=name, backend=backend: self._probe_forever(name, backend))
