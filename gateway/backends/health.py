@@ -161,9 +161,9 @@ class HealthChecks:
                         name, problem, config.healthy_after, os.getpid(),
                     )
             self.verdicts[name] = verdict
+            self._apply(name, verdict)
             if self._paths is not None:
                 _write(self._paths[1], {"prober": self.prober, "backends": self.verdicts})
-        self._apply(name, verdict)
 
     def _look(self) -> None:
         """Applies the verdict file when it changed since the last look (or now and then anyway)."""
