@@ -2,6 +2,7 @@
 loopback backends), the verdicts' rules, the prober's election and the shared verdict file.
 Through real gunicorn workers: test_replicas.py."""
 
+import os
 import time
 
 import pytest
@@ -123,3 +124,27 @@ def test_without_health_url_nothing_is_probed(server):
     checks.start()
     assert checks.status("gpu1") is None and not checks.probing
     assert [r for r in server.requests if r.path.endswith("/health")] == []
+
+
+def test_the_app_alone_probes_for_itself_and_a_one_backend_model_fails_fast(server):
+    from app import create_app
+
+    server.healthy = False
+    config = gateway_toml(
+        backends={"gpu1": backend(server.url, streaming=True, health_url=health_url(server), health_interval_seconds=0.5, healthy_after=3)},
+        models=[{"id": "m", "backend": "gpu1"}],
+    )
+    app = create_app(parse_config(config, "test", {}))
+    registry = app.extensions["registry"]
+    try:
+        wait_until(lambda: registry.backends["gpu1"].breaker.probe_failing, timeout=5, message="the first probe")
+        response = app.test_client().post("/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        error = response.get_json()["error"]
+        assert (response.status_code, error["code"], response.headers["Retry-After"]) == (502, "backend_cooling_down", "2")
+        assert error["message"] == "Backend 'gpu1' is cooling down: its health check fails (answered its health check with HTTP 503)"
+        assert [r for r in server.requests if r.method == "POST"] == []
+        status = app.test_client().get("/status.json").get_json()
+        assert (status["backends"][0]["health"], status["backends"][0]["state"]) == ("failing", "cooling_down")
+        assert status["backends"][0]["health_check"]["prober_pid"] == os.getpid()
+    finally:
+        registry.close()
