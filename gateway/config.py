@@ -86,7 +86,7 @@ class BackendConfig:
     models_url: str | None = None  # that list's URL, when it is not `url` with /chat/completions -> /models
     model_prefix: str = ""  # put before each discovered id, to keep them apart from other backends'
     # Replicas (backends/strategies.py, backends/health.py)
-    weight: float = 1.0  # share of a model's requests under round_robin, least_busy and affinity
+    weight: float = 1  # share of a model's requests under round_robin, least_busy and affinity
     health_url: str | None = None  # probed with GET by one worker per instance; failing -> cooling_down
     health_interval_seconds: float = 10.0  # between probes (jittered)
     health_timeout_seconds: float = 2.0  # to connect, and to answer
