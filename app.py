@@ -11,6 +11,7 @@ from flask import Flask
 
 from gateway.concurrency import threads_note
 from gateway import discovery
+from gateway.backends import health
 from gateway.config import Config, load_config
 from gateway.limits import web as limits
 from gateway.registry import ModelRegistry
@@ -25,6 +26,7 @@ def create_app(config: Config | None = None) -> Flask:
     app = Flask(__name__)
     app.extensions["registry"] = ModelRegistry(config, on_slot_change=metrics.in_flight_counter, on_cooldown=metrics.cooldown_setter)
     discovery.start(app.extensions["registry"])  # backends' own model lists: waits at most connect_timeout
+    health.start(app.extensions["registry"], on_verdict=metrics.health_changed)  # health_url probes: one prober per instance
     announce_once(config)  # under any WSGI server; under gunicorn.conf.py the master already did
     if note := threads_note():  # each process that streams on threads says what that means
         logging.getLogger("gateway").warning(note)

@@ -8,6 +8,11 @@ length, the `model` value and an optional `x_start`; answers are prebuilt bytes.
     slow-MS                one chat.completion after MS milliseconds (a backend that thinks)
     embed-N                an embeddings answer with N embeddings of two numbers each (built once per N)
 
+
+    cached-US              a replica with a prefix (KV) cache: streams its first event after US
+                           microseconds per character of the prompt it has not seen before, then
+                           four more; the first event's `x_uncached` says how many that was
+
 Streamed events carry two stamps from CLOCK_MONOTONIC (`time.monotonic_ns()`, the same clock in
 every process on the machine), as the last fields of the chunk's JSON:
 
@@ -18,6 +23,12 @@ one, else `x_recv`. The schedule is absolute, so a late event does not delay the
 requests carrying the same `x_start` (a stream and its direct twin in bench/run.py) get event i at
 the same moment. An event whose time has passed is sent at once; MS = 0 sends them back to back.
 
+`cached-US` stands for a vLLM, SGLang or llama.cpp replica, whose time to first token is mostly
+the prefill of the prompt it has not cached: each process (one replica) remembers every prefix of
+the conversations it answered (messages from the first on, its own reply included), and charges
+for the messages after the longest remembered prefix. Several processes are several replicas,
+each with its own cache (bench/measure/affinity.py).
+
 Run: python bench/backend.py PORT
 """
 
@@ -25,6 +36,7 @@ from gevent import monkey
 
 monkey.patch_all()
 
+import hashlib  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
 import socket  # noqa: E402
@@ -78,6 +90,52 @@ def _embeddings_answer(count: int) -> bytes:
     return _EMBEDDINGS[count]
 
 
+CACHED_REPLY = "Here is what I found. " * 60  # ~1,300 characters: the reply a replica caches with its prompt
+_CACHE = set()  # this replica's prefix cache: a digest per conversation prefix it has computed
+_CACHE_LIMIT = 200_000
+
+
+def _prefix_digests(messages) -> list:
+    """One digest per prefix of the conversation (messages 0..i), chained."""
+    digests, running = [], hashlib.blake2b(digest_size=16)
+    for message in messages:
+        running.update(json.dumps([message.get("role"), message.get("content")], ensure_ascii=False).encode())
+        digests.append(running.copy().digest())
+    return digests
+
+
+def _uncached(messages) -> int:
+    """Characters after the longest prefix this replica has cached; remembers the conversation's
+    prefixes and its own reply to it, as a replica's KV cache keeps them."""
+    digests = _prefix_digests([*messages, {"role": "assistant", "content": CACHED_REPLY}])
+    cached = max((i + 1 for i, digest in enumerate(digests[:-1]) if digest in _CACHE), default=0)
+    if len(_CACHE) > _CACHE_LIMIT:
+        _CACHE.clear()
+    _CACHE.update(digests)
+    return sum(len(json.dumps(m.get("content"), ensure_ascii=False)) for m in messages[cached:])
+
+
+def _cached_stream(sock, body: bytes, us_per_char: int, received: int) -> None:
+    try:
+        messages = json.loads(body).get("messages") or []
+    except ValueError:
+        messages = []
+    uncached = _uncached(messages)
+    gevent.sleep(uncached * us_per_char / 1e6)
+    sock.sendall(SSE_HEAD)
+    size = len(CACHED_REPLY)
+    pieces = [CACHED_REPLY[i * size // 5:(i + 1) * size // 5] for i in range(5)]  # five events: the reply, in order
+    first = json.dumps({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1764093600, "model": "bench",
+                        "choices": [{"index": 0, "delta": {"role": "assistant", "content": pieces[0]}, "finish_reason": None}],
+                        "x_uncached": uncached, "x_recv": received}).encode()
+    sock.sendall(_chunk(b"data: %s\n\n" % first))
+    for piece in pieces[1:]:
+        event = json.dumps({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1764093600, "model": "bench",
+                            "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}).encode()
+        sock.sendall(_chunk(b"data: %s\n\n" % event))
+    sock.sendall(_chunk(_LAST) + b"0\r\n\r\n")
+
+
 def handle(sock, _address):
     # Without this, Nagle's algorithm holds each small event until the previous one is ACKed, and
     # delayed ACKs make that up to 40 ms: the benchmark would measure TCP, not the gateway.
@@ -108,6 +166,8 @@ def handle(sock, _address):
                 _stream(sock, int(count), int(interval) * 1_000_000, int(start.group(1)) if start else received, received)
             elif model.startswith("embed-"):
                 sock.sendall(_embeddings_answer(int(model.split("-")[1])))
+            elif model.startswith("cached-"):
+                _cached_stream(sock, body, int(model.split("-")[1]), received)
             elif model.startswith("slow-"):
                 gevent.sleep(int(model.split("-")[1]) / 1000)
                 sock.sendall(JSON_ANSWER)

@@ -14,6 +14,7 @@ import uuid
 from urllib.parse import urlsplit
 
 from .config import BackendConfig, Config, ConfigError, ModelConfig, headers_as_shown, parse_config, read_config_text
+from .backends.health import shown_url
 from .errors import redact
 from .registry import ModelRegistry
 from .startup import warnings_for
@@ -57,7 +58,12 @@ def report(config: Config, shown_headers: dict) -> str:
     for m in config.models.values():
         lines.append(f"  {m.id} → {m.backend} → {m.upstream_for(m.backend)}")
         # a failover list: the others, in the order they are tried
-        lines += [f"  {m.id} → {name} → {m.upstream_for(name)} (failover {n})" for n, name in enumerate(m.backends[1:], 2)]
+        if m.strategy == "ordered":
+            lines += [f"  {m.id} → {name} → {m.upstream_for(name)} (failover {n})" for n, name in enumerate(m.backends[1:], 2)]
+        else:
+            lines += [f"  {m.id} → {name} → {m.upstream_for(name)}" for name in m.backends[1:]]
+        if m.strategy != "ordered":  # ordered: "(failover n)" above says it
+            lines.append(f"      {_routing(m, config)}")
         if m.kind == "embeddings":
             lines.append("      embeddings model (POST /v1/embeddings)")
         elif m.defaults or m.overrides:
@@ -105,6 +111,23 @@ def _gateway_settings(config: Config) -> list:
     return lines
 
 
+_STRATEGY_WORDS = {
+    "round_robin": "round_robin: each request starts at the next backend, by weight",
+    "least_busy": "least_busy: the backend with the fewest requests in flight for its capacity and weight",
+    "affinity": "affinity: a conversation stays on one backend (chat id, else user, else its start), by weight",
+}
+
+
+def _routing(model: ModelConfig, config: Config) -> str:
+    """A model's strategy and its backends' weights (backends/strategies.py)."""
+    weights = ", ".join(f"{name}={config.backends[name].weight:g}" for name in model.backends)
+    line = f"strategy {_STRATEGY_WORDS[model.strategy]}"
+    if model.strategy == "least_busy":
+        shared = [name for name in model.backends if config.backends[name].global_max_concurrency]
+        line += f" ({'in flight across instances for ' + ', '.join(shared) if shared else 'in flight per worker'})"
+    return f"{line}; weights {weights}"
+
+
 def _backend_settings(backend: BackendConfig, config: Config) -> list:
     """A backend's effective settings, defaults included, in the order a request meets them."""
     lines = [
@@ -115,6 +138,13 @@ def _backend_settings(backend: BackendConfig, config: Config) -> list:
         f"body: tools {backend.tools}, content {backend.content}"
         + (f", dropped fields: {', '.join(backend.drop_params)}" if backend.drop_params else ""),
     ]
+    if backend.health_url:
+        lines.append(
+            f"health check: GET {shown_url(backend.health_url)} every {backend.health_interval_seconds:g} s (±10 %), "
+            f"timeout {backend.health_timeout_seconds:g} s; failing → skipped at once, back after {backend.healthy_after} passes in a row"
+        )
+    if backend.weight != 1:
+        lines.append(f"weight: {backend.weight:g}")
     if backend.proxy:
         lines.append(f"proxy: {_location(backend, backend.proxy)}")
     if backend.embeddings_url:

@@ -90,6 +90,12 @@ class BackendConfig:
     discover_models: bool = False  # list what the backend's GET .../models reports (discovery.py)
     models_url: str | None = None  # that list's URL, when it is not `url` with /chat/completions -> /models
     model_prefix: str = ""  # put before each discovered id, to keep them apart from other backends'
+    # Replicas (backends/strategies.py, backends/health.py)
+    weight: float = 1  # share of a model's requests under round_robin, least_busy and affinity
+    health_url: str | None = None  # probed with GET by one worker per instance; failing -> cooling_down
+    health_interval_seconds: float = 10.0  # between probes (jittered)
+    health_timeout_seconds: float = 2.0  # to connect, and to answer
+    healthy_after: int = 2  # passing probes in a row before a failing backend takes requests again
 
     @property
     def discovery_url(self) -> str | None:
@@ -123,6 +129,7 @@ class ModelConfig:
     name: str | None = None
     system_prompt: str | None = None
     kind: str = "chat"  # or "embeddings": which endpoint serves it
+    strategy: str = "ordered"  # the order its backends are tried in, per request (backends/strategies.py)
     defaults: dict = dataclasses.field(default_factory=dict)  # sampling fields the client left out or sent as null
     overrides: dict = dataclasses.field(default_factory=dict)  # sampling fields always set to these
 
@@ -245,6 +252,11 @@ class BackendSchema(_Strict):
     models_url = fields.String(validate=_url)
     model_prefix = fields.String()
     global_max_concurrency = StrictNumber(integer=True, minimum=1)
+    weight = StrictNumber(minimum=0, exclusive=True, validate=validate.Range(max=1_000_000))
+    health_url = fields.String(validate=_url)
+    health_interval_seconds = StrictNumber(minimum=0, exclusive=True)
+    health_timeout_seconds = StrictNumber(minimum=0, exclusive=True)
+    healthy_after = StrictNumber(integer=True, minimum=1)
     headers = fields.Dict(
         keys=fields.String(validate=_header_name), values=fields.String(validate=_header_template)
     )
@@ -261,6 +273,11 @@ class _Upstream(fields.Field):
         if isinstance(value, dict) and value and all(isinstance(v, str) and v for v in value.values()):
             return value
         raise self.make_error("invalid")
+
+
+STRATEGIES = ("ordered", "round_robin", "least_busy", "affinity")  # backends/strategies.py
+
+
 class LimitsSchema(_Strict):
     per_user_requests_per_minute = StrictNumber(integer=True, minimum=0)
     per_user_tokens_per_minute = StrictNumber(integer=True, minimum=0)
@@ -274,6 +291,7 @@ class ModelSchema(_Strict):
     name = fields.String()
     system_prompt = fields.String()
     kind = fields.String(validate=validate.OneOf(["chat", "embeddings"]))
+    strategy = fields.String(validate=validate.OneOf(STRATEGIES))
     defaults = ParameterTable()
     overrides = ParameterTable()
 
@@ -383,6 +401,20 @@ class ConfigSchema(_Strict):
                 for key in ("models_url", "model_prefix"):
                     if key in backend:
                         problems[f"backends.{name}.{key}"] = ["is set without discover_models = true"]
+        if problems:
+            raise ValidationError(problems)
+
+    @validates_schema(skip_on_field_errors=False)
+    def _health_checks_have_a_url(self, data, **kwargs):
+        """Probe settings mean nothing without `health_url`; the demo backend has nothing to probe."""
+        problems = {}
+        for name, backend in data.get("backends", {}).items():
+            if "health_url" not in backend:
+                for key in ("health_interval_seconds", "health_timeout_seconds", "healthy_after"):
+                    if key in backend:
+                        problems[f"backends.{name}.{key}"] = ["is set without health_url"]
+            elif backend.get("url", "").startswith("demo:"):
+                problems[f"backends.{name}.health_url"] = ["the built-in demo backend has no health endpoint to probe"]
         if problems:
             raise ValidationError(problems)
 
@@ -524,7 +556,7 @@ def parse_config(text: str, source: str, environ=None) -> Config:
     for backend in backends.values():
         # A URL's password, and query values whose key names a secret (?api_key=...), are secrets
         # even when written into the file; a backend's name, host, port and model ids are not.
-        for url in (backend.url, backend.proxy or "", backend.embeddings_url or "", backend.models_url or ""):
+        for url in (backend.url, backend.proxy or "", backend.embeddings_url or "", backend.models_url or "", backend.health_url or ""):
             parts = urlsplit(url)
             secrets |= {value for key, value in parse_qsl(parts.query) if _SECRET_KEY.search(key)} | {parts.password or ""}
     # Very short values (a "1" from ${DEBUG}) would blank out unrelated text: not worth redacting.

@@ -4,6 +4,7 @@ import os
 import time
 
 from .backends import Backend, build_backend
+from .backends.strategies import Ordered, strategy_for
 from .config import Config, ModelConfig
 from .errors import ModelNotFound, WrongModelKind
 
@@ -26,6 +27,12 @@ class ModelRegistry:
             )
             for name, cfg in config.backends.items()
         }
+        # Each configured model's routing strategy (backends/strategies.py): the order of its
+        # backends for one request. A discovered model has one backend, so `ordered`.
+        self.routes = {
+            model.id: strategy_for(model.strategy, [self.backends[name] for name in model.backends]) for model in config.models.values()
+        }
+        self.health = None  # the health probes' verdicts as this worker applies them (backends/health.py)
         # Set by gunicorn.conf.py in the master, so every worker tells the same uptime and the
         # same `created` for the models; without gunicorn, this process's start.
         self.started = float(os.environ.get("GATEWAY_STARTED_AT") or time.time())
@@ -57,11 +64,22 @@ class ModelRegistry:
             )
 
     def backends_for(self, model: ModelConfig) -> list[Backend]:
-        """The model's backends, in the order they are tried."""
+        """The model's backends, in the config's order."""
         return [self.backends[name] for name in model.backends]
+
+    def route(self, model: ModelConfig, asker: dict, body: dict) -> tuple:
+        """(the model's backends in the order this request tries them, what its strategy keyed
+        the choice on or None), and the strategy (backends/strategies.py)."""
+        strategy = self.routes.get(model.id)
+        if strategy is None:  # discovered
+            strategy = Ordered(self.backends_for(model))
+        order, key = strategy.route(asker, body)
+        return order, key, strategy
 
     def close(self) -> None:
         if self.discovery is not None:
             self.discovery.stop()
+        if self.health is not None:
+            self.health.stop()
         for backend in self.backends.values():
             backend.close()

@@ -4,7 +4,8 @@
 - `TestBackend(streaming=False, ticket=...)` behaves like the corporate endpoint: it takes the
   OpenAI-shaped body, never streams, and answers 401 unless `x-dep-ticket` is right.
 - Both answer `POST .../embeddings` (`embedding_of` each input, whatever `encoding_format` asked:
-  like many in-house servers) and `GET .../models` (the ids in `backend.listed`).
+  like many in-house servers), `GET .../models` (the ids in `backend.listed`) and `GET .../health`
+  (200 while `backend.healthy`, else 503).
 
 A test changes what the backend answers with `respond_with(behavior)`; a behavior is a function
 `behavior(exchange)` that writes the answer with the `Exchange` helpers.
@@ -189,6 +190,9 @@ def default_behavior(exchange: Exchange):
     if exchange.request.method == "GET":
         if exchange.request.path.split("?")[0].endswith("/models"):
             exchange.send_json(200, model_list_json(exchange.backend.listed))
+        elif exchange.request.path.split("?")[0].endswith("/health"):  # a health probe (Replicas)
+            healthy = exchange.backend.healthy
+            exchange.send_json(200 if healthy else 503, {"status": "ok" if healthy else "loading model"})
         else:
             exchange.send_json(404, {"error": {"message": "not found"}})
         return
@@ -212,6 +216,7 @@ class TestBackend:
         self.requests = []
         self.behavior = default_behavior
         self.listed = []  # the model ids GET .../models reports
+        self.healthy = True  # GET .../health answers 200 (else 503)
         self.lock = threading.Lock()
         self.open_connections = 0
         self.client_closes = []  # when the gateway closed a connection a behavior was watching
@@ -294,6 +299,7 @@ class TestBackend:
             self.client_closes.clear()
         self.behavior = default_behavior
         self.listed = []
+        self.healthy = True
 
     @property
     def last(self) -> Recorded:

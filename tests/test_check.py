@@ -249,3 +249,28 @@ def test_it_says_where_stored_responses_are_kept(tmp_path):
         f"kept 600 s, in SQLite under {tmp_path / 'state'} ")  # the file's own data_dir wins
     assert stored({"redis_url": "redis://:pw-9c2e4f@cache.corp:6380/0"}) == ["kept 3600 s, in Redis at cache.corp:6380, shared by every instance"]
     assert stored({"response_store_seconds": 0}) == ["not stored (response_store_seconds = 0)"]
+
+
+def test_replicas_show_their_strategy_weights_and_health_checks(tmp_path):
+    gpu = "http://gpu{}.lab:8000/v1/chat/completions"
+    config = gateway_toml(
+        backends={
+            "gpu1": backend(gpu.format(1), weight=2, health_url="http://gpu1.lab:8000/health?token=hk-77a1c9e0", health_interval_seconds=5),
+            "gpu2": backend(gpu.format(2), health_url="http://gpu2.lab:8000/health"),
+            "gpu3": backend(gpu.format(3)),
+        },
+        models=[{"id": "m", "backends": ["gpu1", "gpu2", "gpu3"], "strategy": "affinity"},
+                {"id": "n", "backends": ["gpu2", "gpu3"], "strategy": "least_busy"}],
+    )
+    (tmp_path / "gateway.toml").write_text(config, encoding="utf-8")
+    result = run_check(tmp_path)
+    assert result.returncode == 0, result.stderr
+    models = section(result.stdout, "models")
+    assert models[:4] == ["m → gpu1 → m", "m → gpu2 → m", "m → gpu3 → m",
+                          "strategy affinity: a conversation stays on one backend (chat id, else user, else its start), by weight; weights gpu1=2, gpu2=1, gpu3=1"]
+    assert "strategy least_busy: the backend with the fewest requests in flight for its capacity and weight (in flight per worker); weights gpu2=1, gpu3=1" in models
+    gpu1, gpu3 = section(result.stdout, "backend gpu1:"), section(result.stdout, "backend gpu3:")
+    assert ("health check: GET http://gpu1.lab:8000/health every 5 s (±10 %), timeout 2 s; failing → skipped at once, "
+            "back after 2 passes in a row") in gpu1 and "weight: 2" in gpu1
+    assert not any(line.startswith(("health check", "weight")) for line in gpu3)
+    assert "hk-77a1c9e0" not in result.stdout

@@ -27,9 +27,10 @@ def post(conn, target, body: bytes) -> bytes:
     return data
 
 
-def stream(conn, target, body: bytes, on_item):
-    """Reads one SSE answer; calls on_item(kind, payload, received_at) for each event and comment."""
-    conn.request("POST", target.stream_path, body=body, headers={"Content-Type": "application/json"})
+def stream(conn, target, body: bytes, on_item, headers=None):
+    """Reads one SSE answer; calls on_item(kind, payload, received_at) for each event and comment.
+    `headers`: more request headers (Open WebUI's X-OpenWebUI-Chat-Id, say)."""
+    conn.request("POST", target.stream_path, body=body, headers={"Content-Type": "application/json", **(headers or {})})
     response = conn.getresponse()
     if response.status != 200:
         raise RuntimeError(f"{target.name}: HTTP {response.status}: {response.read()[:200]!r}")

@@ -18,6 +18,7 @@ FULL = {
     "pace_events": 100,
     "pace_start": 500,
     "pace_max": 1000,
+    "affinity_chats": 6,  # 20-turn chats side by side, per strategy and repeat
 }
 QUICK = {
     **FULL,
@@ -32,4 +33,5 @@ QUICK = {
     "pace_events": 20,
     "pace_start": 100,
     "pace_max": 200,
+    "affinity_chats": 3,
 }

@@ -4,7 +4,9 @@
                     `wire_errors.py` translates what goes wrong)
 - `demo.py`         the built-in echo model (`url = "demo://echo"`), and deterministic embeddings
 - `failover.py`     one request's way through a model's backends, in order
-- `breaker.py`      each backend's circuit breaker
+- `strategies.py`   the order a model's backends are tried in, per request (its `strategy`)
+- `health.py`       active health checks: one prober per instance, verdicts shared by file
+- `breaker.py`      each backend's circuit breaker (held out, too, by failing health checks)
 - `silence.py`      read_timeout for relayed streams under gevent, from one watchdog per worker
 
 The HTTP backend is imported only when a config names one, and only inside a worker, after

@@ -111,5 +111,10 @@ class Backend:
         in the form the client asked for. Only backends with `embeddings_url` get such calls."""
         raise NotImplementedError
 
+    def probe(self, headers: dict) -> str | None:
+        """One health probe of `health_url` (backends/health.py): None when it passes, else why
+        not. Only backends with `health_url` (never the demo one: config.py) are probed."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Releases pooled connections (worker shutdown, tests)."""

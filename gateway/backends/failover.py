@@ -1,5 +1,9 @@
 """One client request's way through its model's backends, in order: `Attempts`.
 
+The order is the model's routing strategy's for this request (strategies.py): the config's list
+(`ordered`), or its own choice first (`round_robin`, `least_busy`, `affinity`); failover is the
+same under every strategy.
+
 A model usually has one backend; with `backends = [...]` the request goes to the first that can
 take it. Until the first content event has gone out, a backend whose failure is its own (see
 `BackendError.passes_on`: unreachable, TLS, timeout, 5xx, 429, 401/403, an invalid answer), that
@@ -104,10 +108,7 @@ class Attempts:
     def _take(self, backend, failures):
         """The backend's slot, or None (and the reason noted) when it must be skipped."""
         if not backend.breaker.allows():
-            _, left = backend.breaker.state()
-            failures.append((backend.name, BackendCoolingDown(
-                backend.name, f"is cooling down after repeated failures (for {math.ceil(left)} s more)", headers={"Retry-After": str(max(1, math.ceil(left)))}
-            )))
+            failures.append((backend.name, _cooling_down(backend)))
             self.tried.append((backend.name, "cooling_down"))
             self._note_failover(backend)
             return None
@@ -179,3 +180,18 @@ class Attempts:
 
 def _ignore(*args) -> None:
     pass
+
+
+def _cooling_down(backend) -> BackendCoolingDown:
+    """Why a backend is skipped: its failing health probes (health.py), or its breaker's cooldown."""
+    breaker = backend.breaker
+    if breaker.probe_failing is not None:
+        # The soonest it can be back: healthy_after passing probes from now.
+        wait = backend.config.health_interval_seconds * backend.config.healthy_after
+        return BackendCoolingDown(
+            backend.name, f"is cooling down: its health check fails ({breaker.probe_failing})", headers={"Retry-After": str(max(1, math.ceil(wait)))}
+        )
+    _, left = breaker.state()
+    return BackendCoolingDown(
+        backend.name, f"is cooling down after repeated failures (for {math.ceil(left)} s more)", headers={"Retry-After": str(max(1, math.ceil(left)))}
+    )

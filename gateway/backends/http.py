@@ -49,6 +49,7 @@ class HttpBackend(Backend):
         # (they may be on another host than `url`, and a message must say where it failed).
         self._embeddings_at = _target(config, config.embeddings_url)
         self._models_at = _target(config, config.discovery_url)
+        self._health_at = _target(config, config.health_url)
         base = {**requests.utils.default_headers(), "Content-Type": "application/json"}
         self._headers_for = {
             False: {**base, "Accept": "application/json"},
@@ -134,6 +135,31 @@ class HttpBackend(Backend):
             return json.loads(raw)
         except ValueError:
             raise errors.BackendInvalidAnswer(self.name, "answered its model list with something that is not JSON") from None
+
+    def probe(self, headers: dict) -> str | None:
+        """One health probe (health.py): GET health_url with `headers` (its rendered templates),
+        within health_timeout_seconds to connect and to answer. None when it answers 2xx, else
+        what went wrong, in words for the log and the status page. Its body is not read."""
+        url, config = self._health_at
+        timeout = self.config.health_timeout_seconds
+        prepared = requests.PreparedRequest()
+        prepared.method = "GET"
+        prepared.url = url
+        prepared.headers = CaseInsensitiveDict(requests.utils.default_headers())
+        prepared.headers.update(headers)
+        try:
+            response = self._adapter.send(prepared, stream=True, timeout=(timeout, timeout), verify=self.config.verify, cert=None, proxies=self.session.proxies)
+        except requests.RequestException as exc:
+            error = translate(exc, config)
+            if isinstance(error, errors.BackendTimeout):
+                return f"did not answer its health check within {timeout:g} s (health_timeout_seconds)"
+            return error.reason
+        try:
+            if 200 <= response.status_code < 300:
+                return None
+            return f"answered its health check with HTTP {response.status_code}"
+        finally:
+            response.close()
 
     def close(self) -> None:
         self.session.close()

@@ -114,8 +114,8 @@ def backend_session(config: BackendConfig, pool_size: int) -> tuple[requests.Ses
     """The backend's session (it owns the pool and the proxies) and its adapter, to send through."""
     session = requests.Session()
     session.trust_env = False  # proxies and CA are resolved once, here
-    # Every URL of the backend (chat, embeddings, model list) uses its TLS settings.
-    urls = (config.url, config.embeddings_url or "", config.models_url or "")
+    # Every URL of the backend (chat, embeddings, model list, health probe) uses its TLS settings.
+    urls = (config.url, config.embeddings_url or "", config.models_url or "", config.health_url or "")
     tls = _tls_context(config) if any(url.startswith("https:") for url in urls) else None
     adapter = _BackendAdapter(tls, pool_connections=1, pool_maxsize=pool_size, max_retries=0)
     session.mount("http://", adapter)

@@ -8,7 +8,8 @@
   background: a request refused after all (no backend slot) is taken back; an answered one adds
   its tokens.
 - `slots[backend]`: the `GlobalSlots` of each backend with `global_max_concurrency` (leases.py),
-  which `Backend.acquire()` takes from.
+  which `Backend.acquire()` takes from; for `least_busy` models, their use across instances is
+  counted in the background (`LeaseCount`).
 - `global_in_flight()`, `redis_state()`: for the status page.
 
 Without `redis_url`, [limits] are held by each worker alone (local.py).
@@ -20,7 +21,7 @@ import math
 from ..config import Config
 from ..errors import LimitsUnavailable, UserRateLimited
 from . import scripts
-from .leases import REDIS_UNAVAILABLE_MESSAGE, RENEW_EVERY, GlobalSlots, LeaseKeeper, take_ahead
+from .leases import REDIS_UNAVAILABLE_MESSAGE, RENEW_EVERY, GlobalSlots, LeaseCount, LeaseKeeper, take_ahead
 from .local import WINDOW_SECONDS, LocalWindows
 from .store import RedisStore, Unavailable, in_background
 
@@ -71,6 +72,7 @@ class Limits:
         self.settings = config.limits
         self.store = None
         self.slots = {}
+        self.counter = None
         if gateway.redis_url:
             self.store = RedisStore(gateway.redis_url, gateway.redis_failure, config.secrets, tick_seconds=RENEW_EVERY)
             keeper = LeaseKeeper(self.store)
@@ -79,14 +81,22 @@ class Limits:
                 for name, backend in config.backends.items()
                 if backend.global_max_concurrency
             }
+            # least_busy models weigh their backends by the leases in use across instances.
+            counted = {name for model in config.models.values() if model.strategy == "least_busy" for name in model.backends}
+            if counted & set(self.slots):
+                self.counter = LeaseCount(self.store, [slots for name, slots in self.slots.items() if name in counted])
         self.local = LocalWindows(config.limits)
 
     def start(self) -> None:
         """In the worker: starts watching Redis (renewals, reconnecting)."""
         if self.store is not None:
             self.store.start()
+        if self.counter is not None:
+            self.counter.start()
 
     def close(self) -> None:
+        if self.counter is not None:
+            self.counter.stop()
         if self.store is not None:
             self.store.close()
 

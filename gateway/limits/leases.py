@@ -12,14 +12,17 @@ takes one; the `Slot` it returns calls `Lease.release()` on every way a request 
 (Slot.release is idempotent), and the ZREM goes out in the background.
 With Redis unreachable, "open" gives a lease that only this worker knows (registered in Redis
 at the first renewal after it is back, so the global count stays true), "closed" refuses (503).
+
+`LeaseCount` reads how many leases are in use, in the background, for `least_busy` models.
 """
 
 import contextvars
 import os
 import threading
+import time
 import uuid
 
-from ..concurrency import carry_into_readers
+from ..concurrency import carry_into_readers, start_daemon
 from ..errors import GlobalBusy, LimitsUnavailable
 from . import scripts
 from .store import Unavailable, in_background
@@ -141,6 +144,12 @@ class GlobalSlots:
         self.backend = backend
         self.limit = limit
         self.key = scripts.lease_key(backend)
+        # For least_busy (backends/strategies.py), counted in the background by `LeaseCount`:
+        # the leases in use across every instance at the last count (None: not counted, or
+        # Redis away), and this worker's requests in flight for the backend at that moment.
+        self.counted = None
+        self.here_at_count = 0
+        self.in_flight_here = _none  # set by limits/web.py: the backend's in-flight count in this worker
 
     def take(self) -> Lease:
         """A lease, or GlobalBusy (429) when `limit` are in flight everywhere, or LimitsUnavailable
@@ -164,3 +173,46 @@ class GlobalSlots:
                 headers={"Retry-After": "1"},
             )
         return keeper.hold(self.key, lease_id)
+
+
+def _none() -> int:
+    return 0
+
+
+COUNT_EVERY = 0.5  # seconds between two counts of the leases in use, for least_busy
+
+
+class LeaseCount:
+    """How busy some backends are across every instance, for least_busy: one round trip every
+    COUNT_EVERY seconds in the background (never one per request). A strategy adds this worker's
+    own changes since the count (`GlobalSlots.counted + in flight now - here_at_count`), so its
+    own requests count at once and other workers' and instances' within COUNT_EVERY."""
+
+    def __init__(self, store, slots: list):
+        self.store = store
+        self.slots = slots
+        self._stopped = False
+
+    def start(self) -> None:
+        start_daemon(self._count_forever)
+
+    def stop(self) -> None:
+        self._stopped = True
+
+    def _count_forever(self) -> None:
+        while not self._stopped:
+            time.sleep(COUNT_EVERY)
+            self.count()
+
+    def count(self) -> None:
+        counts = None
+        if self.store.up:
+            try:
+                counts = self.store.script("COUNT_LEASES", [slots.key for slots in self.slots], [])
+            except Unavailable:
+                pass  # store.py has said so; this worker's own counts meanwhile
+        for index, slots in enumerate(self.slots):
+            if counts is None:
+                slots.counted = None
+            else:
+                slots.counted, slots.here_at_count = int(counts[index]), slots.in_flight_here()

@@ -29,7 +29,9 @@ def init_app(app: Flask, config, registry) -> Limits:
     limits = Limits(config)
     app.extensions["limits"] = limits
     for name, backend in registry.backends.items():
-        backend.global_slots = limits.slots.get(name)
+        backend.global_slots = slots = limits.slots.get(name)
+        if slots is not None:  # least_busy's count across instances, corrected by this worker's own
+            slots.in_flight_here = lambda backend=backend: backend.in_flight
     limits.start()
     return limits
 

@@ -44,6 +44,12 @@ FAILOVERS = Counter("llm_gateway_failovers", "Requests passed on from a backend 
 COOLDOWN_UNTIL = Gauge(
     "llm_gateway_backend_cooldown_until_timestamp_seconds", "Until when a backend's circuit breaker skips it (0: closed).", ["backend"], multiprocess_mode="livemax"
 )
+# Replicas (backends/health.py): each probed backend's verdict as the workers apply it; every
+# worker sets it when its verdict changes, so the most recent value of a live worker is the verdict.
+BACKEND_HEALTH = Gauge(
+    "llm_gateway_backend_health", "Whether a backend's health checks pass (1) or fail (0); only backends with health_url.", ["backend"],
+    multiprocess_mode="livemostrecent",
+)
 # Chat requests a gateway limit refused, by limit (counted by gateway/limits/web.py).
 LIMIT_REFUSALS = Counter("llm_gateway_limit_refusals", "Chat requests a gateway limit refused, by limit.", ["limit"])
 FILES_SKIPPED = Counter("llm_gateway_metrics_files_skipped", "Metrics files of workers that could not be read (left out of the totals).")
@@ -94,6 +100,11 @@ def count_failover(model: str, backend: str) -> None:
 def cooldown_setter(backend: str):
     """What a backend's circuit breaker calls with the end of its cooldown (0.0 when closed)."""
     return COOLDOWN_UNTIL.labels(backend).set
+
+
+def health_changed(backend: str, ok: bool) -> None:
+    """A probed backend's verdict, as this worker now applies it (backends/health.py)."""
+    BACKEND_HEALTH.labels(backend).set(1 if ok else 0)
 
 
 def limit_refused(limit: str) -> None:

@@ -77,6 +77,7 @@ class RequestRecord:
         "request_id", "method", "path", "started", "started_at", "model", "backend", "stream", "status",
         "first_byte", "finished", "outcome", "error", "usage", "keepalives", "counted", "attempts", "upstream_of",
         "endpoint", "dropped_tools", "ignored_fields", "unknown_fields",
+        "route",
     )
 
     def __init__(self, request_id: str, method: str, path: str):
@@ -95,6 +96,7 @@ class RequestRecord:
         # The Responses API's translation (names only, never values): hosted tools left out, fields
         # with no chat meaning, and fields this gateway does not know, none of which reached the backend.
         self.dropped_tools = self.ignored_fields = self.unknown_fields = ()
+        self.route = None  # a model with several backends: (strategy, the backends in this request's order, its key kind)
 
     def mark_first_byte(self) -> None:
         if self.first_byte is None:
@@ -154,6 +156,12 @@ class RequestRecord:
         for key in ("dropped_tools", "ignored_fields", "unknown_fields"):
             if getattr(self, key):
                 line[key] = list(getattr(self, key))
+        if self.route is not None:  # several backends: the strategy and its order for this request
+            strategy, order, key = self.route
+            line["route"] = strategy
+            line["order"] = [backend.name for backend in order]
+            if key is not None:
+                line["affinity_key"] = key  # which key, never its value
         if len(tried) > 1:  # failover: every attempt, in order
             line["attempts"] = [{"backend": name, "result": result} for name, result in tried]
         access_log.info(json.dumps(line, separators=(",", ":")))

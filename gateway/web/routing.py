@@ -1,6 +1,7 @@
 """From a validated request to its `Attempts`, the same for chat, embeddings and the Responses API
-(whose request is a chat request by then): the model and its kind, who is asking, the per-user
-limits, and a backend call built fresh for each attempt."""
+(whose request is a chat request by then): the model and its kind, who is asking, the order its
+backends are tried in (the model's strategy), the per-user limits, and a backend call built fresh
+for each attempt."""
 
 from flask import g, request
 
@@ -26,9 +27,13 @@ def attempts_for(body: dict, raw_size: int, kind: str, build) -> Attempts:
     def call_for(backend):  # per attempt: fresh {uuid}s, the backend's own upstream name
         return run_if_large(raw_size, build, body, model, backend.config, asker, request_id)
 
+    # The model's strategy orders its backends for this request (backends/strategies.py).
+    backends, key, strategy = models.route(model, asker, body)
+    record.backend = backends[0].name
+    if len(backends) > 1:
+        record.route = (strategy.name, backends, key)
     # [limits] (gateway/limits/): 429 user_rate_limit, or 503 while Redis is away ("closed"); the
     # first backend's global slot is taken in the same round trip, for its first attempt.
-    backends = models.backends_for(model)
     admit_request(asker, backends[0])
     record.attempts = Attempts(
         model.id, backends, call_for, on_failover=lambda name: metrics.count_failover(model.id, name), on_call_ended=metrics.call_ended

@@ -4,6 +4,7 @@ Only what is safe to show: a backend's scheme, host and port, never its path, qu
 tickets. The numbers come from all workers (telemetry/metrics.py), whichever one answers.
 """
 
+import os
 import time
 
 from flask import Blueprint, Response, render_template, request
@@ -26,12 +27,23 @@ def _rounded(value):
     return None if value is None else round(value, 4)
 
 
-def breaker_state(cooldown_until: float) -> dict:
-    """`ok`, or `cooling_down` with the seconds left, as any worker's circuit breaker has it."""
+def breaker_state(cooldown_until: float, health: dict | None = None) -> dict:
+    """`ok`, or `cooling_down` with the seconds left, as any worker's circuit breaker has it; a
+    backend whose health checks fail is cooling down until they pass (no time is known)."""
     left = cooldown_until - time.time()
+    if health is not None and health["state"] == "failing":
+        return {"state": "cooling_down", "cooldown_left": None}
     if left > 0:
         return {"state": "cooling_down", "cooldown_left": round(left, 1)}
     return {"state": "ok", "cooldown_left": None}
+
+
+def share(names, numbers: dict) -> dict:
+    """Each backend's part of the calls made to the model's backends in the last 5 minutes (calls
+    counted per backend: one that also serves other models counts theirs too); null before any."""
+    calls = {name: (numbers.get(name) or {}).get("requests_5m", 0) for name in names}
+    total = sum(calls.values())
+    return {name: round(count / total, 3) if total else None for name, count in calls.items()}
 
 
 def tls_state(backend) -> str:
@@ -47,13 +59,17 @@ def status_data(models: ModelRegistry, environ=None) -> dict:
     backends = []
     for name, b in config.backends.items():
         n = numbers.get(name) or metrics.snapshot_of_nothing()
+        health = models.health.status(name) if models.health else None  # the prober's verdict, as this worker applied it
         backends.append({
             "name": name,
             "location": b.location,
             "streaming": b.streaming,
             "verify": b.verify,
             "tls": tls_state(b),
-            **breaker_state(n["cooldown_until"]),
+            **breaker_state(n["cooldown_until"], health),
+            "health": health["state"] if health else None,  # "ok" | "failing"; null without health_url
+            "health_check": health,
+            "weight": b.weight,
             "failovers": n["failovers"],
             "connect_timeout": b.connect_timeout,
             "read_timeout": b.read_timeout,
@@ -81,7 +97,8 @@ def status_data(models: ModelRegistry, environ=None) -> dict:
         "heartbeat_seconds": config.gateway.heartbeat_seconds,
         "backends": backends,
         "models": [
-            {"id": m.id, "name": m.name, "backend": m.backend, "backends": list(m.backends), "kind": m.kind, "discovered": m.id not in config.models}
+            {"id": m.id, "name": m.name, "backend": m.backend, "backends": list(m.backends), "kind": m.kind, "discovered": m.id not in config.models,
+             "strategy": m.strategy, "weights": {name: config.backends[name].weight for name in m.backends}, "share_5m": share(m.backends, numbers)}
             for m in models.listed_models()
         ],
         "server": describe_server(environ or {}),  # which server and worker model answered, whose numbers
@@ -126,9 +143,11 @@ def readyz():
             "in_flight": b.in_flight,  # this worker's
             "state": state,  # this worker's circuit breaker
             "cooldown_left": round(left, 1) if left else None,
+            # the health probes' verdict as this worker applies it (null without health_url)
+            "health": ("failing" if b.breaker.probe_failing is not None else "ok") if b.config.health_url else None,
         }
     ready = not shutting_down()
-    body = {"status": "ready" if ready else "shutting_down", "config": models.config.source, "backends": backends}
+    body = {"status": "ready" if ready else "shutting_down", "config": models.config.source, "worker_pid": os.getpid(), "backends": backends}
     body["redis"] = redis_state()  # shown, not judged: every instance shares the one Redis (gateway/limits/)
     return json_response(body, status=200 if ready else 503)
 
