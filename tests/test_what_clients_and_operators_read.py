@@ -100,7 +100,7 @@ def test_a_backend_cooling_down_for_less_than_a_second_never_says_0_s():
     assert failed.value.headers["Retry-After"] == "1"
 
 
-JWT_SECRET = "jwt-secret-4b1d9e"
+JWT_SECRET = "jwt-secret-4b1d9e-long-enough-for-hs256"
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def signed_app(corp_backend):
 @pytest.mark.parametrize("claims, key, says", [
     ({"sub": "u1"}, JWT_SECRET, "has no `exp` claim"),
     ({"sub": "u1", "exp": 1}, JWT_SECRET, "has expired"),
-    ({"sub": "u1", "exp": 4102444800}, "another-secret-123", "is not signed with this gateway's user_jwt_secret"),
+    ({"sub": "u1", "exp": 4102444800}, "another-secret-123-long-enough-for-hs256", "is not signed with this gateway's user_jwt_secret"),
     (None, None, "is malformed"),
 ])
 def test_a_bad_user_token_is_told_what_is_wrong(signed_app, claims, key, says):
