@@ -10,16 +10,19 @@ import json
 import socket
 import ssl
 import threading
+import time
 from types import SimpleNamespace
 
 import pytest
+import requests
 
 from app import create_app
 from gateway.backends.http import _has_buffered
 from gateway.config import parse_config
-from tests.backends import completion_json, wait_until
+from tests.backends import chunk_json, completion_json, wait_until
 from tests.certificates import TestCA
 from tests.configs import backend, gateway_toml, model
+from tests.gunicorn_server import GatewayServer
 
 REQUEST = {"model": "m", "messages": [{"role": "user", "content": "Hi"}]}
 
@@ -29,8 +32,12 @@ class CountingBackend:
     connections it accepted. With `close_after_answer`, it closes each connection right after its
     answer without saying so (no `Connection: close`), as a backend's idle timeout does."""
 
-    def __init__(self, close_after_answer: bool):
+    def __init__(self, close_after_answer: bool = False, stream_end_delay: float | None = None):
+        """`stream_end_delay`: answer with an event stream instead, whose chunked end comes this
+        many seconds after its `data: [DONE]` (0: in the same write)."""
         self.close_after_answer = close_after_answer
+        self.stream_end_delay = stream_end_delay
+        self.ends_sent = 0  # streams whose chunked end was sent
         self.connections = 0
         self.dropped = 0  # connections it closed after an answer
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -59,12 +66,28 @@ class CountingBackend:
                         length = int(value)
                     line = reader.readline()
                 reader.read(length)
+                if self.stream_end_delay is not None:
+                    self._stream(conn)
+                    continue
                 body = json.dumps(completion_json("Hello")).encode()
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
                 if self.close_after_answer:
                     conn.shutdown(socket.SHUT_RDWR)
                     self.dropped += 1
                     return
+
+    def _stream(self, conn):
+        events = [chunk_json(delta={"role": "assistant", "content": "Hello"}), chunk_json(delta={}, finish_reason="stop"), "[DONE]"]
+        data = b"".join(b"%x\r\n%s\r\n" % (len(e) + 8, b"data: " + e.encode() + b"\n\n") for e in events)
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        if self.stream_end_delay:
+            conn.sendall(head + data)
+            time.sleep(self.stream_end_delay)  # the scenario itself: an end that comes late
+            self.ends_sent += 1
+            conn.sendall(b"0\r\n\r\n")
+        else:
+            self.ends_sent += 1
+            conn.sendall(head + data + b"0\r\n\r\n")
 
     def stop(self):
         self._listener.close()
@@ -89,6 +112,33 @@ def test_pooled_connections_are_reused_and_dropped_ones_replaced(counting_backen
     # Kept: one connection carried all three. Dropped after each answer: each request noticed the
     # closed one in the pool and opened a new connection instead of failing.
     assert counting_backend.connections == (3 if counting_backend.close_after_answer else 1)
+
+
+def streamed_done(server) -> list:
+    """One streamed chat through `server`; the data payloads as they came."""
+    with requests.post(server.url + "/v1/chat/completions", json={**REQUEST, "stream": True}, stream=True, timeout=10) as response:
+        return [line for line in response.iter_lines() if line.startswith(b"data: ")]
+
+
+@pytest.mark.parametrize("end_delay", [0, 0.5], ids=["end-with-the-last-event", "end-late"])
+def test_a_relayed_streams_connection_goes_back_to_the_pool_and_a_late_end_never_holds_done(end_delay, tmp_path):
+    """After [DONE] the rest of a chunked body is read (at once when it came with the last event,
+    else in the background) and the connection is pooled again; the client's [DONE] never waits
+    for a backend that is slow to end its body."""
+    upstream = CountingBackend(stream_end_delay=end_delay)
+    config = gateway_toml(backends={"b": backend(upstream.url, streaming=True)}, models=[model("m", "b")])
+    server = GatewayServer(config, tmp_path).wait_ready()
+    try:
+        for count in range(1, 4):
+            payloads = streamed_done(server)
+            assert payloads[-1] == b"data: [DONE]"
+            assert upstream.ends_sent == count - (1 if end_delay else 0)  # a late end had not been sent yet
+            wait_until(lambda: upstream.ends_sent == count, message="the backend's end")
+        if not end_delay:  # read at once with the last event: the next stream finds it in the pool
+            assert upstream.connections == 1
+    finally:
+        server.stop()
+        upstream.stop()
 
 
 def test_bytes_tls_has_already_decrypted_count_as_buffered(tmp_path):

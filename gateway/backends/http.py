@@ -92,9 +92,7 @@ class HttpBackend(Backend):
             raise translate(exc, self.config) from None
         finally:
             if finished and cooperative():
-                # The answer is complete: let the client have its [DONE] now, and read the end of
-                # the body in the background so the connection can go back to the pool.
-                gevent.spawn(_drain_and_release, response)
+                _end_of_body(response)
             else:  # failed, or the client left: the connection is in an unknown state
                 response.close()
 
@@ -361,6 +359,45 @@ def _abort(response: requests.Response) -> None:
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+
+def _end_of_body(response: requests.Response) -> None:
+    """The answer is complete: the connection goes back to the pool. Mostly the body's end (a
+    chunked body's last chunk) came with the last event: read at once, here. Else the client gets
+    its [DONE] now and a greenlet reads the end in the background (never a wait here: a read of a
+    chunk's size line that has half arrived would block)."""
+    raw = response.raw
+    sock = _socket_of(response)
+    if sock is not None and _end_arrived(raw, sock):
+        try:
+            while raw.read1(_READ_SIZE):
+                pass
+        except Exception:  # noqa: BLE001 - broken after all: the connection cannot be reused
+            raw.close()
+        raw.release_conn()
+        return
+    gevent.spawn(_drain_and_release, response)
+
+
+_LAST_CHUNK = (b"0\r\n\r\n", b"\r\n0\r\n\r\n")  # without, and with, the previous chunk's CRLF not yet read
+
+
+def _end_arrived(raw, sock) -> bool:
+    """Whether the rest of a chunked body is buffered already: its empty last chunk, no trailers."""
+    body = raw._fp  # http.client's response
+    if len(raw._decoded_buffer) or body is None or not body.chunked:
+        return False  # unread data, or not chunked: the background read decides
+    reader = getattr(body, "fp", None)
+    if reader is None:
+        return True  # http.client has read it all already
+    sock.settimeout(0.0)
+    try:
+        buffered = reader.peek(len(_LAST_CHUNK[1]))
+    except (BlockingIOError, ssl.SSLWantReadError):
+        return False
+    finally:
+        sock.settimeout(None)
+    return buffered in _LAST_CHUNK
 
 
 def _drain_and_release(response: requests.Response) -> None:
