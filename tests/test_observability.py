@@ -6,9 +6,11 @@ Chromium (Debian's package) loads the page, and a screenshot lands in test-outpu
 """
 
 import glob
+import json
 import os
 import shutil
 import subprocess
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -52,7 +54,9 @@ def observed(openai_backend, corp_backend, metrics_dir, tmp_path_factory):
 
 
 def workers_that_counted(metrics_dir) -> int:
-    return len(glob.glob(os.path.join(metrics_dir, "counter_*.db")))
+    """Workers that have finished a request: a histogram file appears with its first observation
+    (counter files appear as a worker starts: some counters have no labels)."""
+    return len(glob.glob(os.path.join(metrics_dir, "histogram_*.db")))
 
 
 def success(gateway, stream):
@@ -134,12 +138,11 @@ def test_metrics_count_every_worker(observed, traffic):
 
 
 def test_status_json_counts_every_worker(observed, traffic):
-    def all_counted():  # the page's history is up to a second behind (telemetry/window.py)
-        backends = {b["name"]: b for b in requests.get(observed.url + "/status.json", timeout=10).json()["backends"]}
-        return (backends["corp"]["requests_60m"], backends["openai"]["requests_60m"]) == (traffic["ok"], traffic["failed"] + traffic["cancelled"])
-
-    # Whichever worker answers: each has flushed its counts once several reads in a row agree.
-    wait_until(lambda: all(all_counted() for _ in range(6)), message="every worker's calls in the history")
+    # The page's history is up to a second behind: each worker writes its counts to a file of the
+    # run directory about once a second (telemetry/window.py). Once every worker's file holds its
+    # calls, whichever worker answers sees them all.
+    expected = {"corp": traffic["ok"], "openai": traffic["failed"] + traffic["cancelled"]}
+    wait_until(lambda: history_files_count(observed) == expected, message="every worker's calls in its history file")
     for _ in range(4):
         status = requests.get(observed.url + "/status.json", timeout=10).json()
         backends = {b["name"]: b for b in status["backends"]}
@@ -158,6 +161,20 @@ def test_status_json_counts_every_worker(observed, traffic):
         assert (relay["health"], relay["health_check"]) == (None, None)  # no health_url
         assert [b["discovery"] for b in status["backends"]] == [None, None]  # neither has discover_models
         assert status["mode"] == "config" and status["inbound_auth"] is False and status["uptime_seconds"] >= 0
+
+
+def history_files_count(server) -> dict:
+    """Calls per backend in the workers' history files (telemetry/window.py), all minutes together."""
+    calls = {}
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), f"llm-gateway-{server.process.pid}-*", "window-*.json")):
+        try:
+            with open(path, encoding="utf-8") as handle:
+                per_backend = json.load(handle)
+        except (OSError, ValueError):
+            continue  # replaced meanwhile: the next look reads the new one
+        for backend, minutes in per_backend.items():
+            calls[backend] = calls.get(backend, 0) + sum(counts[0] for counts in minutes.values())
+    return calls
 
 
 def test_readyz_shows_backend_states(observed, traffic):
