@@ -76,7 +76,7 @@ class RequestRecord:
     __slots__ = (
         "request_id", "method", "path", "started", "started_at", "model", "backend", "stream", "status",
         "first_byte", "finished", "outcome", "error", "usage", "keepalives", "counted", "attempts", "upstream_of",
-        "endpoint", "dropped_tools", "ignored_fields", "unknown_fields",
+        "endpoint", "dropped_tools", "ignored_fields", "unknown_fields", "key", "user",
     )
 
     def __init__(self, request_id: str, method: str, path: str):
@@ -95,6 +95,8 @@ class RequestRecord:
         # The Responses API's translation (names only, never values): hosted tools left out, fields
         # with no chat meaning, and fields this gateway does not know, none of which reached the backend.
         self.dropped_tools = self.ignored_fields = self.unknown_fields = ()
+        self.key = None  # the named inbound key's NAME ([keys.NAME]); never the key itself
+        self.user = None  # who the usage ledger counts this request for (gateway/usage/); not logged
 
     def mark_first_byte(self) -> None:
         if self.first_byte is None:
@@ -145,6 +147,8 @@ class RequestRecord:
             "duration_ms": round((now - self.started) * 1000, 1),
             "outcome": self.outcome,
         }
+        if self.key:
+            line["key"] = self.key
         if self.error:
             line["error"] = self.error
         if self.usage:
