@@ -23,12 +23,14 @@ from ..usage import report
 from ..usage.storage import GROUPS, NUMBERS, StorageDown
 from ..usage.web import ledger
 from .access import matching, presented_key
-from .charts import USAGE_COLOURS, usage_chart
+from .charts import USAGE_COLOURS, short_number, usage_axis, usage_chart
 from .responses import json_response
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 bp.add_app_template_global(usage_chart)
 bp.add_app_template_global(USAGE_COLOURS, "colours")
+bp.add_app_template_global(usage_axis)
+bp.add_app_template_global(short_number)
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="llm-gateway admin", charset="UTF-8"'}
 
 
@@ -125,6 +127,7 @@ def usage_page():
         "models": rows["model"][: report.TOP],
         "days": days,
         "series": series,
+        "top_day": max((sum(values[n] for _, values in series) for n in range(len(days))), default=0),
         "storage": book.storage.where,
         "presets": _presets(now),
         "groups": list(GROUPS),

@@ -63,10 +63,11 @@ def _svg(kind: str, words: str, shapes: str) -> Markup:
 # --- the admin's usage page (web/admin.py) --------------------------------------------------------
 
 USAGE_COLOURS = ("#1f4fa3", "#2e9d6a", "#d9822b", "#8e44ad", "#c0392b", "#16a2b8", "#9aa5b8")  # the last: "other models"
-_USAGE_WIDTH, _USAGE_HEIGHT, _USAGE_AXIS = 600, 180, 16  # viewBox units; the SVG keeps its proportions
+_USAGE_WIDTH, _USAGE_HEIGHT = 300, 100  # viewBox units; stretched to the box (its labels are HTML: text would stretch)
 
 
-def _short(number: int) -> str:
+def short_number(number: int) -> str:
+    """12,400 as 12.4k, 3,000,000 as 3M: an axis label."""
     for size, unit in ((1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")):
         if number >= size:
             return f"{number / size:.1f}".rstrip("0").rstrip(".") + unit
@@ -75,30 +76,32 @@ def _short(number: int) -> str:
 
 def usage_chart(days: list, series: list) -> Markup:
     """Tokens per day as bars stacked by model (`series`: [(model, [tokens per day])], colours in
-    USAGE_COLOURS order), the oldest day on the left, with the busiest day's total on the axis."""
+    USAGE_COLOURS order), the oldest day on the left, scaled to the busiest day; each bar's
+    title names its day, model and tokens."""
     per_day = [sum(values[n] for _, values in series) for n in range(len(days))]
     top = max(per_day, default=0)
-    plot = _USAGE_HEIGHT - _USAGE_AXIS
-    scale = (plot - 14) / top if top else 0.0
+    scale = (_USAGE_HEIGHT - 2) / top if top else 0.0
     step = _USAGE_WIDTH / max(1, len(days))
-    shapes = [f'<line class="axis" x1="0" y1="{plot}" x2="{_USAGE_WIDTH}" y2="{plot}"/>']
+    shapes = []
     for n, day in enumerate(days):
-        x, y = n * step + step * 0.1, float(plot)
+        x, y = n * step + step * 0.1, float(_USAGE_HEIGHT)
         for index, (model, values) in enumerate(series):
             if values[n]:
-                height = max(1.0, values[n] * scale)
+                height = max(0.5, values[n] * scale)
                 y -= height
                 colour = USAGE_COLOURS[min(index, len(USAGE_COLOURS) - 1)]
-                shapes.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{step * 0.8:.1f}" height="{height:.1f}" fill="{colour}">'
+                shapes.append(f'<rect x="{x:.2f}" y="{y:.2f}" width="{step * 0.8:.2f}" height="{height:.2f}" fill="{colour}">'
                               f'<title>{escape(day)} · {escape(model)}: {values[n]:,} tokens</title></rect>')
-        if n % 7 == len(days) % 7 or n == len(days) - 1:
-            shapes.append(f'<text x="{x + step * 0.4:.1f}" y="{_USAGE_HEIGHT - 3}" text-anchor="middle">{escape(day[5:])}</text>')
-    if top:
-        shapes.append(f'<text x="2" y="11">{_short(top)} tokens</text>')
     busiest = days[per_day.index(top)] if top else None
     words = (f"tokens per day, {days[0]} to {days[-1]}: {sum(per_day):,} in all, the most on {busiest} ({top:,})"
              if top else f"tokens per day, {days[0]} to {days[-1]}: none yet") if days else "no days"
     return Markup(
-        f'<svg class="usage-chart" viewBox="0 0 {_USAGE_WIDTH} {_USAGE_HEIGHT}" role="img" aria-label="{escape(words)}">'
-        f'<title>{escape(words)}</title>{"".join(shapes)}</svg>'
+        f'<svg class="usage-chart" viewBox="0 0 {_USAGE_WIDTH} {_USAGE_HEIGHT}" preserveAspectRatio="none" role="img" '
+        f'aria-label="{escape(words)}"><title>{escape(words)}</title>{"".join(shapes)}</svg>'
     )
+
+
+def usage_axis(days: list) -> list:
+    """The chart's day labels, one a week ending on the last day: (left edge in %, "MM-DD", last?)."""
+    step = 100 / max(1, len(days))
+    return [(round(n * step + step / 2, 2), day[5:], n == len(days) - 1) for n, day in enumerate(days) if (len(days) - 1 - n) % 7 == 0]
