@@ -21,7 +21,7 @@ import pytest
 
 from tests.redis_server import free_port
 
-PASSWORD = "pg-pass-6d2e91b4c7"  # a secret: it must never leave the gateway (tests/conftest.py SECRETS)
+from tests.conftest import PG_PASSWORD as PASSWORD  # a secret: it must never leave the gateway (test_secrets.py)
 
 
 def postgres_bin() -> str | None:
@@ -64,7 +64,8 @@ class PostgresServer:
         return f"postgresql://postgres:{PASSWORD}@127.0.0.1:{self.port}/postgres"
 
     def _run(self, tool: str, *args, timeout=60):
-        result = subprocess.run([*self._as, os.path.join(self.bin, tool), *args], capture_output=True, text=True, timeout=timeout)
+        # cwd: a folder the postgres user may enter (the checkout may be in root's home)
+        result = subprocess.run([*self._as, os.path.join(self.bin, tool), *args], capture_output=True, text=True, timeout=timeout, cwd=self.folder)
         if result.returncode != 0:
             raise RuntimeError(f"{tool} failed: {result.stdout}\n{result.stderr}")
         return result

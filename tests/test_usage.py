@@ -236,6 +236,22 @@ def test_a_database_that_cannot_be_opened_is_storage_down_and_nothing_is_lost(tm
     assert not ledger.flush() and ledger.down and ledger.held() == 1  # kept for the next flush
 
 
+def test_while_the_database_is_down_the_rows_held_are_bounded(tmp_path, monkeypatch, caplog):
+    from gateway.usage import ledger as ledger_module
+
+    monkeypatch.setattr(ledger_module, "MAX_ROWS", 3)
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")
+    dropped = []
+    ledger = Ledger(Storage(parse_config(usage_config("http://127.0.0.1:9/v1/chat/completions", blocked), "t", {}).gateway),
+                    on_dropped=lambda: dropped.append(1))
+    for n in range(5):
+        ledger.note(Record({"total_tokens": 4}, user=f"user-{n}"))
+    ledger.note(Record({"total_tokens": 4}, user="user-0"))  # a row already held still counts
+    assert ledger.held() == 3 and len(dropped) == 2
+    assert sum("new rows are dropped" in record.message for record in caplog.records) == 1  # one line, not one per row
+
+
 def test_whom_the_ledger_counts():
     assert user_of({"user.email": "lee@corp.example", "user.id": "u-1"}, "key:team", "10.0.0.5") == "lee@corp.example"
     assert user_of({"user.id": "u-1"}, "key:team", "10.0.0.5") == "u-1"

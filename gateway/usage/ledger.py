@@ -134,6 +134,10 @@ class Ledger:
             self._flusher.start()
 
     def _run(self) -> None:
+        try:
+            self.storage.prepare()  # the schema at start-up; a database down now is retried by each flush
+        except StorageDown as exc:
+            self._went_down(exc)
         while not self._closed:
             self._wake.wait(FLUSH_SECONDS)
             self._wake.clear()

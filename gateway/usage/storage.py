@@ -108,6 +108,10 @@ class Storage:
         of GROUPS), largest total first: dicts of the group's columns and NUMBERS. Raises StorageDown."""
         return self.run(self._report, first_day, last_day, tuple(group_by))
 
+    def prepare(self) -> None:
+        """Creates or migrates the schema now (a worker's start), rather than at the first flush."""
+        self.run(lambda: None)
+
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
