@@ -249,3 +249,28 @@ def test_it_says_where_stored_responses_are_kept(tmp_path):
         f"kept 600 s, in SQLite under {tmp_path / 'state'} ")  # the file's own data_dir wins
     assert stored({"redis_url": "redis://:pw-9c2e4f@cache.corp:6380/0"}) == ["kept 3600 s, in Redis at cache.corp:6380, shared by every instance"]
     assert stored({"response_store_seconds": 0}) == ["not stored (response_store_seconds = 0)"]
+
+
+def test_it_shows_keys_budgets_and_where_usage_is_stored_never_a_key(tmp_path):
+    text = gateway_toml(
+        gateway={"api_keys": ["${GATEWAY_API_KEY}"], "admin_keys": ["${ADMIN_KEY}"], "database_url": "postgresql://gw:${PGPASS}@db.corp:5433/usage"},
+        backends={"b": backend("demo://echo")},
+        models=[model("m", "b"), model("n", "b")],
+        keys={"data-team": {"key": "${TEAM_KEY}", "models": ["m"], "tokens_per_day": 2_000_000, "requests_per_minute": 600}},
+        limits={"per_user_tokens_per_month": 50_000, "users": {"lee@corp.example": {"tokens_per_month": 0}}},
+    )
+    (tmp_path / "gateway.toml").write_text(text, encoding="utf-8")
+    env = {"GATEWAY_API_KEY": "sk-chk-anon-5555", "ADMIN_KEY": "adm-chk-6666", "PGPASS": "pg-chk-7777", "TEAM_KEY": "sk-chk-team-8888"}
+    result = run_check(tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert section(result.stdout, "usage, keys and budgets") == [
+        "ledger: PostgreSQL at db.corp:5433/usage, shared by every instance",
+        "/admin/usage: 1 admin key",
+        "key data-team: m; tokens per day 2,000,000, per month no budget; 600 requests per minute",
+        "per user: tokens per day no budget, per month 50,000",
+        "lee@corp.example: tokens per month unlimited",
+        "budgets are checked against the ledger's counts: a used-up budget binds on every worker within 3 s",
+    ]
+    assert "inbound auth: on (1 key, 1 named key)" in result.stdout
+    assert "[keys.*] requests_per_minute hold per worker" in result.stdout  # a warning: no Redis
+    assert not any(secret in result.stdout + result.stderr for secret in env.values())
