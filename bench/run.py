@@ -10,7 +10,7 @@ does anything else running on it: the header line says how many cores other proc
 
 What is measured, one module of bench/measure/ per section, each saying how in its docstring:
 requests (requests.py), relay (relay.py), tools (tools.py), pace (capacity.py), fresh (fresh.py,
-with memory.py and keepalives.py) and redis (shared_limits.py). They run in that order; the table
+with memory.py and keepalives.py), redis (shared_limits.py) and usage (usage.py: the ledger, budgets). They run in that order; the table
 prints their rows in the order of TABLE below. The machinery they share is in bench/harness/.
 
 Each section is repeated; a row's figure is the median of its repeats and the spread (min to max)
@@ -45,10 +45,10 @@ from bench.harness.servers import Servers  # noqa: E402
 from bench.harness.sizes import FULL, QUICK  # noqa: E402
 from bench.harness.table import print_table  # noqa: E402
 from bench.harness.workdir import exit_on_sigterm, temporary_folder  # noqa: E402
-from bench.measure import capacity, fresh, relay, requests, shared_limits, tools  # noqa: E402
+from bench.measure import capacity, fresh, relay, requests, shared_limits, tools, usage  # noqa: E402
 
-RUN = (requests, relay, tools, capacity, fresh, shared_limits)  # the order sections run in
-TABLE = (requests, relay, capacity, fresh, shared_limits, tools)  # the order their rows are printed in
+RUN = (requests, relay, tools, capacity, fresh, shared_limits, usage)  # the order sections run in
+TABLE = (requests, relay, capacity, fresh, shared_limits, usage, tools)  # the order their rows are printed in
 SECTIONS = tuple(section.SECTION for section in RUN)
 
 

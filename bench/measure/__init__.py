@@ -14,4 +14,5 @@ their rows are printed are bench/run.py's.
     memory.py          resident memory per open stream, 1,000 open
     keepalives.py      keep-alive lateness with 1,000 streams waiting
     shared_limits.py   section redis: what Redis-shared limits add
+    usage.py           section usage: what the usage ledger and a budget check add (without and with Redis)
 """
