@@ -179,6 +179,18 @@ def test_a_key_budget_is_refused_once_used_up_until_the_month_ends(usage_app):
     assert chat(client, ANON_KEY).status_code == 200  # the key's budget, nobody else's
 
 
+def test_a_per_user_exception_changes_that_users_requests_per_minute(openai_backend, tmp_path):
+    limits = {"per_user_requests_per_minute": 1, "users": {"lee@corp.example": {"requests_per_minute": 3}}}
+    app = create_app(parse_config(usage_config(openai_backend.url, tmp_path, limits=limits), "t", {}))
+    client = app.test_client()
+    try:
+        as_lee = [chat(client, ANON_KEY, "chat-b", user="lee@corp.example").status_code for _ in range(4)]
+        as_kim = [chat(client, ANON_KEY, "chat-b", user="kim@corp.example").status_code for _ in range(2)]
+    finally:
+        app.extensions["ledger"].close(timeout=2)
+    assert as_lee == [200, 200, 200, 429] and as_kim == [200, 429]
+
+
 # --- the ledger -------------------------------------------------------------------------------------
 
 

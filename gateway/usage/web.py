@@ -34,7 +34,8 @@ def init_app(app: Flask, config) -> Ledger | None:
     app.extensions["ledger"] = ledger
     app.extensions.setdefault("record_closed", []).append(ledger.note)
     app.extensions["limits"].local_budgets = LedgerBudgets(ledger)
-    ledger.start()
+    if not os.environ.get("GATEWAY_CHECK_ONLY"):  # `gunicorn --check-config` only loads the app: no flusher, no database
+        ledger.start()
     return ledger
 
 
