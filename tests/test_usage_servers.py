@@ -191,6 +191,32 @@ def test_budgets_bind_at_once_on_every_worker_with_redis(openai_backend, tmp_pat
         redis.stop()
 
 
+def test_a_redis_restarted_empty_takes_a_used_up_budget_from_the_ledger(openai_backend, tmp_path):
+    """Redis needs no persistence for budgets: a counter that is missing starts from the ledger's count."""
+    redis = RedisServer(tmp_path / "redis")
+    server = GatewayServer(budget_config(openai_backend.url, redis.url), tmp_path / "gw", workers=1).wait_ready()
+    try:
+        for user in ("a@corp.example", "b@corp.example", "c@corp.example"):
+            assert ask(server, CAPPED_KEY, user).status_code == 200
+        wait_until(lambda: ask(server, CAPPED_KEY, "d@corp.example").status_code == 429, timeout=3, message="the budget used up")
+        redis.kill()
+        redis.start()  # on the same port, empty
+        with redis.client() as client:
+            assert client.keys("llm-gateway:budget:*") == []
+
+        def redis_back():
+            return requests.get(server.url + "/status.json", timeout=10).json()["redis"]["state"] == "ok"
+
+        wait_until(redis_back, timeout=15, interval=0.2, message="the gateway to use Redis again")
+        refused = ask(server, CAPPED_KEY, "e@corp.example")
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "key_budget_exceeded"
+        with redis.client() as client:
+            assert client.keys("llm-gateway:budget:*")  # seeded from the ledger's count, not from zero
+    finally:
+        server.stop()
+        redis.stop()
+
+
 # --- the admin page in a browser ---------------------------------------------------------------------
 
 
