@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 
+from ..concurrency import deadline
 from .budgets import subjects_of
 from .periods import day_of, month_of
 from .storage import StorageDown
@@ -216,16 +217,23 @@ class Ledger:
 
     def close(self, timeout: float = CLOSE_SECONDS) -> None:
         """Stops the flusher and writes what is left (gunicorn's worker_exit): tries until
-        `timeout`, then says in one line what could not be written."""
+        `timeout` (a database that hangs included, under gevent), then says in one line what could
+        not be written."""
         self._closed = True
         self._wake.set()
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.flush() and self._unsent is None:
-                break
-            if time.monotonic() >= deadline:
-                requests = sum(row[5] for row in (self._unsent[1] if self._unsent else ())) + sum(c[0] for c in self._pending.values())
-                log.warning("usage ledger: %d requests could not be written before this worker exits (%s)", requests, self.storage.where)
-                break
-            time.sleep(0.2)
+        ends = time.monotonic() + timeout
+        try:
+            with deadline(timeout, _GaveUp()):
+                while not (self.flush() and self._unsent is None):
+                    if time.monotonic() >= ends:
+                        raise _GaveUp
+                    time.sleep(0.2)
+        except _GaveUp:
+            requests = sum(row[5] for row in (self._unsent[1] if self._unsent else ())) + sum(c[0] for c in self._pending.values())
+            log.warning("usage ledger: %d requests could not be written before this worker exits (%s)", requests, self.storage.where)
+            return
         self.storage.close()
+
+
+class _GaveUp(Exception):
+    """The final flush ran out of time."""

@@ -169,7 +169,9 @@ class Storage:
             # One connection per worker is all a flush a second needs; pre-ping replaces one that
             # a database restart broke, instead of failing the next flush on it.
             return sa.create_engine(self.url, pool_size=1, max_overflow=1, pool_pre_ping=True, pool_recycle=3600,
-                                    connect_args={"connect_timeout": CONNECT_TIMEOUT, "application_name": "llm-gateway"})
+                                    connect_args={"connect_timeout": CONNECT_TIMEOUT, "application_name": "llm-gateway",
+                                                  # a flush that takes longer is rolled back and retried, never left holding row locks
+                                                  "options": "-c statement_timeout=30000 -c lock_timeout=10000"})
         path = self.url.removeprefix("sqlite:///")
         directory = os.path.dirname(path)
         os.makedirs(directory, mode=0o700, exist_ok=True)  # who used what: for the service's user only
