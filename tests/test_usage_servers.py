@@ -220,22 +220,29 @@ def test_a_redis_restarted_empty_takes_a_used_up_budget_from_the_ledger(openai_b
 # --- the admin page in a browser ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("width", [1300, 390])
-def test_the_admin_page_draws_its_chart_and_fits_a_screen_and_a_phone(browser, openai_backend, tmp_path, width):
-    server = GatewayServer(budget_config(openai_backend.url), tmp_path / "gw", workers=1).wait_ready()
+LONG_USER = "a.very.long.user.name.from.the.directory.service@subsidiary.corp.example"
+
+
+@pytest.fixture(scope="module")
+def admin_page(openai_backend, tmp_path_factory):
+    """The admin page's HTML after some traffic: a long user name, a long model id, budgets."""
+    server = GatewayServer(budget_config(openai_backend.url), tmp_path_factory.mktemp("admin-page"), workers=1).wait_ready()
     try:
-        long_user = "a.very.long.user.name.from.the.directory.service@subsidiary.corp.example"
-        for user, model_id in ((long_user, "other-model-with-a-long-name-for-the-page"), ("kim@corp.example", "m"), ("vip@corp.example", "m")):
+        for user, model_id in ((LONG_USER, "other-model-with-a-long-name-for-the-page"), ("kim@corp.example", "m"), ("vip@corp.example", "m")):
             assert ask(server, TEAM_KEY, user, model_id).status_code == 200
         page = requests.get(server.url + "/admin/usage", auth=("admin", ADMIN_KEY), timeout=10)
     finally:
         server.stop()
     assert page.status_code == 200
-    html = page.text
-    assert html.count("<rect") >= 2 and long_user in html and "1,000,000" in html  # the team key's month budget
-    assert overflowing(html, width, tmp_path) == []
-    saved = tmp_path / "admin-usage.html"
-    saved.write_text(html, encoding="utf-8")
+    return page.text
+
+
+@pytest.mark.parametrize("width", [1300, 390])
+def test_the_admin_page_draws_its_chart_and_fits_a_screen_and_a_phone(browser, admin_page, tmp_path, width):
+    assert admin_page.count("<rect") >= 2 and LONG_USER in admin_page and "1,000,000" in admin_page  # the team key's month budget
+    assert overflowing(admin_page, width, tmp_path) == []
+    saved = tmp_path / "admin-usage.html"  # the page is whole in itself: nothing to load from anywhere
+    saved.write_text(admin_page, encoding="utf-8")
     shot = OUTPUT / f"admin-usage-{width}.png"
     shot.unlink(missing_ok=True)
     result, console = chromium(f"--window-size={width},1400", f"--screenshot={shot}", saved.as_uri())
