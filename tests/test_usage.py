@@ -213,6 +213,8 @@ def test_the_ledger_counts_reported_tokens_unknown_usage_and_errors_apart(tmp_pa
     ledger.note(Record(None, outcome="client_gone"))
     ledger.note(Record(None, outcome="backend_error"))
     ledger.note(Record(None, outcome="rejected", tried=()))  # refused before any backend: not usage
+    ledger.note(Record(None, outcome="rejected", tried=(("openai", "concurrency_limit"),)))  # no free slot: no call
+    ledger.note(Record(None, outcome="backend_error", tried=(("openai", "cooling_down"),)))  # skipped: no call
     assert ledger.flush()
     rows = ledger.storage.report("2000-01-01", "2999-12-31", ("user", "key", "model"))
     assert rows == [{"user": "kim", "key": "team", "model": "m", "requests": 5, "prompt_tokens": 12, "completion_tokens": 7,

@@ -4,7 +4,8 @@
 dictionary updates: it adds the request to its row, (UTC day, user, key, model, backend):
 requests, tokens in / out / total as the backend reported them, requests whose backend reported
 no usage (never counted as zero tokens), errors. Requests refused before any backend was called
-(a bad key, a limit, an unknown model) are not in the ledger: /metrics counts them.
+(a bad key, a limit, an unknown model, every backend full or cooling down) are not in the ledger:
+/metrics counts them.
 
 A flusher (a greenlet under gevent, else a thread) writes what was noted at least every
 `FLUSH_SECONDS` through storage.py, off the request path, and reads back the day's and month's
@@ -34,6 +35,8 @@ FLUSH_SECONDS = 1.0  # between flushes (and budget refreshes): within the 2 s pr
 MAX_ROWS = 100_000  # rows held in memory while the database is down (a few tens of MB at most)
 CLOSE_SECONDS = 10.0  # what the final flush at a worker's exit may take
 _ANSWERED = ("completed", "client_gone")  # outcomes that are not errors (record.py)
+# Attempts that never called their backend (failover.py): a breaker open, no free slot.
+_NOT_CALLED = frozenset(("cooling_down", "concurrency_limit", "global_concurrency_limit"))
 
 
 def user_of(asker: dict, caller_label: str | None, address: str | None) -> str:
@@ -84,8 +87,8 @@ class Ledger:
     def note(self, record) -> None:
         """Adds one finished request (a telemetry RequestRecord) to its row."""
         attempts = record.attempts
-        if not record.counted or attempts is None or not attempts.tried:
-            return  # refused before any backend was called: not usage
+        if not record.counted or attempts is None or all(result in _NOT_CALLED for _, result in attempts.tried):
+            return  # no backend was called (refused first, every backend full or cooling down): not usage
         now = self._clock()
         usage = record.usage
         prompt, completion, total = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens"), total_of(usage)
