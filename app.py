@@ -17,7 +17,8 @@ from gateway.limits import web as limits
 from gateway.registry import ModelRegistry
 from gateway.startup import announce_once
 from gateway.telemetry import metrics, request_log
-from gateway.web import access, api, embeddings, error_handlers, responses_api, status
+from gateway.usage import web as usage
+from gateway.web import access, admin, api, embeddings, error_handlers, responses_api, status
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -32,9 +33,10 @@ def create_app(config: Config | None = None) -> Flask:
         logging.getLogger("gateway").warning(note)
     limits.init_app(app, config, app.extensions["registry"])  # Redis-shared limits (gateway/limits/)
     responses_api.init_app(app, config)  # stored Responses API answers: in that Redis, else SQLite in data_dir
+    usage.init_app(app, config)  # the usage ledger (SQLite in data_dir, or PostgreSQL) and the budgets it counts
 
     request_log.init_app(app)  # first: every later step, preflights included, has a record
-    access.init_app(app, config.gateway)
+    access.init_app(app, config)
 
     # Users type either base URL into Open WebUI: serve the API with and without /v1.
     app.register_blueprint(api.bp, url_prefix="/v1")
@@ -44,6 +46,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(responses_api.bp, url_prefix="/v1")
     app.register_blueprint(responses_api.bp, url_prefix="", name="responses_api_unprefixed")
     app.register_blueprint(status.bp)
+    admin.init_app(app, config)  # /admin/usage for admin_keys (404 without them)
 
     error_handlers.init_app(app, config)
     return app

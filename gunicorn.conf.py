@@ -222,11 +222,14 @@ def on_exit(server):
 
 
 def worker_exit(server, worker):
-    """Closes this worker's pooled backend connections as it goes, and writes what it counted."""
+    """Closes this worker's pooled backend connections as it goes, and writes what it counted:
+    the status page's history, and the usage ledger's last batch (a SIGTERM loses no usage)."""
     from gateway.telemetry import metrics
+    from gateway.usage.web import close_app
 
     metrics.flush()
     app = getattr(worker, "wsgi", None)
+    close_app(app)
     registry = getattr(app, "extensions", {}).get("registry")
     if registry is not None:
         registry.close()

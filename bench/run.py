@@ -11,7 +11,8 @@ does anything else running on it: the header line says how many cores other proc
 What is measured, one module of bench/measure/ per section, each saying how in its docstring:
 requests (requests.py), relay (relay.py), tools (tools.py), pace (capacity.py), fresh (fresh.py,
 with memory.py and keepalives.py), redis (shared_limits.py), affinity (affinity.py: routing
-strategies on replicas with a prefix cache) and large (large_answer.py). They run in that order; the table
+strategies on replicas with a prefix cache), usage (usage.py: the ledger, budgets) and large
+(large_answer.py). They run in that order; the table
 prints their rows in the order of TABLE below. The machinery they share is in bench/harness/.
 
 Each section is repeated; a row's figure is the median of its repeats and the spread (min to max)
@@ -46,10 +47,10 @@ from bench.harness.servers import Servers  # noqa: E402
 from bench.harness.sizes import FULL, QUICK  # noqa: E402
 from bench.harness.table import print_table  # noqa: E402
 from bench.harness.workdir import exit_on_sigterm, temporary_folder  # noqa: E402
-from bench.measure import affinity, capacity, fresh, large_answer, relay, requests, shared_limits, tools  # noqa: E402
+from bench.measure import affinity, capacity, fresh, large_answer, relay, requests, shared_limits, tools, usage  # noqa: E402
 
-RUN = (requests, relay, tools, capacity, fresh, shared_limits, affinity, large_answer)  # the order sections run in
-TABLE = (requests, relay, capacity, fresh, shared_limits, affinity, tools, large_answer)  # the order their rows are printed in
+RUN = (requests, relay, tools, capacity, fresh, shared_limits, affinity, usage, large_answer)  # the order sections run in
+TABLE = (requests, relay, capacity, fresh, shared_limits, affinity, usage, tools, large_answer)  # the order their rows are printed in
 SECTIONS = tuple(section.SECTION for section in RUN)
 
 

@@ -71,6 +71,7 @@ def report(config: Config, shown_headers: dict) -> str:
         if m.system_prompt:
             lines.append(f"      system prompt: {len(m.system_prompt)} characters, first in the leading system message")
     lines += ["", "stored Responses API answers (previous_response_id, GET /v1/responses/<id>):", f"  {stored_responses(config)}"]
+    lines += ["", "usage, keys and budgets:"] + [f"  {line}" for line in usage_settings(config)]
     lines += ["", "Headers of a sample request, per backend: ${VAR} values as ***, a fresh {uuid}, and the user",
               "  " + ", ".join(f"{key} {value}" for key, value in SAMPLE_USER.items())]
     for name, backend in config.backends.items():
@@ -90,9 +91,11 @@ def report(config: Config, shown_headers: dict) -> str:
 def _gateway_settings(config: Config) -> list:
     """[gateway] and [limits] as they take effect, defaults included."""
     g, limits = config.gateway, config.limits
-    keys = len(g.api_keys)
+    keys, named = len(g.api_keys), len(config.keys)
+    counted = ", ".join(part for part in (f"{keys} key{'s' if keys != 1 else ''}" if keys else "",
+                                          f"{named} named key{'s' if named != 1 else ''}" if named else "") if part)
     lines = [
-        f"inbound auth: on ({keys} key{'s' if keys != 1 else ''})" if keys else "inbound auth: OFF (no api_keys: anyone who can reach the gateway may use it)",
+        f"inbound auth: on ({counted})" if counted else "inbound auth: OFF (no api_keys: anyone who can reach the gateway may use it)",
         f"CORS origins: {', '.join(g.cors_origins)}" if g.cors_origins else "CORS origins: none (browsers may not call the API from other origins)",
         "who is asking: " + (f"only a verified X-OpenWebUI-User-Jwt (HS256, leeway {g.user_jwt_leeway:g} s)" if g.user_jwt_secret
                              else "Open WebUI's X-OpenWebUI-User-* headers as sent (trust the network path), else the body's user"),
@@ -159,6 +162,34 @@ def _backend_settings(backend: BackendConfig, config: Config) -> list:
 def _location(backend: BackendConfig, url: str) -> str:
     """Scheme, host and port of another URL of the backend: never its path or query."""
     return dataclasses.replace(backend, url=url).location
+
+
+def _tokens(value: int) -> str:
+    return f"{value:,}" if value else "no budget"
+
+
+def usage_settings(config: Config) -> list:
+    """Where the ledger is kept, the named keys (names, models, budgets: never the key), the
+    per-user budgets and their exceptions, and who may read /admin/usage."""
+    from .usage.storage import describe  # the worker's side (SQLAlchemy), never the master's
+
+    gateway, limits = config.gateway, config.limits
+    lines = [f"ledger: {describe(gateway)}"]
+    admins = len(gateway.admin_keys)
+    lines.append(f"/admin/usage: {admins} admin key{'s' if admins != 1 else ''}" if admins else "/admin/usage: off (no admin_keys: /admin/* is 404)")
+    for key in config.keys.values():
+        models = ", ".join(key.models) if key.models is not None else "every model"
+        rate = f"{key.requests_per_minute} requests per minute" if key.requests_per_minute else "no request limit"
+        lines.append(f"key {key.name}: {models}; tokens per day {_tokens(key.tokens_per_day)}, per month {_tokens(key.tokens_per_month)}; {rate}")
+    if not config.keys:
+        lines.append("named keys: none ([keys.NAME])")
+    lines.append(f"per user: tokens per day {_tokens(limits.per_user_tokens_per_day)}, per month {_tokens(limits.per_user_tokens_per_month)}")
+    for user, settings in limits.users.items():
+        lines.append(f"  {user}: " + ", ".join(f"{name.replace('_', ' ')} {value if value else 'unlimited'}" for name, value in settings.items()))
+    if config.budgets_on:
+        where = "Redis counters, checked in the limits' one round trip" if gateway.redis_url else "the ledger's counts: a used-up budget binds on every worker within 3 s"
+        lines.append(f"budgets are checked against {where}")
+    return lines
 
 
 def stored_responses(config: Config) -> str:

@@ -65,6 +65,9 @@ class GatewaySettings:
     # paths are from the working directory; GATEWAY_DATA_DIR gives the default where the file sets none.
     data_dir: str = "var"
     response_store_seconds: float = 3600.0  # how long a stored Responses API answer can be continued; 0: never stored
+    # The usage ledger (gateway/usage/): SQLite in data_dir, or this PostgreSQL shared by every instance.
+    database_url: str | None = None
+    admin_keys: tuple = ()  # Bearer (or Basic password) keys for /admin/*; none: /admin/* is 404
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,15 +146,52 @@ class ModelConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class KeyConfig:
+    """[keys.NAME]: a named inbound key. Its NAME is what logs, the ledger and pages show; the key
+    itself is a secret. 0 is off (no budget, no rate limit)."""
+
+    name: str
+    key: str
+    models: tuple | None = None  # the model ids it may use; None: every model
+    tokens_per_day: int = 0
+    tokens_per_month: int = 0
+    requests_per_minute: int = 0
+
+    def allows(self, model_id: str) -> bool:
+        return self.models is None or model_id in self.models
+
+
+# The per-user settings an exception in [limits.users."x"] may set (without the per_user_ prefix).
+USER_LIMIT_KEYS = ("requests_per_minute", "tokens_per_minute", "tokens_per_day", "tokens_per_month")
+
+
+@dataclasses.dataclass(frozen=True)
 class LimitsSettings:
-    """[limits]: per-user limits over the last 60 s (gateway/limits/); 0 is off."""
+    """[limits]: per-user limits over the last 60 s and per-user budgets per UTC day and month
+    (gateway/limits/, gateway/usage/budgets.py); 0 is off. `users`: exceptions, user -> {setting: value}."""
 
     per_user_requests_per_minute: int = 0
     per_user_tokens_per_minute: int = 0
+    per_user_tokens_per_day: int = 0
+    per_user_tokens_per_month: int = 0
+    users: dict = dataclasses.field(default_factory=dict)
 
     @property
     def on(self) -> bool:
-        return bool(self.per_user_requests_per_minute or self.per_user_tokens_per_minute)
+        """Whether a per-minute limit applies to anyone."""
+        return bool(self.per_user_requests_per_minute or self.per_user_tokens_per_minute) or any(
+            settings.get(key) for settings in self.users.values() for key in USER_LIMIT_KEYS[:2]
+        )
+
+    def for_user(self, names) -> dict:
+        """The four per-user settings for a user known by any of `names` (email, id...): the first
+        name with an exception in `users` overrides the defaults it names."""
+        values = {key: getattr(self, f"per_user_{key}") for key in USER_LIMIT_KEYS}
+        for name in names:
+            if name and name in self.users:
+                values.update(self.users[name])
+                break
+        return values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +202,15 @@ class Config:
     source: str  # the file it came from, or DEMO_SOURCE
     secrets: frozenset  # every form of every secret (see _secret_forms): redacted wherever text leaves us
     limits: LimitsSettings = LimitsSettings()  # [limits] (gateway/limits/)
+    keys: dict = dataclasses.field(default_factory=dict)  # [keys.NAME]: name -> KeyConfig
+
+    @property
+    def budgets_on(self) -> bool:
+        """Whether any token budget per UTC day or month applies (gateway/usage/budgets.py)."""
+        limits = self.limits
+        return bool(limits.per_user_tokens_per_day or limits.per_user_tokens_per_month) or any(
+            settings.get("tokens_per_day") or settings.get("tokens_per_month") for settings in limits.users.values()
+        ) or any(key.tokens_per_day or key.tokens_per_month for key in self.keys.values())
 
     @property
     def demo(self) -> bool:
@@ -204,6 +253,16 @@ def _redis_url(value):
         raise ValidationError("must be a redis://, rediss:// or unix:// URL")
 
 
+def _database_url(value):
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        raise ValidationError(f"is not a valid database URL ({exc})") from None
+    if parts.scheme not in ("postgresql", "postgres", "postgresql+psycopg"):
+        raise ValidationError("must be a postgresql:// URL (without it the ledger is SQLite in data_dir)")
+
+
 def _header_template(value):
     try:
         HeaderTemplate(value)
@@ -229,6 +288,8 @@ class GatewaySchema(_Strict):
     redis_failure = fields.String(validate=validate.OneOf(["open", "closed"]))
     data_dir = fields.String(validate=validate.Length(min=1))
     response_store_seconds = StrictNumber(minimum=0)
+    database_url = fields.String(validate=_database_url)
+    admin_keys = fields.List(fields.String(validate=validate.Length(min=1)))
 
 
 class BackendSchema(_Strict):
@@ -278,9 +339,31 @@ class _Upstream(fields.Field):
 STRATEGIES = ("ordered", "round_robin", "least_busy", "affinity")  # backends/strategies.py
 
 
+class UserLimitsSchema(_Strict):
+    """[limits.users."x"]: any of the per-user settings, for this user; 0 = unlimited."""
+
+    requests_per_minute = StrictNumber(integer=True, minimum=0)
+    tokens_per_minute = StrictNumber(integer=True, minimum=0)
+    tokens_per_day = StrictNumber(integer=True, minimum=0)
+    tokens_per_month = StrictNumber(integer=True, minimum=0)
+
+
 class LimitsSchema(_Strict):
     per_user_requests_per_minute = StrictNumber(integer=True, minimum=0)
     per_user_tokens_per_minute = StrictNumber(integer=True, minimum=0)
+    per_user_tokens_per_day = StrictNumber(integer=True, minimum=0)
+    per_user_tokens_per_month = StrictNumber(integer=True, minimum=0)
+    users = fields.Dict(keys=fields.String(validate=validate.Length(min=1)), values=fields.Nested(UserLimitsSchema))
+
+
+class KeySchema(_Strict):
+    """[keys.NAME]: a named inbound key."""
+
+    key = fields.String(required=True, validate=validate.Length(min=1))
+    models = fields.List(fields.String(validate=validate.Length(min=1)))
+    tokens_per_day = StrictNumber(integer=True, minimum=0)
+    tokens_per_month = StrictNumber(integer=True, minimum=0)
+    requests_per_minute = StrictNumber(integer=True, minimum=0)
 
 
 class ModelSchema(_Strict):
@@ -321,6 +404,7 @@ class ConfigSchema(_Strict):
     backends = fields.Dict(keys=fields.String(), values=fields.Nested(BackendSchema), required=True)
     models = fields.List(fields.Nested(ModelSchema), required=True, validate=validate.Length(min=1))
     limits = fields.Nested(LimitsSchema)
+    keys = fields.Dict(keys=fields.String(validate=validate.Length(min=1)), values=fields.Nested(KeySchema))
 
     # Every check runs even when a field is wrong (skip_on_field_errors=False): the operator gets
     # every problem of the file in one run. `data` then holds only the fields that were valid.
@@ -336,6 +420,43 @@ class ConfigSchema(_Strict):
             for name, backend in data.get("backends", {}).items()
             if "global_max_concurrency" in backend
         }
+        if problems:
+            raise ValidationError(problems)
+
+    @validates_schema(skip_on_field_errors=False)
+    def _inbound_keys_are_distinct(self, data, **kwargs):
+        """Each key value belongs to one place: one named key, api_keys, or admin_keys (an admin
+        key that also opens the API, or two names for one key, would make the name a lie). The
+        messages name where, never the key."""
+        places = {}
+        gateway = data.get("gateway", {})
+        for index, key in enumerate(gateway.get("api_keys", [])):
+            places.setdefault(key, []).append(f"gateway.api_keys.{index}")
+        for index, key in enumerate(gateway.get("admin_keys", [])):
+            places.setdefault(key, []).append(f"gateway.admin_keys.{index}")
+        for name, entry in data.get("keys", {}).items():
+            if "key" in entry:
+                places.setdefault(entry["key"], []).append(f"keys.{name}.key")
+        problems = {}
+        for where in places.values():
+            for path in where[1:]:
+                problems[path] = [f"is the same key as {where[0]}: every inbound key needs its own value"]
+        if problems:
+            raise ValidationError(problems)
+
+    @validates_schema(skip_on_field_errors=False)
+    def _keys_name_real_models(self, data, **kwargs):
+        """A key's `models` names configured ids, unless a backend discovers models (whose ids
+        are known only at run time)."""
+        backends = data.get("backends", {})
+        if any(backend.get("discover_models") for backend in backends.values()):
+            return
+        known = {model.get("id") for model in data.get("models", [])}
+        problems = {}
+        for name, entry in data.get("keys", {}).items():
+            for index, model_id in enumerate(entry.get("models", [])):
+                if model_id not in known:
+                    problems[f"keys.{name}.models.{index}"] = [f"names model {model_id!r}, which is not defined"]
         if problems:
             raise ValidationError(problems)
 
@@ -441,7 +562,7 @@ class ConfigSchema(_Strict):
         gateway = GatewaySettings(
             **{
                 **gateway,
-                **{k: tuple(gateway[k]) for k in ("api_keys", "cors_origins") if k in gateway},
+                **{k: tuple(gateway[k]) for k in ("api_keys", "cors_origins", "admin_keys") if k in gateway},
             }
         )
         backends = {}
@@ -509,6 +630,10 @@ def _known_keys(parent: str) -> list:
         schema = ConfigSchema
     elif tokens[0] in ("gateway", "limits") and len(tokens) == 1:
         schema = GatewaySchema if tokens[0] == "gateway" else LimitsSchema
+    elif tokens[:2] == ["limits", "users"] and len(tokens) >= 3:
+        schema = UserLimitsSchema
+    elif tokens[0] == "keys" and len(tokens) >= 2:
+        schema = KeySchema
     elif tokens[0] == "backends" and len(tokens) >= 2:
         schema = BackendSchema
     elif tokens[0] == "models" and len(tokens) == 2:
@@ -545,7 +670,16 @@ def parse_config(text: str, source: str, environ=None) -> Config:
         # The deployment's state directory (deploy/: the systemd unit's StateDirectory, the image's
         # volume), unless the file names one itself.
         gateway = dataclasses.replace(gateway, data_dir=environ[DATA_DIR_VARIABLE])
-    secrets |= {key for key in gateway.api_keys}
+    keys = {
+        name: KeyConfig(name=name, key=entry["key"], models=tuple(entry["models"]) if "models" in entry else None,
+                        **{k: v for k, v in entry.items() if k not in ("key", "models")})
+        for name, entry in raw.get("keys", {}).items()
+    }  # [keys.NAME], checked by KeySchema above
+    secrets |= {key for key in gateway.api_keys} | {key for key in gateway.admin_keys} | {key.key for key in keys.values()}
+    # [gateway] database_url: its password (and a ?password= value) is a secret even when written into the file.
+    database = urlsplit(gateway.database_url or "")
+    secrets |= {database.password or "", unquote(database.password or "")}
+    secrets |= {value for key, value in parse_qsl(database.query) if _SECRET_KEY.search(key)}
     # [gateway] redis_url: its password (and a ?password= value) is a secret even when written
     # into the file; its host and port are not (gateway/limits/).
     redis = urlsplit(gateway.redis_url or "")
@@ -562,7 +696,7 @@ def parse_config(text: str, source: str, environ=None) -> Config:
     # Very short values (a "1" from ${DEBUG}) would blank out unrelated text: not worth redacting.
     forms = {form for secret in secrets if len(secret) >= 4 for form in _secret_forms(secret)}
     limits = LimitsSettings(**raw.get("limits", {}))  # [limits], checked by LimitsSchema above
-    return Config(gateway, backends, models, source, frozenset(forms), limits)
+    return Config(gateway, backends, models, source, frozenset(forms), limits, keys)
 
 
 def redact_text(text: str, forms) -> str:
@@ -598,11 +732,15 @@ def unverified_backends(config: Config) -> list:
 
 
 def limits_warnings(config: Config) -> list:
-    """Start-up warnings about [limits] and Redis (gateway/limits/)."""
+    """Start-up warnings about [limits], named keys' requests_per_minute and Redis (gateway/limits/)."""
+    warnings = []
     if config.limits.on and not config.gateway.redis_url:
-        return ["[limits] hold per worker: without [gateway] redis_url each worker process counts its own users' "
-                "requests and tokens, so a user may get up to (workers x instances) times the limit"]
-    return []
+        warnings.append("[limits] hold per worker: without [gateway] redis_url each worker process counts its own users' "
+                        "requests and tokens, so a user may get up to (workers x instances) times the limit")
+    if any(key.requests_per_minute for key in config.keys.values()) and not config.gateway.redis_url:
+        warnings.append("[keys.*] requests_per_minute hold per worker: without [gateway] redis_url a key may send up to "
+                        "(workers x instances) times its limit")
+    return warnings
 
 
 def config_path(environ=None) -> str | None:

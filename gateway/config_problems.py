@@ -25,19 +25,21 @@ _WORDING = {
 _SHOWS_THE_VALUE = ("must be", "must not be empty", "must have a value")
 
 
-def flatten(messages, path=""):
+def flatten(messages, path="", in_entry=False):
     """marshmallow's nested error map as ("models.0.backend", "reason") pairs."""
     if isinstance(messages, dict):
         for key, value in messages.items():
-            # "_schema" is a whole-object error; "key" and "value" are how a Dict field nests its entries
-            key = "" if key in ("_schema", "value", "key") else str(key)
-            yield from flatten(value, f"{path}.{key}" if path and key else path or key)
+            # "_schema" is a whole-object error; "key" and "value" are how a Dict field nests its
+            # entries, except right inside a "value" (a table's own field named `key`: [keys.NAME] key)
+            marker = key == "_schema" or (key in ("value", "key") and not in_entry)
+            name = "" if marker else str(key)
+            yield from flatten(value, f"{path}.{name}" if path and name else path or name, in_entry=key == "value" and marker)
     elif isinstance(messages, list) and messages and all(isinstance(m, str) for m in messages):
         for message in messages:
             yield path, message
     elif isinstance(messages, list):
         for item in messages:
-            yield from flatten(item, path)
+            yield from flatten(item, path, in_entry)
     else:
         yield path, str(messages)
 

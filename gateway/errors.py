@@ -50,6 +50,23 @@ class Unauthorized(GatewayError):
     kind = "unauthorized"
 
 
+class Forbidden(GatewayError):
+    """The caller is known, but this is not theirs to use (a named key outside its models, an API
+    key on /admin)."""
+
+    status = 403
+    type = "permission_error"
+    code = "forbidden"
+    kind = "forbidden"
+
+
+class ModelNotAllowed(Forbidden):
+    """A named key ([keys.NAME]) asked for a model outside its `models`."""
+
+    code = "model_not_allowed"
+    kind = "model_not_allowed"
+
+
 class NotFound(GatewayError):
     status = 404
     type = "invalid_request_error"
@@ -131,6 +148,32 @@ class UserRateLimited(GatewayError):
     kind = "user_requests_limit"  # or "user_tokens_limit"
 
 
+class KeyRateLimited(GatewayError):
+    """A named key's requests in the last 60 s are at its `requests_per_minute`."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "key_rate_limit"
+    kind = "key_requests_limit"
+
+
+class BudgetExceeded(GatewayError):
+    """A token budget per UTC day or month is used up; Retry-After is the time to its reset."""
+
+    status = 429
+    type = "rate_limit_error"
+
+
+class KeyBudgetExceeded(BudgetExceeded):
+    code = "key_budget_exceeded"
+    kind = "key_budget"
+
+
+class UserBudgetExceeded(BudgetExceeded):
+    code = "user_budget_exceeded"
+    kind = "user_budget"
+
+
 class LimitsUnavailable(GatewayError):
     """Redis, which holds the shared limits, is unreachable and `redis_failure = "closed"`."""
 
@@ -161,6 +204,14 @@ class ResponseStoreUnavailable(GatewayError):
     status = 503
     code = "response_store_unavailable"
     kind = "response_store_unavailable"
+
+
+class UsageUnavailable(GatewayError):
+    """The usage ledger's database cannot be read just now (the admin pages; requests never wait for it)."""
+
+    status = 503
+    code = "usage_unavailable"
+    kind = "usage_unavailable"
 
 
 class InternalError(GatewayError):

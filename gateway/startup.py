@@ -43,7 +43,7 @@ def warnings_for(config: Config, where: str | None = None) -> list:
             "intercept the connection sees every prompt and the backend's credentials"
         )
     warnings += limits_warnings(config)  # [limits] without redis_url: per worker only
-    if not config.gateway.api_keys:
+    if not config.gateway.api_keys and not config.keys:  # named keys ([keys.NAME]) turn auth on too
         warnings.append(
             "inbound authentication is off: no api_keys in the config, anyone who can reach "
             f"{where or 'the gateway'} may use the models"

@@ -39,9 +39,12 @@ def model(id: str, backend: str, **settings) -> dict:
     return {"id": id, "backend": backend, **settings}
 
 
-def gateway_toml(*, gateway: dict | None = None, backends: dict, models: list, limits: dict | None = None) -> str:
+def gateway_toml(*, gateway: dict | None = None, backends: dict, models: list, limits: dict | None = None, keys: dict | None = None) -> str:
+    """`keys`: named inbound keys, NAME -> {"key": ..., "models": [...], ...} ([keys.NAME])."""
     lines = _table("gateway", gateway) if gateway else []
     lines += _table("limits", limits) if limits else []
+    for name, settings in (keys or {}).items():
+        lines += _table(f"keys.{_key(name)}", settings)
     for name, settings in backends.items():
         settings = dict(settings)
         headers = settings.pop("headers", None)

@@ -23,8 +23,12 @@ TICKET = "tkt-7f3a9c2e5b1d-SECRET"  # the corporate backend's ticket: must never
 WRONG_TICKET = "not-the-ticket-9e8d"  # a literal ticket in a config file: just as secret
 INBOUND_KEY = "sk-inbound-4e1f0b7a9d3c"  # the key clients present to the hardened gateway
 REDIS_PASSWORD = "redis-pw-8c2f6a1e93"  # the test Redis's password, written into redis_url (test_scale_out.py)
+PG_PASSWORD = "pg-pass-6d2e91b4c7"  # the test PostgreSQL's password, in database_url (tests/postgres_server.py)
+# The usage tests' inbound and admin keys (test_usage.py, test_usage_servers.py, test_usage_postgres.py).
+USAGE_KEYS = ("adm-key-71c3e9a0f2", "sk-team-2b8d4f6e1a", "sk-lab-9f0e3c5d7b", "sk-anon-4a6c8e0b2d",
+              "adm-key-5e0d2c9b41", "sk-team-8c1f7e3a90", "sk-capped-3d9b6f1e27", "sk-anon-0f4e8a2c6d", "adm-key-0c7a5e3b19")
 # Every value the suite configures as a secret; test_secrets.py checks none ever came back out.
-SECRETS = (TICKET, WRONG_TICKET, INBOUND_KEY, "tkt-secret-1234", "sk-inbound-5678", REDIS_PASSWORD)
+SECRETS = (TICKET, WRONG_TICKET, INBOUND_KEY, "tkt-secret-1234", "sk-inbound-5678", REDIS_PASSWORD, PG_PASSWORD, *USAGE_KEYS)
 HEARTBEAT = 2
 
 # pytest imports this file as `conftest`; test modules import `tests.conftest`. One module, not two

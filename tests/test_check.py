@@ -274,3 +274,28 @@ def test_replicas_show_their_strategy_weights_and_health_checks(tmp_path):
             "back after 2 passes in a row") in gpu1 and "weight: 2" in gpu1
     assert not any(line.startswith(("health check", "weight")) for line in gpu3)
     assert "hk-77a1c9e0" not in result.stdout
+
+
+def test_it_shows_keys_budgets_and_where_usage_is_stored_never_a_key(tmp_path):
+    text = gateway_toml(
+        gateway={"api_keys": ["${GATEWAY_API_KEY}"], "admin_keys": ["${ADMIN_KEY}"], "database_url": "postgresql://gw:${PGPASS}@db.corp:5433/usage"},
+        backends={"b": backend("demo://echo")},
+        models=[model("m", "b"), model("n", "b")],
+        keys={"data-team": {"key": "${TEAM_KEY}", "models": ["m"], "tokens_per_day": 2_000_000, "requests_per_minute": 600}},
+        limits={"per_user_tokens_per_month": 50_000, "users": {"lee@corp.example": {"tokens_per_month": 0}}},
+    )
+    (tmp_path / "gateway.toml").write_text(text, encoding="utf-8")
+    env = {"GATEWAY_API_KEY": "sk-chk-anon-5555", "ADMIN_KEY": "adm-chk-6666", "PGPASS": "pg-chk-7777", "TEAM_KEY": "sk-chk-team-8888"}
+    result = run_check(tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert section(result.stdout, "usage, keys and budgets") == [
+        "ledger: PostgreSQL at db.corp:5433/usage, shared by every instance",
+        "/admin/usage: 1 admin key",
+        "key data-team: m; tokens per day 2,000,000, per month no budget; 600 requests per minute",
+        "per user: tokens per day no budget, per month 50,000",
+        "lee@corp.example: tokens per month unlimited",
+        "budgets are checked against the ledger's counts: a used-up budget binds on every worker within 3 s",
+    ]
+    assert "inbound auth: on (1 key, 1 named key)" in result.stdout
+    assert "[keys.*] requests_per_minute hold per worker" in result.stdout  # a warning: no Redis
+    assert not any(secret in result.stdout + result.stderr for secret in env.values())

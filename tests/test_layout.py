@@ -42,6 +42,12 @@ WALLS = [
     ("gateway.responses.events", ("flask", "requests", "gevent", "marshmallow", "gateway.backends", "gateway.streaming")),
     ("gateway.responses.store", ("flask", "requests", "gateway.web", "gateway.backends")),
     ("gateway.web.responses_api", ("requests", "urllib3", "gateway.backends.http")),
+    # The usage ledger's rules and database know no Flask and no HTTP; only usage/web.py is the Flask side.
+    ("gateway.usage.ledger", ("flask", "requests", "gateway.web", "gateway.backends", "gateway.telemetry")),
+    ("gateway.usage.storage", ("flask", "requests", "gateway.web", "gateway.backends", "gateway.telemetry")),
+    ("gateway.usage.budgets", ("flask", "requests", "sqlalchemy", "gateway.web", "gateway.backends")),
+    ("gateway.usage.report", ("flask", "requests", "gateway.web", "gateway.backends")),
+    ("gateway.web.admin", ("requests", "urllib3", "gateway.backends.http")),
 ]
 
 

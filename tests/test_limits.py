@@ -47,7 +47,8 @@ def store(redis_server):
 
 
 def admit(store, user, request_limit=0, token_limit=0, window_ms=60_000):
-    admitted, wait_ms, which, leased = store.script("ADMIT", scripts.user_keys(user), [request_limit, token_limit, unique(), window_ms])
+    keys = [*scripts.user_keys(user), scripts.user_keys(user)[0]]  # no named key: its window is not read
+    admitted, wait_ms, which, leased, _budget = store.script("ADMIT", keys, [request_limit, token_limit, unique(), window_ms, 0, 0])
     assert leased == 0  # no backend named: no lease
     return bool(admitted), wait_ms, which.decode()
 
@@ -128,11 +129,11 @@ def test_admission_takes_the_first_backends_slot_in_the_same_round_trip(store, r
     user, leases = unique(), scripts.lease_key(unique())
 
     def admit_with_lease(lease_id, request_limit=2):
-        keys = [*scripts.user_keys(user), leases]
-        return store.script("ADMIT", keys, [request_limit, 0, unique(), 60_000, 1, lease_id, 60_000])
+        keys = [*scripts.user_keys(user), scripts.user_keys(user)[0], leases]
+        return store.script("ADMIT", keys, [request_limit, 0, unique(), 60_000, 0, 0, 1, lease_id, 60_000])
 
-    assert admit_with_lease("first") == [1, 0, b"", 1]  # admitted, and the backend's one slot taken
-    assert admit_with_lease("second") == [1, 0, b"", 0]  # admitted; no slot free (acquire will ask, and refuse)
+    assert admit_with_lease("first") == [1, 0, b"", 1, 0]  # admitted, and the backend's one slot taken
+    assert admit_with_lease("second") == [1, 0, b"", 0, 0]  # admitted; no slot free (acquire will ask, and refuse)
     assert admit_with_lease("third")[:1] == [0]  # over the user's limit: refused, and no slot taken either
     with redis_server.client() as client:
         assert client.zrange(leases, 0, -1) == ["first"]

@@ -247,7 +247,7 @@ def test_a_response_store_of_zero_seconds_stores_nothing(openai_backend, corp_ba
     assert_error(client.get(f"/v1/responses/{created['id']}", headers=KEY), 404)
     assert_error(create(client, {"model": "gpt-stream", "input": "x", "previous_response_id": created["id"]}), 400,
                  says=("response_store_seconds = 0",))
-    assert not (tmp_path / "data").exists()  # nothing is ever written
+    assert not (tmp_path / "data" / "responses.sqlite3").exists()  # no response is ever written (the usage ledger shares data_dir)
 
 
 def test_data_dir_is_made_for_the_service_alone(openai_backend, corp_backend, tmp_path):

@@ -150,7 +150,8 @@ def test_previous_response_id_on_another_instance_through_redis(openai_backend, 
         assert requests.get(f"{b.url}/v1/responses/{response_id}", headers=HEADERS, timeout=10).json()["output"][0]["content"][0]["text"] == "kept in Redis"
         assert requests.delete(f"{b.url}/v1/responses/{response_id}", headers=HEADERS, timeout=10).json()["deleted"] is True
         assert requests.get(f"{a.url}/v1/responses/{response_id}", headers=HEADERS, timeout=10).status_code == 404
-        assert not (tmp_path / "a" / "state").exists() and not (tmp_path / "b" / "state").exists()
+        # in Redis, not in data_dir (which holds only the usage ledger's usage.sqlite3)
+        assert not any((tmp_path / side / "state" / "responses.sqlite3").exists() for side in ("a", "b"))
     finally:
         for server in servers:
             server.stop()

@@ -15,4 +15,5 @@ their rows are printed are bench/run.py's.
     keepalives.py      keep-alive lateness with 1,000 streams waiting
     shared_limits.py   section redis: what Redis-shared limits add
     large_answer.py    section large: what one huge embeddings answer costs the worker's other streams
+    usage.py           section usage: what the usage ledger and a budget check add (without and with Redis)
 """

@@ -39,9 +39,11 @@ class LocalWindows:
         self._lock = threading.Lock()  # greenlets never need it; gthread or sync servers do
         self._admitted = 0
 
-    def admit(self, user: str, request_id: str):
+    def admit(self, user: str, request_id: str, request_limit=None, token_limit=None):
         """(None, 0) when admitted (and counted), else ("requests" | "tokens", whole seconds until
-        the window frees)."""
+        the window frees). The limits are the settings' unless given (a per-user exception)."""
+        request_limit = self.request_limit if request_limit is None else request_limit
+        token_limit = self.token_limit if token_limit is None else token_limit
         with self._lock:
             now = self._clock()
             since = now - WINDOW_SECONDS
@@ -49,16 +51,16 @@ class LocalWindows:
             if window is None:
                 window = self._users[user] = _Window()
             window.trim(since)
-            if self.request_limit and len(window.requests) >= self.request_limit:
-                frees = window.requests[len(window.requests) - self.request_limit][0] + WINDOW_SECONDS
+            if request_limit and len(window.requests) >= request_limit:
+                frees = window.requests[len(window.requests) - request_limit][0] + WINDOW_SECONDS
                 return "requests", _seconds(frees - now)
-            if self.token_limit and window.token_sum >= self.token_limit:
+            if token_limit and window.token_sum >= token_limit:
                 left = window.token_sum
                 for when, tokens in window.tokens:
                     left -= tokens
-                    if left < self.token_limit:
+                    if left < token_limit:
                         return "tokens", _seconds(when + WINDOW_SECONDS - now)
-            if self.request_limit:
+            if request_limit:
                 window.requests.append((now, request_id))
             self._admitted += 1
             if self._admitted % _SWEEP_EVERY == 0:

@@ -66,7 +66,7 @@ class RedisStore:
         )
         self._scripts = {
             name: self._client.register_script(getattr(scripts, name))
-            for name in ("ADMIT", "COUNT_TOKENS", "TAKE_LEASE", "RENEW_LEASES", "COUNT_LEASES")
+            for name in ("ADMIT", "COUNT_TOKENS", "COUNT_BUDGETS", "TAKE_LEASE", "RENEW_LEASES", "COUNT_LEASES")
         }
         self._ticks = []
         self._tick_seconds = tick_seconds

@@ -2,16 +2,22 @@
 
 - `init_app` builds this worker's `Limits`, hands each backend with `global_max_concurrency` its
   global slots (`Backend.global_slots`, taken inside `Backend.acquire()`), and starts watching Redis.
-- `admit_request(asker)` is the chat view's one line: the user's [limits] (429 / 503), and, when the
-  answer has ended, the request taken back if it was refused after all, or its tokens counted.
+- `admit_request(asker, backend, caller, user)` is the chat view's one line: the user's [limits],
+  the named key's requests_per_minute, the key's and the user's token budgets (429 / 503), and,
+  when the answer has ended, the request taken back if it was refused after all, or its tokens
+  counted.
   Every limit's refusals are counted here, once per request (`/metrics`, the status page).
 - `add_status(body)` adds Redis's state, the limits and the global in-flight counts.
 """
+
+import time
 
 from flask import Flask, after_this_request, current_app, g, request
 
 from ..telemetry import metrics
 from ..telemetry.record import REJECTED
+from ..usage.budgets import applicable
+from ..usage.ledger import total_of
 from .admission import Limits, user_key
 from .leases import drop_taken_ahead
 
@@ -22,12 +28,16 @@ REFUSALS = {
     "user_requests_limit": "user_requests",
     "user_tokens_limit": "user_tokens",
     "limits_unavailable": "redis_unavailable",
+    "key_requests_limit": "key_requests",
+    "key_budget": "key_budget",
+    "user_budget": "user_budget",
 }
 
 
 def init_app(app: Flask, config, registry) -> Limits:
     limits = Limits(config)
     app.extensions["limits"] = limits
+    app.extensions["limits_config"] = config
     for name, backend in registry.backends.items():
         backend.global_slots = slots = limits.slots.get(name)
         if slots is not None:  # least_busy's count across instances, corrected by this worker's own
@@ -40,10 +50,12 @@ def _limits() -> Limits:
     return current_app.extensions["limits"]
 
 
-def admit_request(asker: dict, backend=None) -> None:
-    """At the start of a chat request, once it is known to be valid: raises 429 `user_rate_limit`
-    or 503 `limits_unavailable`; otherwise the request counts (until it turns out refused).
-    `backend`: the one the request goes to first, whose global slot is taken in the same round trip."""
+def admit_request(asker: dict, backend=None, caller=None, user: str | None = None) -> None:
+    """At the start of a chat request, once it is known to be valid: raises 429 `user_rate_limit`,
+    `key_rate_limit`, `key_budget_exceeded`, `user_budget_exceeded` or 503 `limits_unavailable`;
+    otherwise the request counts (until it turns out refused). `backend`: the one the request goes
+    to first, whose global slot is taken in the same round trip; `caller`: its inbound key
+    (web/access.py); `user`: whom the usage ledger counts it for (a per-user budget's subject)."""
     record = g.record
     admission = None
 
@@ -58,12 +70,22 @@ def admit_request(asker: dict, backend=None) -> None:
             response.call_on_close(lambda: admission.finish(refused, _total_tokens(record.usage)))
         return response
 
-    user = user_key(asker, request.headers.get("Authorization"), request.remote_addr)
-    admission = _limits().admit(user, g.request_id, getattr(backend, "name", None))
+    config, limits = current_app.extensions["limits_config"], _limits()
+    key = caller.named if caller is not None else None
+    names = (asker.get("user.email"), asker.get("user.id"), user)
+    per_minute = None
+    if config.limits.users:  # an exception may change this user's per-minute limits
+        settings = config.limits.for_user(names)
+        per_minute = (settings["requests_per_minute"], settings["tokens_per_minute"])
+    budgets = applicable(config, key, user, names, time.time()) if user is not None else ()
+    hashed = user_key(asker, request.headers.get("Authorization"), request.remote_addr)
+    admission = limits.admit(hashed, g.request_id, getattr(backend, "name", None), per_minute=per_minute,
+                             key=key if key is not None and key.requests_per_minute else None, budgets=budgets)
 
 
 def _total_tokens(usage):
-    return usage.get("total_tokens") if isinstance(usage, dict) else None
+    """The answer's tokens: the backend's total_tokens, else prompt + completion (usage/ledger.py)."""
+    return total_of(usage)
 
 
 def add_status(body: dict) -> None:

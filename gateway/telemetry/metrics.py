@@ -52,6 +52,8 @@ BACKEND_HEALTH = Gauge(
 )
 # Chat requests a gateway limit refused, by limit (counted by gateway/limits/web.py).
 LIMIT_REFUSALS = Counter("llm_gateway_limit_refusals", "Chat requests a gateway limit refused, by limit.", ["limit"])
+# The usage ledger's rows dropped because the database stayed down past its memory bound (gateway/usage/ledger.py).
+USAGE_ROWS_DROPPED = Counter("llm_gateway_usage_rows_dropped", "Usage ledger rows dropped: the database was down and the memory bound was hit.")
 FILES_SKIPPED = Counter("llm_gateway_metrics_files_skipped", "Metrics files of workers that could not be read (left out of the totals).")
 
 _window = window.RecentWindow(os.environ.get("GATEWAY_RUN_DIR") if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else None)
@@ -121,6 +123,10 @@ def limit_refusals() -> dict:
                 if sample.name.endswith("_total"):
                     totals[sample.labels["limit"]] = totals.get(sample.labels["limit"], 0) + sample.value
     return totals
+
+
+def usage_row_dropped() -> None:
+    USAGE_ROWS_DROPPED.inc()
 
 
 def in_flight_counter(backend: str):

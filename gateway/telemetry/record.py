@@ -76,7 +76,7 @@ class RequestRecord:
     __slots__ = (
         "request_id", "method", "path", "started", "started_at", "model", "backend", "stream", "status",
         "first_byte", "finished", "outcome", "error", "usage", "keepalives", "counted", "attempts", "upstream_of",
-        "endpoint", "dropped_tools", "ignored_fields", "unknown_fields",
+        "endpoint", "dropped_tools", "ignored_fields", "unknown_fields", "key", "user",
         "route",
     )
 
@@ -97,6 +97,8 @@ class RequestRecord:
         # with no chat meaning, and fields this gateway does not know, none of which reached the backend.
         self.dropped_tools = self.ignored_fields = self.unknown_fields = ()
         self.route = None  # a model with several backends: (strategy, the backends in this request's order, its key kind)
+        self.key = None  # the named inbound key's NAME ([keys.NAME]); never the key itself
+        self.user = None  # who the usage ledger counts this request for (gateway/usage/); not logged
 
     def mark_first_byte(self) -> None:
         if self.first_byte is None:
@@ -147,6 +149,8 @@ class RequestRecord:
             "duration_ms": round((now - self.started) * 1000, 1),
             "outcome": self.outcome,
         }
+        if self.key:
+            line["key"] = self.key
         if self.error:
             line["error"] = self.error
         if self.usage:

@@ -9,7 +9,8 @@ from flask import Blueprint, g
 from ..chat.request_schema import validate_chat_request
 from ..concurrency import run_if_large
 from ..upstream.call import build_call
-from .access import require_api_key
+from ..errors import ModelNotFound
+from .access import caller, require_api_key
 from .request_body import parse_json, read_body
 from .responses import answered_by, json_response, nobody_reads, registry, sse_response, started_stream, whole_answer
 from .routing import attempts_for
@@ -48,12 +49,16 @@ def _model_entry(model, created: int) -> dict:
 
 @bp.get("/models")
 def list_models():
-    models = registry()
+    """Every model, or a named key's `models` only ([keys.NAME])."""
+    models, key = registry(), caller().named
     created = int(models.started)
-    return json_response({"object": "list", "data": [_model_entry(m, created) for m in models.listed_models()]})
+    listed = [m for m in models.listed_models() if key is None or key.allows(m.id)]
+    return json_response({"object": "list", "data": [_model_entry(m, created) for m in listed]})
 
 
 @bp.get("/models/<path:model_id>")
 def get_model(model_id):
-    models = registry()
+    models, key = registry(), caller().named
+    if key is not None and not key.allows(model_id):  # as it is for that key: not there
+        raise ModelNotFound(f"The model '{model_id}' is not available to the API key '{key.name}'; GET /v1/models lists the ones it may use.", param="model")
     return json_response(_model_entry(models.model(model_id), int(models.started)))

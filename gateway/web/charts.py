@@ -58,3 +58,50 @@ def _svg(kind: str, words: str, shapes: str) -> Markup:
         f'<svg class="chart {kind}" viewBox="0 0 {_WIDTH} {_HEIGHT}" preserveAspectRatio="none" role="img" '
         f'aria-label="{escape(words)}"><title>{escape(words)}</title>{shapes}</svg>'
     )
+
+
+# --- the admin's usage page (web/admin.py) --------------------------------------------------------
+
+USAGE_COLOURS = ("#1f4fa3", "#2e9d6a", "#d9822b", "#8e44ad", "#c0392b", "#16a2b8", "#9aa5b8")  # the last: "other models"
+_USAGE_WIDTH, _USAGE_HEIGHT = 300, 100  # viewBox units; stretched to the box (its labels are HTML: text would stretch)
+
+
+def short_number(number: int) -> str:
+    """12,400 as 12.4k, 3,000,000 as 3M: an axis label."""
+    for size, unit in ((1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")):
+        if number >= size:
+            return f"{number / size:.1f}".rstrip("0").rstrip(".") + unit
+    return str(number)
+
+
+def usage_chart(days: list, series: list) -> Markup:
+    """Tokens per day as bars stacked by model (`series`: [(model, [tokens per day])], colours in
+    USAGE_COLOURS order), the oldest day on the left, scaled to the busiest day; each bar's
+    title names its day, model and tokens."""
+    per_day = [sum(values[n] for _, values in series) for n in range(len(days))]
+    top = max(per_day, default=0)
+    scale = (_USAGE_HEIGHT - 2) / top if top else 0.0
+    step = _USAGE_WIDTH / max(1, len(days))
+    shapes = []
+    for n, day in enumerate(days):
+        x, y = n * step + step * 0.1, float(_USAGE_HEIGHT)
+        for index, (model, values) in enumerate(series):
+            if values[n]:
+                height = max(0.5, values[n] * scale)
+                y -= height
+                colour = USAGE_COLOURS[min(index, len(USAGE_COLOURS) - 1)]
+                shapes.append(f'<rect x="{x:.2f}" y="{y:.2f}" width="{step * 0.8:.2f}" height="{height:.2f}" fill="{colour}">'
+                              f'<title>{escape(day)} · {escape(model)}: {values[n]:,} tokens</title></rect>')
+    busiest = days[per_day.index(top)] if top else None
+    words = (f"tokens per day, {days[0]} to {days[-1]}: {sum(per_day):,} in all, the most on {busiest} ({top:,})"
+             if top else f"tokens per day, {days[0]} to {days[-1]}: none yet") if days else "no days"
+    return Markup(
+        f'<svg class="usage-chart" viewBox="0 0 {_USAGE_WIDTH} {_USAGE_HEIGHT}" preserveAspectRatio="none" role="img" '
+        f'aria-label="{escape(words)}"><title>{escape(words)}</title>{"".join(shapes)}</svg>'
+    )
+
+
+def usage_axis(days: list) -> list:
+    """The chart's day labels, one a week ending on the last day: (left edge in %, "MM-DD", last?)."""
+    step = 100 / max(1, len(days))
+    return [(round(n * step + step / 2, 2), day[5:], n == len(days) - 1) for n, day in enumerate(days) if (len(days) - 1 - n) % 7 == 0]

@@ -93,7 +93,7 @@ def status_data(models: ModelRegistry, environ=None) -> dict:
         "uptime_seconds": round(time.time() - models.started, 1),
         "mode": "demo" if config.demo else "config",
         "config": config.source,
-        "inbound_auth": bool(config.gateway.api_keys),
+        "inbound_auth": bool(config.gateway.api_keys or config.keys),
         "heartbeat_seconds": config.gateway.heartbeat_seconds,
         "backends": backends,
         "models": [

@@ -1,0 +1,96 @@
+"""The usage ledger on PostgreSQL (Debian's `postgresql`, a throwaway cluster started by the
+tests: tests/postgres_server.py), shared by two gateway instances (issue #25):
+
+- both instances create the schema at start-up (at the same moment) and add to the same rows;
+- the database is stopped as a crash would (immediate mode) in the middle of the load and started
+  again: no request fails or waits for it, each instance says in one line that it went and one
+  that it is back, and after both instances are stopped (SIGTERM) the totals in the database are
+  exactly the sum of what the test backend reported;
+- either instance's /admin/usage.json shows both instances' usage; the password in
+  database_url is never in a log or an answer.
+"""
+
+import json
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from tests.backends import wait_until
+from tests.configs import backend, gateway_toml, model
+from tests.gunicorn_server import GatewayServer
+from tests.postgres_server import PASSWORD, PostgresServer
+
+ADMIN_KEY = "adm-key-0c7a5e3b19"
+HI = [{"role": "user", "content": "hi"}]
+PER_PHASE = 60  # requests before the outage, during it, and after it
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    server = PostgresServer()
+    yield server
+    server.remove()
+
+
+def ask(server, n: int):
+    body = {"model": "m", "messages": HI, "user": f"user-{n % 3}", "stream": n % 2 == 0, "stream_options": {"include_usage": True}}
+    answer = requests.post(server.url + "/v1/chat/completions", json=body, timeout=30)
+    assert answer.status_code == 200, answer.text
+    if body["stream"]:
+        events = [json.loads(line[6:]) for line in answer.text.splitlines() if line.startswith("data: {")]
+        return events[-1]["usage"]["total_tokens"]
+    return answer.json()["usage"]["total_tokens"]
+
+
+def lines_with(server, text) -> int:
+    return sum(text in line for line in server.log_path.read_text(errors="replace").splitlines())
+
+
+def test_two_instances_share_postgresql_through_an_outage_losing_no_count(postgres, openai_backend, tmp_path):
+    config = gateway_toml(
+        gateway={"database_url": postgres.url, "admin_keys": [ADMIN_KEY]},
+        backends={"openai": backend(openai_backend.url, streaming=True)},
+        models=[model("m", "openai")],
+    )
+    instances = [GatewayServer(config, tmp_path / f"gw{n}", workers=1) for n in (1, 2)]
+    tokens, lock = [], threading.Lock()
+    try:
+        for instance in instances:
+            instance.wait_ready()
+        wait_until(lambda: "usage_ledger" in postgres.psql("SELECT tablename FROM pg_tables"), message="the schema, made at start-up")
+
+        def phase(start: int):
+            with ThreadPoolExecutor(6) as pool:
+                found = list(pool.map(lambda n: ask(instances[n % 2], n), range(start, start + PER_PHASE)))
+            with lock:
+                tokens.extend(found)
+
+        phase(0)
+        wait_until(lambda: postgres.psql("SELECT COALESCE(SUM(requests), 0) FROM usage_ledger").strip() != "0", message="a first flush")
+        postgres.stop(fast=False)  # as a crash: connections reset, nothing checkpointed
+        phase(PER_PHASE)  # served while the database is down: kept in memory
+        for instance in instances:
+            wait_until(lambda: lines_with(instance, "usage ledger: the database") >= 1, message="the outage noticed")
+        postgres.start()
+        phase(2 * PER_PHASE)
+        for instance in instances:
+            wait_until(lambda: lines_with(instance, "works again") == 1, message="the database back")
+        totals = requests.get(instances[1].url + "/admin/usage.json?group_by=user", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+        assert totals.status_code == 200 and totals.json()["totals"]["requests"] <= 3 * PER_PHASE
+    finally:
+        for instance in instances:
+            instance.stop()  # SIGTERM: what each worker still holds is written at its exit
+    requests_counted, tokens_counted, unknown, errors = map(int, postgres.psql(
+        "SELECT SUM(requests), SUM(total_tokens), SUM(unknown_usage), SUM(errors) FROM usage_ledger").strip().split("|"))
+    assert (requests_counted, tokens_counted, unknown, errors) == (3 * PER_PHASE, sum(tokens), 0, 0)
+    per_user = dict(line.split("|") for line in postgres.psql("SELECT user_name, SUM(requests) FROM usage_ledger GROUP BY user_name").split())
+    assert per_user == {"user-0": str(PER_PHASE), "user-1": str(PER_PHASE), "user-2": str(PER_PHASE)}
+    assert postgres.psql("SELECT version FROM usage_schema").strip() == "1"
+    for instance in instances:
+        log = instance.log_path.read_text()
+        assert lines_with(instance, "cannot be used") == 1 and lines_with(instance, "works again") == 1
+        assert PASSWORD not in log and "127.0.0.1:" + str(postgres.port) in log  # where, never the password
+        assert not re.search(r"Traceback", log)
