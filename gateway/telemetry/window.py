@@ -38,7 +38,6 @@ class RecentWindow:
         self._minutes = {}  # backend -> {minute: [requests, errors, ttfb buckets, duration buckets]}
         self._dirty = False
         self._flusher = None
-        self._pid = os.getpid()
 
     # --- counting ------------------------------------------------------------------------------
 
@@ -82,10 +81,10 @@ class RecentWindow:
 
     def flush(self) -> None:
         """Writes this process's minutes to its file, if anything changed since the last time."""
-        if not self._dirty or not self._folder or os.getpid() != self._pid:
+        if not self._dirty or not self._folder:
             return
         self._dirty = False
-        _write(os.path.join(self._folder, f"window-{self._pid}.json"), self._minutes)
+        _write(os.path.join(self._folder, f"window-{os.getpid()}.json"), self._minutes)
 
     def read(self) -> dict:
         """backend -> {minute: counts}, every worker's together (this one's as it is now)."""
@@ -93,7 +92,7 @@ class RecentWindow:
         _add(merged, self._minutes)
         if not self._folder:
             return merged
-        mine = os.path.join(self._folder, f"window-{self._pid}.json")
+        mine = os.path.join(self._folder, f"window-{os.getpid()}.json")
         self._fold_dead()
         with _locked(self._folder, exclusive=False):
             for path in glob.glob(os.path.join(self._folder, "window-*.json")):

@@ -20,6 +20,7 @@ is back.
 """
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -61,6 +62,9 @@ def _count(usage, name):
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
+_STARTING = threading.Lock()
+
+
 class Ledger:
     def __init__(self, storage, budgets_on: bool = False, on_dropped=None, clock=time.time):
         """`budgets_on`: keep the day's and month's totals for budgets.py; `on_dropped()` is called
@@ -77,6 +81,8 @@ class Ledger:
         self._flushing = threading.Lock()  # one flush at a time (the flusher's, and close()'s at exit)
         self._wake = threading.Event()
         self._flusher = None
+        self._flusher_pid = None  # the process the flusher runs in (a server may fork after loading the app)
+        self._wanted = False
         self._closed = False
         self.down = False  # the database failed its last use
         self._dropping = False
@@ -86,6 +92,8 @@ class Ledger:
 
     def note(self, record) -> None:
         """Adds one finished request (a telemetry RequestRecord) to its row."""
+        if self._flusher_pid != os.getpid() and self._wanted:
+            self._start_here()
         attempts = record.attempts
         if not record.counted or attempts is None or all(result in _NOT_CALLED for _, result in attempts.tried):
             return  # no backend was called (refused first, every backend full or cooling down): not usage
@@ -119,6 +127,8 @@ class Ledger:
 
     def tokens_used(self, period_id: str, subject: str) -> int:
         """A budget's count: what the database had at the last refresh plus what this worker noted since."""
+        if self._flusher_pid != os.getpid() and self._wanted:
+            self._start_here()  # it reads the database's totals back within a second
         pair = (period_id, subject)
         return self._db_totals.get(pair, 0) + self._unwritten.get(pair, 0)
 
@@ -132,8 +142,16 @@ class Ledger:
     # --- the flusher --------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Starts the flusher (in the worker: after the fork, after gevent's patching)."""
-        if self._flusher is None:
+        """The flusher is wanted: it starts with the first request this process notes. Not here:
+        a server that builds the app and then forks its workers (uWSGI, gunicorn --preload) would
+        fork while the flusher imports or holds a lock, and the worker would wait on it forever."""
+        self._wanted = True
+
+    def _start_here(self) -> None:
+        with _STARTING:  # two threads' first requests at once (under threads)
+            if self._flusher_pid == os.getpid():
+                return
+            self._flusher_pid = os.getpid()
             self._flusher = threading.Thread(target=self._run, name="llm-gateway-usage", daemon=True)
             self._flusher.start()
 
