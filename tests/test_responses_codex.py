@@ -87,7 +87,7 @@ def test_codex_runs_the_command_the_backend_calls_for_and_prints_the_final_text(
     output = second.body["messages"][-1]
     assert output["role"] == "tool" and output["tool_call_id"] == "call_c1"
     assert "tool-ran-ok" in output["content"] and "Process exited with code 0" in output["content"]  # the command's own output
-    assert not (codex_gateway.workdir / "state").exists()  # Codex sends store: false: nothing was stored
+    assert not (codex_gateway.workdir / "state" / "responses.sqlite3").exists()  # Codex sends store: false: nothing was stored
 
 
 def test_codex_runs_a_namespaced_tool_when_its_call_carries_the_namespace(codex_gateway, openai_backend, tmp_path):
