@@ -14,10 +14,10 @@ for anything but the expected answer or the expected error also what was wrong. 
   an error event followed by `data: [DONE]`;
 - a limit: 429 gateway_concurrency_limit, or 429 user_rate_limit when the user really sent at
   least [limits]' requests per minute in the last 60 s (`recent` counts them, with 2 s to spare);
-  as an error event only after a keep-alive (the decision came after the first one was due: the
-  contract's rule for any failure, seen when the machine is very busy);
   for `chat-failover` (first backend refusing), 502 all_backends_failed when its message says
   the second one, `fast`, was full (the contract's status when backends failed in different ways);
+  these as an error event only after a keep-alive (the decision came after the first one was due:
+  the contract's rule for any failure, seen when the machine is very busy);
 
 every error OpenAI-shaped: `{"error": {"message", "type", "param", "code"}}`.
 """
@@ -71,17 +71,18 @@ def _outcome(ask, answer, recent: int) -> str:
         return _answered(ask)
     if not answer.streamed:
         raise Unexpected(f"{ask.shape}: 200 without an event stream", _shown(answer))
-    code = _stream(ask, answer)
-    if code is not None:
-        return _error_event(ask, answer, code, recent)
+    error = _stream(ask, answer)
+    if error is not None:
+        return _error_event(ask, answer, error, recent)
     if answer.left:
         return "left mid-stream (on purpose)"
     return _answered(ask)
 
 
-def _error_event(ask, answer, code: str, recent: int) -> str:
+def _error_event(ask, answer, error: dict, recent: int) -> str:
     """A stream that ended with an error event: only once something went out before it (until the
     first event or keep-alive, a failure is a real HTTP status)."""
+    code = error["code"]
     first_kind, first = answer.items[0]
     if first_kind == "data" and b'"error"' in first:
         raise Unexpected(f"{ask.shape}: an error event as the first byte ({code}), not an HTTP status", _shown(answer))
@@ -92,6 +93,8 @@ def _error_event(ask, answer, code: str, recent: int) -> str:
         if code == "user_rate_limit" and recent < REQUESTS_PER_MINUTE:
             raise Unexpected(f"{ask.shape}: user_rate_limit below the limit", f"{recent} requests of this user in the last 62 s; {_shown(answer)}")
         return f"429 {code} (on purpose) as an error event after a keep-alive"
+    if first_kind == "comment" and ask.model == "chat-failover" and code == "all_backends_failed" and _fast_was_full(error["message"]):
+        return "failover: all_backends_failed (gone refused, fast full) as an error event after a keep-alive"
     raise Unexpected(f"{ask.shape}: error event {code}" + (f" for fault {ask.fault}" if ask.fault else ""), _shown(answer))
 
 
@@ -170,7 +173,7 @@ def _embeddings(ask, document) -> None:
 
 
 def _stream(ask, answer):
-    """Checks a stream's events; the code of its error event, if it ended with one."""
+    """Checks a stream's events; its error event's `error` object, if it ended with one."""
     data = [payload for kind, payload in answer.items if kind == "data"]
     if answer.left:
         if b"[DONE]" in data:
@@ -185,7 +188,8 @@ def _stream(ask, answer):
         raise Unexpected(f"{ask.shape}: an event that is not JSON", _shown(answer)) from None
     error = None
     if chunks and isinstance(chunks[-1], dict) and "error" in chunks[-1]:
-        error = _error(chunks.pop()["error"], answer)
+        error = chunks.pop()["error"]
+        _error(error, answer)  # OpenAI-shaped
     words, finishes, usage = "", 0, []
     for chunk in chunks:
         if not isinstance(chunk, dict) or chunk.get("object") != "chat.completion.chunk" or chunk.get("model") != ask.model:
@@ -216,5 +220,5 @@ def _shown(answer) -> str:
     """The answer, briefly, for an example: status, request id, the start of its body or its events."""
     head = f"HTTP {answer.status} request {answer.headers.get('x-request-id', '?')}: "
     if answer.items:
-        return head + " | ".join(payload.decode(errors="replace")[:120] for _kind, payload in answer.items[-3:])
+        return head + " | ".join(payload.decode(errors="replace")[:300] for _kind, payload in answer.items[-3:])
     return head + answer.body[:200].decode(errors="replace")
