@@ -1,10 +1,11 @@
 # Two commands on a fresh machine: `make run` starts the gateway, `make test` runs every test.
 # `make check` (or `make check CONFIG=path`) checks a config as start-up does and shows what it sends.
+# `make soak` (MINUTES=30 by default, or SECONDS=180) runs two instances behind nginx and Redis under load.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run check test bench clean
+.PHONY: run check test bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("llm-gateway needs Python 3.11 or newer (tomllib)") if sys.version_info < (3, 11) else None'
@@ -30,6 +31,9 @@ test: $(VENV)/.test
 
 bench: $(VENV)/.runtime
 	$(BIN)/python bench/run.py$(if $(filter-out 0,$(CHECK)), --check)
+
+soak: $(VENV)/.runtime
+	$(BIN)/python bench/soak.py $(if $(SECONDS),--seconds $(SECONDS),--minutes $(or $(MINUTES),30))
 
 clean:
 	rm -rf $(VENV) .pytest_cache

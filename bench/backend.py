@@ -29,6 +29,18 @@ the conversations it answered (messages from the first on, its own reply include
 for the messages after the longest remembered prefix. Several processes are several replicas,
 each with its own cache (bench/measure/affinity.py).
 
+The soak (bench/soak.py) asks differently: a body with an `x_soak` plan (an unknown field the
+gateway passes on, chat and embeddings alike) is answered as the plan says, whatever its model:
+
+    "x_soak": {"events": N, "every_ms": MS, "first_ms": F, "fault": null | "5xx" | "drop" | "silent"}
+
+Nothing for F ms, then: with "silent" nothing at all (the connection closes); with "5xx" a 500;
+else to POST .../embeddings one embedding per input, to `"stream": true` N SSE events MS ms apart
+("word " each; then a usage chunk when `stream_options.include_usage` asks, the finish chunk and
+[DONE]), and otherwise, after N * MS ms, one chat.completion whose content is the same N words.
+With "drop" the connection closes halfway: after N // 2 events, or in the middle of the JSON.
+`GET /x-soak/state` says how many connections are open and how many answers are being written.
+
 Run: python bench/backend.py PORT
 """
 
@@ -135,12 +147,71 @@ def _cached_stream(sock, body: bytes, us_per_char: int, received: int) -> None:
         sock.sendall(_chunk(b"data: %s\n\n" % event))
     sock.sendall(_chunk(_LAST) + b"0\r\n\r\n")
 
+# --- the soak's answers (module docstring) ----------------------------------------------------
+
+STATE = {"connections": 0, "answering": 0}  # GET /x-soak/state: what is open right now
+
+
+def _json_answer(status: int, obj) -> bytes:
+    data = json.dumps(obj).encode()
+    reason = b"OK" if status == 200 else b"Internal Server Error"
+    return b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (status, reason, len(data), data)
+
+
+def _soak_chunk(delta=None, finish=None, usage=None) -> bytes:
+    body = {"id": "chatcmpl-soak", "object": "chat.completion.chunk", "created": 1764093600, "model": "soak",
+            "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    if usage:
+        body["usage"] = usage
+    return _chunk(b"data: %s\n\n" % json.dumps(body).encode())
+
+
+def soak_answer(sock, path: bytes, ask: dict) -> bool:
+    """Answers one soak request as its `x_soak` plan says; False when the connection must close."""
+    plan = ask["x_soak"]
+    events, every, fault = plan.get("events", 1), plan.get("every_ms", 0) / 1000, plan.get("fault")
+    gevent.sleep(plan.get("first_ms", 0) / 1000)
+    if fault == "silent":
+        return False
+    if fault == "5xx":
+        sock.sendall(_json_answer(500, {"error": {"message": "injected fault", "type": "server_error"}}))
+        return True
+    drop = fault == "drop"
+    usage = {"prompt_tokens": 12, "completion_tokens": events, "total_tokens": 12 + events}
+    if path.endswith(b"/embeddings"):
+        inputs = ask["input"] if isinstance(ask["input"], list) else [ask["input"]]
+        answer = _json_answer(200, {"object": "list", "model": "soak", "usage": {"prompt_tokens": len(inputs), "total_tokens": len(inputs)},
+                                    "data": [{"object": "embedding", "index": i, "embedding": [0.25] * 8} for i in range(len(inputs))]})
+    elif ask.get("stream"):
+        sock.sendall(SSE_HEAD + _soak_chunk({"role": "assistant", "content": ""}))
+        for i in range(events // 2 if drop else events):
+            gevent.sleep(every)
+            sock.sendall(_soak_chunk({"content": "word "}))
+        if drop:
+            return False
+        options = ask.get("stream_options") or {}
+        tail = _soak_chunk({}, "stop") + (_soak_chunk(usage=usage) if options.get("include_usage") else b"")
+        sock.sendall(tail + _chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+        return True
+    else:
+        gevent.sleep(events * every)
+        answer = _json_answer(200, {"id": "chatcmpl-soak", "object": "chat.completion", "created": 1764093600, "model": "soak",
+                                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "word " * events}, "finish_reason": "stop"}],
+                                    "usage": usage})
+    sock.sendall(answer[:len(answer) // 2] if drop else answer)
+    return not drop
+
+
+def soak_state() -> bytes:
+    return _json_answer(200, STATE)
+
 
 def handle(sock, _address):
     # Without this, Nagle's algorithm holds each small event until the previous one is ACKed, and
     # delayed ACKs make that up to 40 ms: the benchmark would measure TCP, not the gateway.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     buffer = b""
+    STATE["connections"] += 1
     try:
         while True:
             while b"\r\n\r\n" not in buffer:
@@ -158,6 +229,18 @@ def handle(sock, _address):
                 buffer += data
             body, buffer = buffer[:length], buffer[length:]
             received = time.monotonic_ns()
+            path = head.split(b" ", 2)[1]
+            if path == b"/x-soak/state":
+                sock.sendall(soak_state())
+                continue
+            if b'"x_soak"' in body:
+                STATE["answering"] += 1
+                try:
+                    if not soak_answer(sock, path, json.loads(body)):
+                        return
+                finally:
+                    STATE["answering"] -= 1
+                continue
             match = _MODEL.search(body)
             model = match.group(1).decode() if match else "plain"
             if model.startswith("stream-"):
@@ -176,6 +259,7 @@ def handle(sock, _address):
     except OSError:
         return
     finally:
+        STATE["connections"] -= 1
         sock.close()
 
 

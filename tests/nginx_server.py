@@ -1,7 +1,8 @@
 """A real nginx for tests, running the shipped deploy/nginx site: its `upstream llm_gateway` and
 `location /` blocks (whose `include snippets/llm-gateway-proxy.conf` reads the shipped snippet
 itself), with only the upstream's address and the listening socket (plain HTTP on a loopback
-port instead of TLS on 443) the test's own."""
+port instead of TLS on 443) the test's own. `make soak` (bench/soak.py) runs the same site in
+front of two instances: it imports this module without pytest, which only `require` needs."""
 
 import os
 import re
@@ -9,8 +10,6 @@ import shutil
 import socket
 import subprocess
 from pathlib import Path
-
-import pytest
 
 from tests.backends import closed_port, wait_until
 
@@ -25,6 +24,8 @@ def require(tool, name, why):
     """The tool's path; outside CI a missing tool skips, in CI (.ci/run installs it) it fails."""
     if tool:
         return tool
+    import pytest  # here only: bench/soak.py imports this module where pytest may not be installed
+
     if os.environ.get("CI"):
         pytest.fail(f"{name} is not installed: .ci/run installs it ({why})")
     pytest.skip(f"{name} is not installed ({why}); .ci/run installs it in CI")
@@ -57,10 +58,14 @@ def conf_block(text: str, head: str) -> str:
 
 
 class Nginx:
-    """A real nginx in `directory`, in the foreground, listening on a loopback port."""
+    """A real nginx in `directory`, in the foreground, listening on a loopback port.
 
-    def __init__(self, directory: Path, upstream: str, snippet: Path = SNIPPET):
+    `upstream` is one gateway's address, or a list of them (one `server` line each, as
+    docs/operations.md shows for several instances)."""
+
+    def __init__(self, directory: Path, upstream: str | list, snippet: Path = SNIPPET, worker_connections: int = 256):
         self.directory = directory
+        self.worker_connections = worker_connections
         directory.mkdir(parents=True, exist_ok=True)
         # The site's own `include snippets/llm-gateway-proxy.conf;` is relative to the directory of
         # nginx.conf (/etc/nginx in production, `directory` here): it finds the shipped file.
@@ -69,7 +74,8 @@ class Nginx:
         site = SITE.read_text(encoding="utf-8")
         self.upstream = conf_block(site, "upstream llm_gateway")
         assert self.upstream.count("server 127.0.0.1:8000;") == 1, "the upstream's server line changed: update this test"
-        self.upstream = self.upstream.replace("server 127.0.0.1:8000;", f"server {upstream};")
+        servers = [upstream] if isinstance(upstream, str) else upstream
+        self.upstream = self.upstream.replace("server 127.0.0.1:8000;", " ".join(f"server {address};" for address in servers))
         self.location = conf_block(site, "location /")
         self.error_log = directory / "error.log"
         for _ in range(5):  # a port free a moment ago may be taken by the time nginx binds it
@@ -86,7 +92,7 @@ class Nginx:
         return f"""
 {"user root;" if os.geteuid() == 0 else ""}
 worker_processes 1;
-events {{ worker_connections 256; }}
+events {{ worker_connections {self.worker_connections}; }}
 http {{
     access_log off;
     client_body_temp_path {d}/client_body;

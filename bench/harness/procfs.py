@@ -2,6 +2,8 @@
 
 A worker's CPU per request or per event is its user+system time over a section; the header's "other
 processes kept N cores busy" is the machine's busy time minus this process's and its descendants'.
+The soak also asks which workers a gunicorn master has now (`children`) and which TCP connections
+a worker holds (`tcp_connections`).
 """
 
 import os
@@ -55,6 +57,10 @@ class OtherLoad:
         elapsed = time.monotonic() - self._at
         return max(0.0, (_busy_seconds() - self._busy) - (_ours_seconds() - self._ours)) / elapsed
 
+    def own_cores(self) -> float:
+        """How many cores this process and its live descendants kept busy meanwhile."""
+        return (_ours_seconds() - self._ours) / (time.monotonic() - self._at)
+
 
 def wait_idle(pid: int, quiet=0.5, timeout=60) -> None:
     """Until the worker has booted: its CPU time has grown, then stayed put for `quiet` seconds."""
@@ -70,3 +76,37 @@ def wait_idle(pid: int, quiet=0.5, timeout=60) -> None:
         elif time.monotonic() - still_since >= quiet:
             return
     raise SystemExit("the fresh gateway worker did not settle")
+
+
+def children(pid: int) -> list:
+    """The pids of a process's children now (a gunicorn master's: its workers)."""
+    try:
+        return [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    except OSError:
+        return []
+
+
+def _socket_inodes(pid: int) -> set:
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
+
+
+def tcp_connections(pid: int) -> list:
+    """(local port, remote port) of each established TCP connection (IPv4) the process holds."""
+    inodes = _socket_inodes(pid)
+    found = []
+    with open(f"/proc/{pid}/net/tcp") as table:
+        next(table)  # the column names
+        for line in table:
+            fields = line.split()
+            local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+            if state == "01" and inode in inodes:  # 01: ESTABLISHED
+                found.append((int(local.split(":")[1], 16), int(remote.split(":")[1], 16)))
+    return found

@@ -1,8 +1,8 @@
 """The processes the benchmark starts: gunicorn (the gateway, the floor), redis-server, and their config.
 
-Every gunicorn runs this repository's gunicorn.conf.py with ONE worker, in the run's temporary
-folder, logging to bench/out/logs/<label>.log. `Servers` holds what a run started and stops it,
-last started first, however the run ends.
+Every gunicorn runs this repository's gunicorn.conf.py with ONE worker (the soak's instances: two),
+in the run's temporary folder, logging to bench/out/logs/<label>.log. `Servers` holds what a run
+started and stops it, last started first, however the run ends.
 """
 
 import os
@@ -41,8 +41,8 @@ def wait_listening(port, process, what, timeout=30):
     raise SystemExit(f"{what} did not start listening in {timeout} s")
 
 
-def gunicorn(app: str, port: int, env: dict, workdir: Path, log: Path) -> subprocess.Popen:
-    environ = {**os.environ, **env, "GATEWAY_BIND": f"127.0.0.1:{port}", "GATEWAY_WORKERS": "1", "PYTHONPATH": str(ROOT),
+def gunicorn(app: str, port: int, env: dict, workdir: Path, log: Path, workers: int = 1) -> subprocess.Popen:
+    environ = {**os.environ, **env, "GATEWAY_BIND": f"127.0.0.1:{port}", "GATEWAY_WORKERS": str(workers), "PYTHONPATH": str(ROOT),
                "GATEWAY_LOG_LEVEL": "warning"}
     log = open(log, "wb")
     return subprocess.Popen([str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), app], cwd=workdir, env=environ,

@@ -2,7 +2,8 @@
 
 Every section's `rows()` (bench/measure/) builds its rows with `row()`: the figure, the gateway's
 median, the spread of the repeats (min to max), what it is compared with, the target and the
-verdict (`met`, or `missed by X`). `print_table` prints them under a header naming the machine.
+verdict (`met`, or `missed by X`). `print_table` prints them under a header naming the machine;
+`aligned` lines up any table's columns (the soak's too).
 """
 
 
@@ -30,13 +31,18 @@ def row(figure, value, spread_text="", compared="", target="", verdict=(None, ""
     return {"figure": figure, "gateway": value, "spread": spread_text, "compared": compared, "target": target, "ok": verdict[0], "verdict": verdict[1]}
 
 
+def aligned(cells) -> list:
+    """Rows of cells (strings) as lines: each column as wide as its widest cell, two spaces apart."""
+    width = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
+    return ["  ".join(cell.ljust(width[i]) for i, cell in enumerate(c)).rstrip() for c in cells]
+
+
 def print_table(r, rows) -> None:
     m = r["machine"]
     head = ("figure", "gateway (median)", "spread (min to max)", "compared with", "target", "verdict")
     cells = [head] + [(x["figure"], x["gateway"], x["spread"], x["compared"], x["target"], x["verdict"]) for x in rows]
-    width = [max(len(c[i]) for c in cells) for i in range(len(head))]
     print()
     print(f"llm-gateway benchmark{' (QUICK: small sizes, verdicts indicative only)' if r['quick'] else ''}: {m['date']}, {m['cpu']}, "
           f"{m['cores']} cores, Python {m['python']}; {m['seconds']} s; other processes kept {m.get('other_processes_cores', float('nan')):.2f} cores busy on average")
-    for c in cells:
-        print("  ".join(cell.ljust(width[i]) for i, cell in enumerate(c)).rstrip())
+    for line in aligned(cells):
+        print(line)
