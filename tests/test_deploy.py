@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.backends import TestBackend, closed_port, wait_until
+from tests.backends import TestBackend, closed_port, free_port, wait_until
 from tests.certificates import TestCA
 from tests.gunicorn_server import GUNICORN, GatewayServer
 from tests.sse_client import content_of, data_payloads, iter_events
@@ -101,7 +101,7 @@ class Nginx:
         self.location = conf_block(site, "location /")
         self.error_log = directory / "error.log"
         for _ in range(5):  # a port free a moment ago may be taken by the time nginx binds it
-            self.port = closed_port()
+            self.port = free_port()
             self.url = f"http://127.0.0.1:{self.port}"
             if self._start():
                 return

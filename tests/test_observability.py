@@ -9,6 +9,7 @@ import glob
 import os
 import shutil
 import subprocess
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -171,11 +172,13 @@ def test_no_secret_on_any_observability_endpoint(observed, traffic):
 
 
 def chromium(*args, cwd=None):
-    user_data = OUTPUT / "chromium-profile"
-    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               "--hide-scrollbars", f"--user-data-dir={user_data}", "--enable-logging=stderr", "--v=0", *args]
-    result = subprocess.run(command, capture_output=True, timeout=90, text=True)
+    # A profile of its own for each run: two Chromiums on one profile (parallel test processes)
+    # would collide on its lock. A fresh one starts no slower.
+    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as user_data:
+        command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                   "--hide-scrollbars", f"--user-data-dir={user_data}", "--enable-logging=stderr", "--v=0", *args]
+        result = subprocess.run(command, capture_output=True, timeout=90, text=True)
     console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
     return result, console
 
