@@ -4,6 +4,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import flask
 import openai
@@ -14,6 +15,7 @@ from hypothesis import settings
 
 from app import create_app
 from gateway.config import parse_config
+from tests import secret_scan
 from tests.backends import TestBackend, closed_port
 from tests.configs import backend, gateway_toml, model
 from tests.gunicorn_server import GatewayServer
@@ -23,12 +25,12 @@ TICKET = "tkt-7f3a9c2e5b1d-SECRET"  # the corporate backend's ticket: must never
 WRONG_TICKET = "not-the-ticket-9e8d"  # a literal ticket in a config file: just as secret
 INBOUND_KEY = "sk-inbound-4e1f0b7a9d3c"  # the key clients present to the hardened gateway
 REDIS_PASSWORD = "redis-pw-8c2f6a1e93"  # the test Redis's password, written into redis_url (test_scale_out.py)
-# Every value the suite configures as a secret; test_secrets.py checks none ever came back out.
+# Every value the suite configures as a secret: none may come back out (the scan at the end of the run).
 SECRETS = (TICKET, WRONG_TICKET, INBOUND_KEY, "tkt-secret-1234", "sk-inbound-5678", REDIS_PASSWORD)
 HEARTBEAT = 2
 
 # pytest imports this file as `conftest`; test modules import `tests.conftest`. One module, not two
-# copies: else there would be two LEAKS lists and requests would be patched twice.
+# copies: else requests would be patched twice.
 sys.modules.setdefault("tests.conftest", sys.modules[__name__])
 
 # --- how many generated bodies the property tests try ---------------------------------------------
@@ -38,7 +40,8 @@ settings.register_profile("full", max_examples=2000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 # --- every response body the suite reads (through requests, or in-process) is searched for SECRETS
-LEAKS = []  # (url, secret) for each response that carried a secret
+# What each test process finds, and the gateway logs it started, are gathered by tests/secret_scan.py
+# from every xdist worker; the controller fails the run at its very end if anything leaked.
 _read_body = requests.models.Response.iter_content
 
 
@@ -50,8 +53,7 @@ def _iter_content_watching_for_secrets(self, *args, **kwargs):
     for chunk in _read_body(self, *args, **kwargs):
         seen.append(chunk if isinstance(chunk, bytes) else chunk.encode())
         yield chunk
-    whole = b"".join(seen)
-    LEAKS.extend((self.url, s) for s in SECRETS if s.encode() in whole)
+    secret_scan.check_answer(self.url, b"".join(seen), SECRETS)
 
 
 requests.models.Response.iter_content = _iter_content_watching_for_secrets
@@ -63,19 +65,53 @@ class SecretWatchingClient(FlaskClient):
 
     def open(self, *args, **kwargs):
         response = super().open(*args, **kwargs)
-        whole = str(response.headers).encode() + response.get_data()
-        LEAKS.extend((response.request.url, s) for s in SECRETS if s.encode() in whole)
+        secret_scan.check_answer(response.request.url, str(response.headers).encode() + response.get_data(), SECRETS)
         return response
+
+
+# --- the test processes: with pytest-xdist, a controller and its workers -------------------------
+SCAN_RESULT = pytest.StashKey[tuple]()
+
+
+def pytest_configure(config):
+    secret_scan.start(config)
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: absent with -p no:xdist
+def pytest_configure_node(node):
+    secret_scan.tell_worker(node)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session):
+    """The secrets scan, in the controller only: after every worker finished (xdist's test loop
+    ends only then) and every fixture was torn down, so each gateway has stopped and its log is whole."""
+    if not secret_scan.is_controller(session.config):
+        return
+    problems, logs = secret_scan.scan(SECRETS)
+    session.config.stash[SCAN_RESULT] = problems, logs
+    secret_scan.finish()
+    if problems and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if SCAN_RESULT not in config.stash:
+        return
+    problems, logs = config.stash[SCAN_RESULT]
+    if problems:
+        terminalreporter.section(f"SECRETS LEAKED: {len(problems)} finding(s) of the end-of-run scan", sep="!", red=True, bold=True)
+        for problem in problems:
+            terminalreporter.line(problem, red=True)
+        # and counted in the closing line: "... passed, 2 secrets leaked in ..."
+        terminalreporter.stats.setdefault("secrets leaked", []).extend(SimpleNamespace(finding=p) for p in problems)
+    else:
+        terminalreporter.line(f"secrets scan: no configured secret in any answer the tests read, nor in the {logs} gateway log(s) they started")
 
 
 def json_of(response):
     """The JSON body of an answer from either layer: requests' (real server) or Flask's test client."""
     return response.get_json() if hasattr(response, "get_json") else response.json()
-
-
-def pytest_collection_modifyitems(items):
-    """Tests marked `last` run after all others (they check what the whole suite produced)."""
-    items.sort(key=lambda item: item.get_closest_marker("last") is not None)
 
 
 def fixture_body(name: str) -> dict:
