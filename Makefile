@@ -3,6 +3,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# `make test` runs the suite in this many pytest-xdist processes; TEST_WORKERS=0: in one, for debugging.
+TEST_WORKERS ?= 4
 
 .PHONY: run check test bench clean
 
@@ -26,7 +28,7 @@ check: $(VENV)/.runtime
 	$(BIN)/python -m gateway check $(CONFIG)
 
 test: $(VENV)/.test
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=10 $(PYTEST_ARGS)
 
 bench: $(VENV)/.runtime
 	$(BIN)/python bench/run.py$(if $(filter-out 0,$(CHECK)), --check)

@@ -15,7 +15,7 @@ from hypothesis import settings
 
 from app import create_app
 from gateway.config import parse_config
-from tests import secret_scan
+from tests import secret_scan, xdist_groups
 from tests.backends import TestBackend, closed_port
 from tests.configs import backend, gateway_toml, model
 from tests.gunicorn_server import GatewayServer
@@ -75,11 +75,23 @@ SCAN_RESULT = pytest.StashKey[tuple]()
 
 def pytest_configure(config):
     secret_scan.start(config)
+    xdist_groups.start(config)
 
 
-@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: absent with -p no:xdist
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hooks: absent with -p no:xdist
 def pytest_configure_node(node):
     secret_scan.tell_worker(node)
+    xdist_groups.tell_worker(node)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    return xdist_groups.make_scheduler(config, log)
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m deselected theirs
+def pytest_collection_modifyitems(config, items):
+    xdist_groups.write_groups(config, items)
 
 
 @pytest.hookimpl(trylast=True)
@@ -88,6 +100,7 @@ def pytest_sessionfinish(session):
     ends only then) and every fixture was torn down, so each gateway has stopped and its log is whole."""
     if not secret_scan.is_controller(session.config):
         return
+    xdist_groups.finish()
     problems, logs = secret_scan.scan(SECRETS)
     session.config.stash[SCAN_RESULT] = problems, logs
     secret_scan.finish()
