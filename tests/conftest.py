@@ -1,19 +1,15 @@
 """Shared fixtures: two real test backends and a real gunicorn+gevent gateway in front of them."""
 
 import json
-import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import flask
-import openai
 import pytest
 import requests
 from flask.testing import FlaskClient
-from hypothesis import settings
 
-from app import create_app
 from gateway.config import parse_config
 from tests import secret_scan, xdist_groups
 from tests.backends import TestBackend, closed_port
@@ -32,12 +28,6 @@ HEARTBEAT = 2
 # pytest imports this file as `conftest`; test modules import `tests.conftest`. One module, not two
 # copies: else requests would be patched twice.
 sys.modules.setdefault("tests.conftest", sys.modules[__name__])
-
-# --- how many generated bodies the property tests try ---------------------------------------------
-# 200 by default, so `make test` stays quick; `HYPOTHESIS_PROFILE=full make test` runs 2,000.
-settings.register_profile("default", max_examples=200)
-settings.register_profile("full", max_examples=2000)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 # --- every response body the suite reads (through requests, or in-process) is searched for SECRETS
 # What each test process finds, and the gateway logs it started, are gathered by tests/secret_scan.py
@@ -210,6 +200,8 @@ def _fresh_backends(request):
 @pytest.fixture(scope="session")
 def main_app(openai_backend, corp_backend):
     """The same gateway as `gateway`, built in this process: for what does not depend on the server."""
+    from app import create_app  # here, not at the top: a test process that builds no app starts sooner
+
     config = parse_config(main_config(openai_backend.url, corp_backend.url), "test config", {"CORP_TICKET": TICKET})
     app = create_app(config)
     app.test_client_class = SecretWatchingClient
@@ -226,5 +218,7 @@ def app_client(main_app):
 def client(gateway):
     """The real openai SDK, pointed at the gateway; closed after the test (an open one makes the
     server's stop wait out its keep-alive connection)."""
+    import openai  # here, not at the top: a test process that needs no SDK starts sooner
+
     with openai.OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0, timeout=30) as sdk:
         yield sdk
