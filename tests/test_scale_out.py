@@ -46,7 +46,9 @@ def chat(server, model_id, user, stream=False, timeout=30, **extra):
 
 
 def status(server) -> dict:
-    return requests.get(server.url + "/status.json", timeout=10).json()
+    response = requests.get(server.url + "/status.json", timeout=10)
+    assert response.status_code == 200, f"/status.json answered {response.status_code}: {response.text}\n{server.log()}"
+    return response.json()
 
 
 def backend_status(server, name) -> dict:
