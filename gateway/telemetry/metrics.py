@@ -11,6 +11,7 @@ mode: per process), resetting a slot when a new minute reuses it; the reader sum
 minute is recent. Those gauges are for the page only and are left out of /metrics.
 """
 
+import glob
 import os
 import time
 
@@ -120,10 +121,28 @@ def in_flight_counter(backend: str):
 # --- reading -------------------------------------------------------------------------------------
 
 
+class _WorkersFiles(MultiProcessCollector):
+    """prometheus_client's reader of every worker's files, less those still empty: a worker creates
+    its file and only then sizes it, and a reader that opens it in between fails the whole
+    collection (struct.error: /metrics, /status.json and the page answered 500; a worker killed in
+    that moment leaves the empty file for good). prometheus/client_python#1199, open in 0.26.0.
+    An empty file holds no value yet."""
+
+    def collect(self):
+        return self.merge([path for path in glob.glob(os.path.join(self._path, "*.db")) if _has_values(path)], accumulate=True)
+
+
+def _has_values(path) -> bool:
+    try:
+        return os.path.getsize(path) > 0
+    except FileNotFoundError:  # a dead worker's live gauge, removed since the glob
+        return False
+
+
 def _registry():
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)
+        _WorkersFiles(registry)
         return registry
     return REGISTRY  # one process (tests of the app alone, a plain `flask run`)
 
