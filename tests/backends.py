@@ -311,8 +311,22 @@ class TestBackend:
         self.server.server_close()
 
 
+_HELD_CLOSED = []  # the sockets that keep closed_port()'s ports ours until the process ends
+
+
 def closed_port() -> int:
-    """A loopback port nothing listens on (connections are refused)."""
+    """A loopback port nothing listens on (connections are refused), and nothing will: the port
+    stays bound, without listening, for the rest of this process. A port merely closed again could
+    be taken by another test process's server (pytest-xdist) while a test counts on its refusal."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    _HELD_CLOSED.append(s)
+    return s.getsockname()[1]
+
+
+def free_port() -> int:
+    """A loopback port free a moment ago, for a server that must bind it itself (nginx, uWSGI,
+    waitress, redis-server). Another process may take it meanwhile: callers retry on a new one."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -1,19 +1,17 @@
 """Shared fixtures: two real test backends and a real gunicorn+gevent gateway in front of them."""
 
 import json
-import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import flask
-import openai
 import pytest
 import requests
 from flask.testing import FlaskClient
-from hypothesis import settings
 
-from app import create_app
 from gateway.config import parse_config
+from tests import secret_scan, xdist_groups
 from tests.backends import TestBackend, closed_port
 from tests.configs import backend, gateway_toml, model
 from tests.gunicorn_server import GatewayServer
@@ -27,22 +25,17 @@ PG_PASSWORD = "pg-pass-6d2e91b4c7"  # the test PostgreSQL's password, in databas
 # The usage tests' inbound and admin keys (test_usage.py, test_usage_servers.py, test_usage_postgres.py).
 USAGE_KEYS = ("adm-key-71c3e9a0f2", "sk-team-2b8d4f6e1a", "sk-lab-9f0e3c5d7b", "sk-anon-4a6c8e0b2d",
               "adm-key-5e0d2c9b41", "sk-team-8c1f7e3a90", "sk-capped-3d9b6f1e27", "sk-anon-0f4e8a2c6d", "adm-key-0c7a5e3b19")
-# Every value the suite configures as a secret; test_secrets.py checks none ever came back out.
+# Every value the suite configures as a secret: none may come back out (the scan at the end of the run).
 SECRETS = (TICKET, WRONG_TICKET, INBOUND_KEY, "tkt-secret-1234", "sk-inbound-5678", REDIS_PASSWORD, PG_PASSWORD, *USAGE_KEYS)
 HEARTBEAT = 2
 
 # pytest imports this file as `conftest`; test modules import `tests.conftest`. One module, not two
-# copies: else there would be two LEAKS lists and requests would be patched twice.
+# copies: else requests would be patched twice.
 sys.modules.setdefault("tests.conftest", sys.modules[__name__])
 
-# --- how many generated bodies the property tests try ---------------------------------------------
-# 200 by default, so `make test` stays quick; `HYPOTHESIS_PROFILE=full make test` runs 2,000.
-settings.register_profile("default", max_examples=200)
-settings.register_profile("full", max_examples=2000)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
-
 # --- every response body the suite reads (through requests, or in-process) is searched for SECRETS
-LEAKS = []  # (url, secret) for each response that carried a secret
+# What each test process finds, and the gateway logs it started, are gathered by tests/secret_scan.py
+# from every xdist worker; the controller fails the run at its very end if anything leaked.
 _read_body = requests.models.Response.iter_content
 
 
@@ -54,8 +47,7 @@ def _iter_content_watching_for_secrets(self, *args, **kwargs):
     for chunk in _read_body(self, *args, **kwargs):
         seen.append(chunk if isinstance(chunk, bytes) else chunk.encode())
         yield chunk
-    whole = b"".join(seen)
-    LEAKS.extend((self.url, s) for s in SECRETS if s.encode() in whole)
+    secret_scan.check_answer(self.url, b"".join(seen), SECRETS)
 
 
 requests.models.Response.iter_content = _iter_content_watching_for_secrets
@@ -67,19 +59,66 @@ class SecretWatchingClient(FlaskClient):
 
     def open(self, *args, **kwargs):
         response = super().open(*args, **kwargs)
-        whole = str(response.headers).encode() + response.get_data()
-        LEAKS.extend((response.request.url, s) for s in SECRETS if s.encode() in whole)
+        secret_scan.check_answer(response.request.url, str(response.headers).encode() + response.get_data(), SECRETS)
         return response
+
+
+# --- the test processes: with pytest-xdist, a controller and its workers -------------------------
+SCAN_RESULT = pytest.StashKey[tuple]()
+
+
+def pytest_configure(config):
+    secret_scan.start(config)
+    xdist_groups.start(config)
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hooks: absent with -p no:xdist
+def pytest_configure_node(node):
+    secret_scan.tell_worker(node)
+    xdist_groups.tell_worker(node)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    return xdist_groups.make_scheduler(config, log)
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m deselected theirs
+def pytest_collection_modifyitems(config, items):
+    xdist_groups.write_groups(config, items)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session):
+    """The secrets scan, in the controller only: after every worker finished (xdist's test loop
+    ends only then) and every fixture was torn down, so each gateway has stopped and its log is whole."""
+    if not secret_scan.is_controller(session.config):
+        return
+    xdist_groups.finish()
+    problems, logs = secret_scan.scan(SECRETS)
+    session.config.stash[SCAN_RESULT] = problems, logs
+    secret_scan.finish()
+    if problems and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if SCAN_RESULT not in config.stash:
+        return
+    problems, logs = config.stash[SCAN_RESULT]
+    if problems:
+        terminalreporter.section(f"SECRETS LEAKED: {len(problems)} finding(s) of the end-of-run scan", sep="!", red=True, bold=True)
+        for problem in problems:
+            terminalreporter.line(problem, red=True)
+        # and counted in the closing line: "... passed, 2 secrets leaked in ..."
+        terminalreporter.stats.setdefault("secrets leaked", []).extend(SimpleNamespace(finding=p) for p in problems)
+    else:
+        terminalreporter.line(f"secrets scan: no configured secret in any answer the tests read, nor in the {logs} gateway log(s) they started")
 
 
 def json_of(response):
     """The JSON body of an answer from either layer: requests' (real server) or Flask's test client."""
     return response.get_json() if hasattr(response, "get_json") else response.json()
-
-
-def pytest_collection_modifyitems(items):
-    """Tests marked `last` run after all others (they check what the whole suite produced)."""
-    items.sort(key=lambda item: item.get_closest_marker("last") is not None)
 
 
 def fixture_body(name: str) -> dict:
@@ -165,6 +204,8 @@ def _fresh_backends(request):
 @pytest.fixture(scope="session")
 def main_app(openai_backend, corp_backend):
     """The same gateway as `gateway`, built in this process: for what does not depend on the server."""
+    from app import create_app  # here, not at the top: a test process that builds no app starts sooner
+
     config = parse_config(main_config(openai_backend.url, corp_backend.url), "test config", {"CORP_TICKET": TICKET})
     app = create_app(config)
     app.test_client_class = SecretWatchingClient
@@ -181,5 +222,7 @@ def app_client(main_app):
 def client(gateway):
     """The real openai SDK, pointed at the gateway; closed after the test (an open one makes the
     server's stop wait out its keep-alive connection)."""
+    import openai  # here, not at the top: a test process that needs no SDK starts sooner
+
     with openai.OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0, timeout=30) as sdk:
         yield sdk

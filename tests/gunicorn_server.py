@@ -1,7 +1,8 @@
 """Starting the real gateway for tests: gunicorn with gevent workers and the production gunicorn.conf.py.
 
 The listening socket is made here and handed to gunicorn as `fd://N`, so there is no race for a
-free port. Everything the server writes to stderr is kept in a file, for assertions (secrets).
+free port. Everything the server writes to stderr is kept in a file, for assertions, and searched
+for the suite's secrets at the end of the run (tests/secret_scan.py).
 """
 
 import os
@@ -14,10 +15,11 @@ from pathlib import Path
 
 import requests
 
+from tests import secret_scan
+
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = Path(sys.executable).with_name("gunicorn")
 PROXY_VARIABLES = {"http_proxy", "https_proxy", "all_proxy", "no_proxy", "requests_ca_bundle", "curl_ca_bundle", "ssl_cert_file"}
-LOGS = []  # the stderr file of every gateway the suite started, for the secrets check
 
 
 class GatewayServer:
@@ -25,7 +27,7 @@ class GatewayServer:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "gateway.stderr"
-        LOGS.append(self.log_path)
+        secret_scan.watch_log(self.log_path)
         # Nothing of the machine's own gateway or proxy settings leaks into a test's gateway.
         environ = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_") and k.lower() not in PROXY_VARIABLES}
         if config_text is not None:

@@ -11,7 +11,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from tests.backends import closed_port, wait_until
+from tests.backends import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -79,7 +79,7 @@ class Nginx:
         self.location = conf_block(site, "location /")
         self.error_log = directory / "error.log"
         for _ in range(5):  # a port free a moment ago may be taken by the time nginx binds it
-            self.port = closed_port()
+            self.port = free_port()
             self.url = f"http://127.0.0.1:{self.port}"
             if self._start():
                 return

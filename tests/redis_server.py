@@ -9,12 +9,13 @@ redis-server, tests that need it are skipped, except in CI (CI set), where they 
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 
 import pytest
 import redis
+
+from tests.backends import free_port
 
 REDIS_SERVER = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)
 
@@ -27,21 +28,22 @@ def require_redis_server() -> str:
     return REDIS_SERVER
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class RedisServer:
     def __init__(self, workdir, password: str | None = None):
         self.binary = require_redis_server()
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.password = password
-        self.port = free_port()
         self.process = None
-        self.start()
+        for _ in range(5):  # a port free a moment ago may be taken (by another test process) before redis binds it
+            self.port = free_port()
+            try:
+                self.start()
+                return
+            except RuntimeError:
+                if self.process.poll() is None:  # running, but not answering: not a lost port
+                    raise
+        raise RuntimeError("redis-server found no free port")
 
     @property
     def url(self) -> str:

@@ -62,6 +62,8 @@ def raw_exchange(server, head: bytes, body_parts=(), timeout=10.0) -> tuple[byte
             rest += sock.recv(65536)
         try:
             closed = sock.recv(1) == b""
+        except ConnectionResetError:  # closed with some of our body unread: the kernel resets instead
+            closed = True
         except socket.timeout:
             closed = False
         return head_text + b"\r\n\r\n" + rest, closed

@@ -1,6 +1,6 @@
 """Generated bodies against the real server: never a 5xx, always OpenAI's error shape.
 
-How many is the hypothesis profile's choice (tests/conftest.py): 200 by default, 2,000 with
+How many is the hypothesis profile's choice (tests/hypothesis_profile.py): 200 by default, 2,000 with
 `HYPOTHESIS_PROFILE=full`.
 """
 
@@ -10,6 +10,8 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from tests import hypothesis_profile  # noqa: F401 - loaded before the @settings below copies it
 
 BAD_NUMBER_KEY = "x_bad_number"  # json.dumps escapes quotes in strings: only a key can look like this
 MODELS = ["gpt-stream", "corp-plain", "openai-nostream", "Gauss2-37b-instruct-v1.0"]

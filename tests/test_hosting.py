@@ -25,9 +25,10 @@ import pytest
 
 from gateway import hosting
 from gateway.telemetry.record import timestamp
+from tests import secret_scan
 from tests.backends import wait_until
 from tests.configs import backend, gateway_toml, model
-from tests.gunicorn_server import GUNICORN, LOGS, PROXY_VARIABLES, ROOT
+from tests.gunicorn_server import GUNICORN, PROXY_VARIABLES, ROOT
 
 GUNICORN_VERSION = metadata.version("gunicorn")
 # No api_keys, an id Open WebUI rewrites, verify = false: three start-up warnings.
@@ -67,7 +68,7 @@ class Gunicorn:
         self.workdir = workdir
         self.sock_path = workdir / "gw.sock"
         self.log_path = workdir / "gateway.stderr"
-        LOGS.append(self.log_path)  # searched for the suite's secrets at the end
+        secret_scan.watch_log(self.log_path)  # searched for the suite's secrets at the end
         (workdir / "gateway.toml").write_text(WARNED_CONFIG, encoding="utf-8")
         environ = {k: v for k, v in os.environ.items()
                    if not k.startswith("GATEWAY_") and k.lower() not in PROXY_VARIABLES and k != "PROMETHEUS_MULTIPROC_DIR"}

@@ -17,6 +17,7 @@ from gateway.limits.admission import user_key
 from gateway.limits.leases import GlobalSlots, LeaseKeeper
 from gateway.limits.local import LocalWindows
 from gateway.limits.store import RedisStore
+from gateway.startup import setup_gateway_log
 from tests.backends import closed_port, wait_until
 from tests.configs import backend, gateway_toml, model
 from tests.conftest import REDIS_PASSWORD, TICKET, SecretWatchingClient
@@ -331,6 +332,10 @@ def test_a_request_refused_for_want_of_a_slot_does_not_count(make_app):
 @pytest.fixture
 def limits_log(caplog):
     """The gateway's Redis warnings, as logged."""
+    # The app's first build makes the "gateway" logger stop propagating to the root, where caplog
+    # listens; pytest also listens on such loggers, but only on those set up before a test phase
+    # starts. Set up here, it does not depend on an earlier test in this process having built an app.
+    setup_gateway_log()
     caplog.set_level(logging.INFO, logger="gateway.limits")
     return caplog
 

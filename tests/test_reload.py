@@ -24,7 +24,8 @@ def config_with(openai_url: str, *model_ids: str, **extra_backend) -> str:
 
 
 def served_models(server) -> list:
-    return [m["id"] for m in requests.get(server.url + "/v1/models", timeout=5).json()["data"]]
+    # Right after a reload the answer may wait for a new worker to boot: seconds on a busy machine.
+    return [m["id"] for m in requests.get(server.url + "/v1/models", timeout=30).json()["data"]]
 
 
 def run_dirs(pid: int) -> list:

@@ -276,17 +276,24 @@ def worker_sockets(gateway) -> int:
 
 
 def test_two_hundred_disconnects_leave_nothing_held(hardened, openai_backend, corp_backend):
+    # This test's own requests, counted here: the shared backends' client_closes may still get a
+    # close from the test before (its backend noticing late on a busy machine).
+    received, closed = [], []
+
     def chatty(exchange):  # streams until the gateway closes the connection
+        received.append(exchange)
         exchange.start_sse()
         try:
             while True:
                 exchange.event(chunk_json(delta={"content": "x"}))
                 time.sleep(0.02)  # the backend's pace: 50 events a second
         except OSError:
-            exchange.backend.note_close(time.monotonic())
+            closed.append(exchange)
 
     def thinking(exchange):
-        exchange.wait_for_client_close(timeout=30)
+        received.append(exchange)
+        if exchange.wait_for_client_close(timeout=30) is not None:
+            closed.append(exchange)
 
     openai_backend.respond_with(chatty)
     corp_backend.respond_with(thinking)
@@ -302,8 +309,10 @@ def test_two_hundred_disconnects_leave_nothing_held(hardened, openai_backend, co
         return all(b["in_flight"] == 0 for b in backends.values()) and worker_sockets(hardened) <= baseline
 
     wait_until(all_released, timeout=15, message="every slot and socket to be released")
-    wait_until(lambda: len(openai_backend.client_closes) + len(corp_backend.client_closes) == 200, timeout=15,
-               message="the backend to see all 200 requests closed")
+    # Every relayed stream reached the backend (its first item came from there); a built answer's
+    # client may leave at its first keep-alive, before a slow gateway even sent the request on.
+    wait_until(lambda: len(closed) == len(received) >= 100, timeout=15,
+               message="the backend to see every request it received closed (at least the 100 relayed ones)")
 
 
 # --- limits ---------------------------------------------------------------------------------------------

@@ -46,7 +46,9 @@ def chat(server, model_id, user, stream=False, timeout=30, **extra):
 
 
 def status(server) -> dict:
-    return requests.get(server.url + "/status.json", timeout=10).json()
+    response = requests.get(server.url + "/status.json", timeout=10)
+    assert response.status_code == 200, f"/status.json answered {response.status_code}: {response.text}\n{server.log()}"
+    return response.json()
 
 
 def backend_status(server, name) -> dict:
@@ -217,7 +219,16 @@ def own_redis(tmp_path):
     server.stop()
 
 
-def test_a_worker_killed_mid_stream_gives_its_slot_back_when_the_lease_expires(own_redis, held_backend, corp_backend, openai_backend, tmp_path):
+@pytest.fixture
+def own_held_backend():
+    """For a test with its own Redis and gateway: sharing no server of the module's, it may run in
+    another pytest-xdist process than the module's other tests, at the same time."""
+    backend = TestBackend(streaming=True)
+    yield backend
+    backend.stop()
+
+
+def test_a_worker_killed_mid_stream_gives_its_slot_back_when_the_lease_expires(own_redis, own_held_backend, corp_backend, openai_backend, tmp_path):
     release = threading.Event()
 
     def first_event_then_hold(exchange):
@@ -228,8 +239,8 @@ def test_a_worker_killed_mid_stream_gives_its_slot_back_when_the_lease_expires(o
         exchange.event("[DONE]")
         exchange.end_sse()
 
-    held_backend.respond_with(first_event_then_hold)
-    config = gateway_config(own_redis.url, held_backend.url, corp_backend.url, openai_backend.url).replace(
+    own_held_backend.respond_with(first_event_then_hold)
+    config = gateway_config(own_redis.url, own_held_backend.url, corp_backend.url, openai_backend.url).replace(
         "global_max_concurrency = 3", "global_max_concurrency = 1")
     server = GatewayServer(config, tmp_path / "gateway", env={"CORP_TICKET": TICKET, "GATEWAY_LEASE_SECONDS": str(LEASE_SECONDS)}, workers=2)
     stream = None
@@ -268,12 +279,11 @@ def test_a_worker_killed_mid_stream_gives_its_slot_back_when_the_lease_expires(o
         release.set()
         if stream is not None:
             stream.close()
-        held_backend.reset()
         server.stop()
 
 
-def test_closed_answers_503_while_redis_is_gone_and_recovers_by_itself(own_redis, held_backend, corp_backend, openai_backend, tmp_path):
-    config = gateway_config(own_redis.url, held_backend.url, corp_backend.url, openai_backend.url, failure="closed")
+def test_closed_answers_503_while_redis_is_gone_and_recovers_by_itself(own_redis, own_held_backend, corp_backend, openai_backend, tmp_path):
+    config = gateway_config(own_redis.url, own_held_backend.url, corp_backend.url, openai_backend.url, failure="closed")
     server = GatewayServer(config, tmp_path / "gateway", env={"CORP_TICKET": TICKET}, workers=2)
     try:
         server.wait_ready()

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.sse import SSEDecoder
+from tests import hypothesis_profile  # noqa: F401 - how many examples @given tries
 
 STREAM = (
     b": keep-alive\n\n"

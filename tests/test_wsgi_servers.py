@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.backends import TestBackend, chunk_json, completion_json, wait_until
+from tests.backends import TestBackend, chunk_json, completion_json, free_port, wait_until
 from tests.configs import backend, gateway_toml, model
 from tests.sse_client import _parse, content_of, data_payloads
 
@@ -31,15 +31,12 @@ class Hosted:
         self.url, self.log = url, log
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
+# --no-control-socket: gunicorn's control socket is one fixed path per user, which servers started
+# at the same time (by parallel test processes, or anyone else) would take from each other.
 SERVERS = {
-    "gunicorn-sync": lambda port: [str(BIN / "gunicorn"), "-k", "sync", "-w", "1", "-b", f"127.0.0.1:{port}", "wsgi:app"],
-    "gunicorn-gthread": lambda port: [str(BIN / "gunicorn"), "-k", "gthread", "--threads", "8", "-w", "1", "-b", f"127.0.0.1:{port}", "wsgi:app"],
+    "gunicorn-sync": lambda port: [str(BIN / "gunicorn"), "--no-control-socket", "-k", "sync", "-w", "1", "-b", f"127.0.0.1:{port}", "wsgi:app"],
+    "gunicorn-gthread": lambda port: [str(BIN / "gunicorn"), "--no-control-socket", "-k", "gthread", "--threads", "8", "-w", "1",
+                                      "-b", f"127.0.0.1:{port}", "wsgi:app"],
     "waitress": lambda port: [str(BIN / "waitress-serve"), "--listen", f"127.0.0.1:{port}", "--threads", "8", "wsgi:app"],
     "uwsgi": lambda port: [str(BIN / "uwsgi"), "--http-socket", f"127.0.0.1:{port}", "--module", "wsgi:app", "--master",
                            "--processes", "1", "--threads", "8", "--enable-threads", "--die-on-term", "--disable-logging"],
@@ -64,24 +61,32 @@ def hosted(request, slow_backends, tmp_path_factory):
         backends={"relay": backend(streaming.url, streaming=True), "built": backend(thinking.url, streaming=False)},
         models=[model("relay", "relay"), model("built", "built")],
     ), encoding="utf-8")
-    port = free_port()
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "PROMETHEUS_"))}
-    log = open(workdir / "server.log", "wb")
-    process = subprocess.Popen(
-        SERVERS[request.param](port), cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
-        env={**environ, "GATEWAY_CONFIG": str(config), "PYTHONPATH": str(ROOT)},
-    )
-    url = f"http://127.0.0.1:{port}"
+    log_path = workdir / "server.log"
+    log = open(log_path, "wb")
+    for _ in range(5):  # a port free a moment ago may be taken (by another test process) before the server binds it
+        port = free_port()
+        process = subprocess.Popen(
+            SERVERS[request.param](port), cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
+            env={**environ, "GATEWAY_CONFIG": str(config), "PYTHONPATH": str(ROOT)},
+        )
+        url = f"http://127.0.0.1:{port}"
 
-    def up():
-        assert process.poll() is None, (workdir / "server.log").read_text()
-        try:
-            return requests.get(url + "/healthz", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
+        def up():
+            if process.poll() is not None:
+                return True
+            try:
+                return requests.get(url + "/healthz", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
 
-    wait_until(up, timeout=30, message=f"{request.param} to serve")
-    yield Hosted(url, workdir / "server.log")
+        wait_until(up, timeout=30, message=f"{request.param} to serve")
+        if process.poll() is None:
+            break
+        assert "in use" in log_path.read_text(errors="replace"), log_path.read_text(errors="replace")
+    else:
+        raise AssertionError(f"{request.param} found no free port:\n{log_path.read_text(errors='replace')}")
+    yield Hosted(url, log_path)
     process.terminate()
     try:
         process.wait(timeout=15)

@@ -144,7 +144,13 @@ class RedisStore:
         self._client.close()
 
     def _watch(self) -> None:
-        problem = self._probe()
+        try:
+            problem = self._probe()
+        except Exception:  # close() took the connection from under the probe (tests), or a bug
+            if self._closed:
+                return
+            log.exception("the Redis watcher's first probe failed; it goes on")
+            problem = None
         if problem is not None and not self._closed:
             self.went_away(problem)
         probes = 0

@@ -1,0 +1,86 @@
+"""Which tests one pytest-xdist worker runs together (`make test` runs them with --dist loadgroup).
+
+The tests that use a server their module starts (a module-scoped fixture: a gateway, nginx, a
+Redis...) form one group, run by one worker: the server starts once and the tests keep their
+order. Every other test is scheduled on its own, wherever a worker is free. A test marked
+`xdist_group(name)` is in that group instead.
+
+pytest-xdist 3.8 tells its controller a test's group by renaming the test (`nodeid@group`), which
+pytest 9 no longer lets it do (the rename is lost, and every test is scheduled alone). So each
+worker writes the groups it collected into a folder the controller made, and the controller's
+scheduler reads them when it cuts the tests into units of work.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+WORKER_INPUT_KEY = "xdist_groups_folder"
+SERVER_SCOPES = ("module", "class", "package")
+
+_folder: Path | None = None
+
+
+def start(config) -> None:
+    """pytest_configure: the controller of a --dist loadgroup run makes the folder; a worker takes it."""
+    global _folder
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        _folder = Path(workerinput[WORKER_INPUT_KEY]) if WORKER_INPUT_KEY in workerinput else None
+    elif config.getoption("dist", "no") == "loadgroup" and config.getoption("numprocesses", None):
+        _folder = Path(tempfile.mkdtemp(prefix="pytest-xdist-groups-"))
+
+
+def tell_worker(node) -> None:
+    """xdist's pytest_configure_node."""
+    if _folder is not None:
+        node.workerinput[WORKER_INPUT_KEY] = str(_folder)
+
+
+def group_of(item) -> str | None:
+    mark = item.get_closest_marker("xdist_group")
+    if mark is not None:
+        return str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+    # _fixtureinfo: where pytest keeps which fixtures (and so which scopes) a test will get
+    fixtures = getattr(item, "_fixtureinfo", None)
+    if fixtures and any(defs[-1].scope in SERVER_SCOPES for defs in fixtures.name2fixturedefs.values()):
+        return item.nodeid.split("::")[0]
+    return None
+
+
+def write_groups(config, items) -> None:
+    """pytest_collection_modifyitems, in a worker: its groups, before it reports its collection."""
+    if _folder is not None and hasattr(config, "workerinput"):
+        groups = {item.nodeid: group for item in items if (group := group_of(item))}
+        (_folder / f"{config.workerinput['workerid']}.json").write_text(json.dumps(groups), encoding="utf-8")
+
+
+def make_scheduler(config, log):
+    """xdist's pytest_xdist_make_scheduler: for --dist loadgroup, a scheduler that knows the groups."""
+    if _folder is None:
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    folder = _folder
+
+    class GroupScheduling(LoadScopeScheduling):
+        """xdist's scheduling by scope (a unit of work per scope, the largest units first), where
+        a test's scope is its group, or the test itself."""
+
+        groups = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.groups is None:  # first asked once every worker reported its collection
+                self.groups = {}
+                for path in folder.glob("*.json"):
+                    self.groups.update(json.loads(path.read_text(encoding="utf-8")))
+            return self.groups.get(nodeid, nodeid)
+
+    return GroupScheduling(config, log)
+
+
+def finish() -> None:
+    if _folder is not None and os.path.isdir(_folder):
+        shutil.rmtree(_folder, ignore_errors=True)
