@@ -324,6 +324,15 @@ def closed_port() -> int:
     return s.getsockname()[1]
 
 
+def reopen_closed_port(port: int) -> None:
+    """Lets go of a port `closed_port` holds, for a server that comes back on it (a backend that was
+    down and returns where it was)."""
+    for held in list(_HELD_CLOSED):
+        if held.getsockname()[1] == port:
+            _HELD_CLOSED.remove(held)
+            held.close()
+
+
 def free_port() -> int:
     """A loopback port free a moment ago, for a server that must bind it itself (nginx, uWSGI,
     waitress, redis-server). Another process may take it meanwhile: callers retry on a new one."""

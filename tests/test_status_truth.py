@@ -19,7 +19,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.backends import TestBackend, closed_port, wait_until
+from tests.backends import TestBackend, closed_port, reopen_closed_port, wait_until
 from tests.configs import backend, gateway_toml, model
 from tests.gunicorn_server import GatewayServer
 from tests.test_observability import OUTPUT, browser, chromium  # noqa: F401 - browser is a fixture
@@ -85,24 +85,30 @@ def kinds_and_pids(folder) -> dict:
     return files
 
 
-def until_every_worker_served(server, folder) -> None:
+def until_every_worker_served(server, folder) -> int:
     """A worker that has served a request has booted (a SIGTERM that reaches a worker still
-    booting is lost by gunicorn, which then waits out its graceful timeout at the test's end)."""
-    live = {str(pid) for pid in server.worker_pids()}
+    booting is lost by gunicorn, which then waits out its graceful timeout at the test's end).
+    Returns how many chats it sent."""
+    live, sent = {str(pid) for pid in server.worker_pids()}, 0
     while not live <= kinds_and_pids(folder).get("histogram", set()):
         assert chat(server).status_code == 200
+        sent += 1
+    return sent
 
 
 def test_dead_workers_files_are_folded_into_one_per_kind_keeping_the_totals(metrics_server):
     server, folder = metrics_server
+    sent = 0
     for _ in range(3):
-        until_every_worker_served(server, folder)
-        total = metric_total(server, "llm_gateway_requests_total")
+        sent += until_every_worker_served(server, folder)
+        # Counted as each response closes, a moment after the client has it: every one first.
+        wait_until(lambda: metric_total(server, "llm_gateway_requests_total") == sent, message="every chat counted")
+        total = sent
         victim = max(server.worker_pids())
         os.kill(victim, signal.SIGKILL)
         wait_until(lambda: victim not in server.worker_pids() and len(server.worker_pids()) == 2, message="the replacement worker")
         assert metric_total(server, "llm_gateway_requests_total") == total  # read (and folded) after the kill
-    until_every_worker_served(server, folder)
+    sent += until_every_worker_served(server, folder)
     metric_total(server, "llm_gateway_requests_total")  # a read folds what the last kill left
     files = kinds_and_pids(folder)
     live = {str(pid) for pid in server.worker_pids()}
@@ -143,6 +149,7 @@ def test_a_failed_over_attempt_counts_for_its_backend_and_the_breaker_is_logged(
     opened = [line for line in server.log().splitlines() if "backend 'primary' is cooling down" in line]
     assert len(opened) == 1 and "for 1 s after 2 consecutive failures" in opened[0] and "refused" in opened[0]
 
+    reopen_closed_port(port)
     revived = TestBackend(streaming=True, port=port)  # the primary comes back
     try:
         def primary_answers():

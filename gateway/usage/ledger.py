@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 
-from ..concurrency import deadline
+from ..concurrency import cooperative, deadline
 from .budgets import subjects_of
 from .periods import day_of, month_of
 from .storage import StorageDown
@@ -142,10 +142,13 @@ class Ledger:
     # --- the flusher --------------------------------------------------------------------------
 
     def start(self) -> None:
-        """The flusher is wanted: it starts with the first request this process notes. Not here:
-        a server that builds the app and then forks its workers (uWSGI, gunicorn --preload) would
-        fork while the flusher imports or holds a lock, and the worker would wait on it forever."""
+        """Starts the flusher (it makes the schema first). In a gevent worker the app is built after
+        the fork: now. Elsewhere with the first request this process notes: a server that builds
+        the app and then forks its workers (uWSGI, gunicorn --preload) would fork while the flusher
+        imports or holds a lock, and each worker would wait on it forever."""
         self._wanted = True
+        if cooperative():
+            self._start_here()
 
     def _start_here(self) -> None:
         with _STARTING:  # two threads' first requests at once (under threads)
