@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from tests.conftest import INBOUND_KEY, REDIS_PASSWORD, TICKET, WRONG_TICKET
+from tests.conftest import INBOUND_KEY, REDIS_PASSWORD, TICKET
 from tests.gunicorn_server import ROOT
 
 ANSWERS = [
@@ -26,8 +26,6 @@ ANSWERS = [
     r"\(read by tests/leak_plants\.py::test_an_in_process_answer_carries_a_secret \(call\), in (\w+)\)",
 ]
 LOGS = [
-    rf"{re.escape(repr(WRONG_TICKET))} in gateway log \S+/gateway\.stderr "
-    r"\(started by tests/leak_plants\.py::test_a_real_gateways_log_carries_a_secret \(call\), in (\w+)\)",
     rf"{re.escape(repr(REDIS_PASSWORD))} in gateway log \S+/gateway\.stderr "
     r"\(started by tests/leak_plants\.py::test_a_gateway_log_carries_a_secret \(call\), in (\w+)\)",
     r"gateway log \S+/gateway\.stderr is missing or empty: the check would prove nothing "
@@ -58,8 +56,8 @@ def reported(output: str, pattern: str) -> str:
 def test_the_planted_run_is_failed_by_the_controllers_scan_of_what_both_workers_saw(planted_run):
     returncode, output = planted_run
     assert returncode == 1, output
-    assert "SECRETS LEAKED: 5 finding(s)" in output, output
-    assert re.search(r"=+ 5 passed, 5 secrets leaked in ", output), output  # the planted tests themselves pass
+    assert "SECRETS LEAKED: 4 finding(s)" in output, output
+    assert re.search(r"=+ 4 passed, 4 secrets leaked in ", output), output  # the planted tests themselves pass
     # Seen by both workers (the controller runs no test), found by the controller's scan.
     assert {reported(output, pattern) for pattern in ANSWERS + LOGS} == {"gw0", "gw1"}
 
