@@ -15,7 +15,7 @@ from gateway.backends import health
 from gateway.config import Config, load_config
 from gateway.limits import web as limits
 from gateway.registry import ModelRegistry
-from gateway.startup import announce_once
+from gateway.startup import announce_once, setup_gateway_log
 from gateway.telemetry import metrics, request_log
 from gateway.usage import web as usage
 from gateway.web import access, admin, api, embeddings, error_handlers, responses_api, status
@@ -24,6 +24,7 @@ from gateway.web import access, admin, api, embeddings, error_handlers, response
 def create_app(config: Config | None = None) -> Flask:
     """Builds the app for `config`, or for the config file the environment names (see README)."""
     config = config or load_config()
+    setup_gateway_log()  # first: what the steps below log (a prober elected, discovery) is not lost
     app = Flask(__name__)
     app.extensions["registry"] = ModelRegistry(config, on_slot_change=metrics.in_flight_counter, on_cooldown=metrics.cooldown_setter)
     discovery.start(app.extensions["registry"])  # backends' own model lists: waits at most connect_timeout
