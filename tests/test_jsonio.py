@@ -17,7 +17,7 @@ tops = st.dictionaries(st.text(), st.lists(documents, max_size=20) | documents, 
 
 
 # The fixture only sets module constants, the same for every generated example.
-fixed_setup = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+fixed_setup = settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=60)
 
 
 @pytest.fixture

@@ -120,17 +120,29 @@ def test_dead_workers_files_are_folded_into_one_per_kind_keeping_the_totals(metr
 # --- a failing backend while another serves ------------------------------------------------------------
 
 
-@pytest.fixture
-def failover_server(openai_backend, tmp_path):
+def start_failover_server(standby_url: str, folder):
     port = closed_port()
     config = gateway_toml(
         backends={
             "primary": backend(f"http://127.0.0.1:{port}/v1/chat/completions", failure_threshold=2, cooldown_seconds=1),
-            "standby": backend(openai_backend.url, streaming=True),
+            "standby": backend(standby_url, streaming=True),
         },
         models=[{"id": "m", "backends": ["primary", "standby"]}],
     )
-    server = GatewayServer(config, tmp_path, workers=1).wait_ready()
+    return GatewayServer(config, folder, workers=1).wait_ready(), port
+
+
+@pytest.fixture
+def failover_server(openai_backend, tmp_path):
+    server, port = start_failover_server(openai_backend.url, tmp_path)
+    yield server, port
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def page_server(openai_backend, tmp_path_factory):
+    """The same gateway for the page's tests, which only read it."""
+    server, port = start_failover_server(openai_backend.url, tmp_path_factory.mktemp("page"))
     yield server, port
     server.stop()
 
@@ -191,10 +203,10 @@ def overflowing(html: str, width: int, tmp_path) -> list:
     return json.loads(marker.replace("&quot;", '"'))
 
 
-@pytest.fixture
-def busy_page(failover_server, openai_backend):
+@pytest.fixture(scope="module")
+def busy_page(page_server, openai_backend):
     """The page with long values in it: a backend cooling down, an invalid_answer error, traffic."""
-    server, _ = failover_server
+    server, _ = page_server
     for _ in range(3):
         chat(server)
     openai_backend.respond_with(lambda exchange: exchange.send_raw(200, "text/html", b"<html>not json</html>"))
@@ -212,10 +224,10 @@ def test_the_overflow_check_catches_a_value_that_does_not_fit(browser, busy_page
 
 
 @pytest.mark.parametrize("width", [1300, 390])
-def test_the_status_page_fits_a_screen_and_a_phone(browser, busy_page, failover_server, width, tmp_path):
+def test_the_status_page_fits_a_screen_and_a_phone(browser, busy_page, page_server, width, tmp_path):
     assert 'class="chart calls"' in busy_page and "invalid answer" in busy_page and "cooling down" in busy_page
     assert overflowing(busy_page, width, tmp_path) == []
-    server, _ = failover_server
+    server, _ = page_server
     shot = OUTPUT / f"status-page-{width}.png"
     shot.unlink(missing_ok=True)
     result, console = chromium(f"--window-size={width},1400", f"--screenshot={shot}", server.url + "/")
