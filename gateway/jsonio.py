@@ -12,6 +12,7 @@ serving. Small documents take the one-call path: no cost where there is no need.
 
 import codecs
 import json
+import re
 import time
 from json.decoder import WHITESPACE, scanstring
 
@@ -19,6 +20,7 @@ LARGE = 256 * 1024  # bytes from which a document is read and written in pieces
 _LONG = 64  # a list longer than this, at the top of a document, is written in pieces
 _SLICE = 1 << 20  # bytes decoded per call
 _PIECE = 1 << 16  # bytes per piece of a large answer
+_DISMANTLE = 2048  # elements freed per C call by `dismantle`
 _STEP = 0.002  # seconds one C call of a piecewise write aims at: batches grow and shrink to it
 
 
@@ -94,105 +96,179 @@ def _pieces(obj, ensure_ascii: bool, top: bool):
         yield encode(obj)
 
 
-def _text(data) -> str:
-    """UTF-8 bytes as text, a slice per call."""
-    if not isinstance(data, (bytes, bytearray)):
-        return data
-    if len(data) <= _SLICE:
-        return data.decode("utf-8")
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    view = memoryview(data)
-    text = "".join(decoder.decode(view[start:start + _SLICE]) for start in range(0, len(data), _SLICE))
-    return text + decoder.decode(b"", final=True)
+def dismantle(obj) -> None:
+    """Frees a large document a slice at a time. Dropping the last reference to half a million
+    parsed objects frees them all in one C call (tens of milliseconds, the GIL held throughout);
+    here the lists at its top (and one level down) lose their elements _DISMANTLE at a time, so a
+    thread doing it lets go of the GIL between slices. The document is empty afterwards."""
+    lists = [obj] if isinstance(obj, list) else [v for v in obj.values() if isinstance(v, list)] if isinstance(obj, dict) else []
+    for items in lists:
+        while items:
+            del items[-_DISMANTLE:]
+    if isinstance(obj, dict):
+        obj.clear()
 
 
 def loads(data, *, parse_constant=None, parse_float=None):
-    """Like `json.loads` (UTF-8 bytes or text), strict options included. A large document is read
-    in pieces: its top-level lists, and the lists directly under a top-level object, element by
-    element (see the top)."""
-    if len(data) <= LARGE:
+    """Like `json.loads`, strict options included, for UTF-8 bytes, text, or a list of byte chunks
+    as they came off the wire. A large document is read in pieces (see the top): its top-level
+    lists, and the lists directly under a top-level object, element by element; and it is decoded
+    a slice at a time, never copied into one string of its whole size (on a machine with slow
+    memory one copy of 30 MB is a C call of ~40 ms)."""
+    if isinstance(data, list):
+        if sum(map(len, data)) <= LARGE:
+            data = b"".join(data)
+    if not isinstance(data, list) and len(data) <= LARGE:
         return json.loads(data, parse_constant=parse_constant, parse_float=parse_float)
-    text = _text(data)
-    scan = json.JSONDecoder(parse_constant=parse_constant, parse_float=parse_float).scan_once
-    index = _skip(text, 0)
-    if text.startswith("{", index):
-        value, index = _object(text, index, scan)
-    elif text.startswith("[", index):
-        value, index = _list(text, index, scan)
+    reader = _Reader(data, json.JSONDecoder(parse_constant=parse_constant, parse_float=parse_float).scan_once)
+    reader.skip()
+    char = reader.peek()
+    if char == "{":
+        value = reader.top_object()
+    elif char == "[":
+        value = reader.list()
     else:
-        value, index = _value(text, index, scan)
-    index = _skip(text, index)
-    if index != len(text):
-        raise json.JSONDecodeError("Extra data", text, index)
+        value = reader.value()
+    reader.skip()
+    if reader.peek():
+        raise reader.error("Extra data")
     return value
 
 
-_BLANK = " \t\n\r"
+_NUMBER_GOES_ON = re.compile(r"[0-9.eE+-]*")  # what may follow a cut number up to the window's end
 
 
-def _skip(text: str, index: int) -> int:
-    return WHITESPACE.match(text, index).end()
+def _slices(data):
+    """The document as decoded text, a slice at a time."""
+    if isinstance(data, str):
+        for start in range(0, len(data), _SLICE):
+            yield data[start:start + _SLICE]
+        return
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    for chunk in data if isinstance(data, list) else (data,):
+        view = memoryview(chunk)
+        for start in range(0, len(view), _SLICE):
+            yield decoder.decode(view[start:start + _SLICE])
+    yield decoder.decode(b"", final=True)
 
 
-def _value(text: str, index: int, scan):
-    try:
-        return scan(text, index)
-    except StopIteration as stop:
-        raise json.JSONDecodeError("Expecting value", text, stop.value) from None
+class _Reader:
+    """A window on the document's text: what is read is dropped, what comes next is decoded as it
+    is needed. Every value is read by the C scanner in one call; one cut off by the end of the
+    window (an error, or a number that ends exactly there) is read again with more text."""
 
+    __slots__ = ("text", "pos", "_slices", "_more", "_scan")
 
-def _expect(text: str, index: int, char: str, what: str) -> int:
-    index = _skip(text, index)
-    if not text.startswith(char, index):
-        raise json.JSONDecodeError(f"Expecting {what}", text, index)
-    return index + 1
+    def __init__(self, data, scan):
+        self.text, self.pos = "", 0
+        self._slices = _slices(data)
+        self._more = True
+        self._scan = scan
 
+    def _extend(self) -> bool:
+        """More text after what is left of the window; False at the document's end."""
+        while self._more:
+            piece = next(self._slices, None)
+            if piece is None:
+                self._more = False
+                return False
+            if piece:
+                self.text, self.pos = self.text[self.pos:] + piece, 0
+                return True
+        return False
 
-def _list(text: str, index: int, scan):
-    """A list whose elements are each read in one call (`text[index]` is its `[`). Written for
-    speed: it runs once per element of the largest lists we read."""
-    items = []
-    append = items.append
-    index = _skip(text, index + 1)
-    if text.startswith("]", index):
-        return items, index + 1
-    end = len(text)
-    while True:
-        try:
-            item, index = scan(text, index)
-        except StopIteration as stop:
-            raise json.JSONDecodeError("Expecting value", text, stop.value) from None
-        append(item)
-        char = text[index] if index < end else ""
-        if char == ",":
-            index += 1
-            if index < end and text[index] in _BLANK:
-                index = _skip(text, index)
-            continue
-        if char == "]":
-            return items, index + 1
-        index = _skip(text, index)
-        if text.startswith("]", index):
-            return items, index + 1
-        index = _skip(text, _expect(text, index, ",", "',' delimiter"))
+    def error(self, message: str) -> json.JSONDecodeError:
+        return json.JSONDecodeError(message, self.text, self.pos)
 
+    def peek(self) -> str:
+        while self.pos >= len(self.text):
+            if not self._extend():
+                return ""
+        return self.text[self.pos]
 
-def _object(text: str, index: int, scan):
-    """The top-level object: its list values read by `_list`, anything else in one call."""
-    pairs = {}
-    index = _skip(text, index + 1)
-    if text.startswith("}", index):
-        return pairs, index + 1
-    while True:
-        if not text.startswith('"', index):
-            raise json.JSONDecodeError("Expecting property name enclosed in double quotes", text, index)
-        key, index = scanstring(text, index + 1, True)
-        index = _skip(text, _expect(text, index, ":", "':' delimiter"))
-        if text.startswith("[", index):
-            pairs[key], index = _list(text, index, scan)
-        else:
-            pairs[key], index = _value(text, index, scan)
-        index = _skip(text, index)
-        if text.startswith("}", index):
-            return pairs, index + 1
-        index = _skip(text, _expect(text, index, ",", "',' delimiter"))
+    def skip(self) -> None:
+        while True:
+            self.pos = WHITESPACE.match(self.text, self.pos).end()
+            if self.pos < len(self.text) or not self._extend():
+                return
+
+    def expect(self, char: str, what: str) -> None:
+        self.skip()
+        if self.peek() != char:
+            raise self.error(f"Expecting {what}")
+        self.pos += 1
+
+    def value(self):
+        tries = 0
+        while True:
+            try:
+                value, end = self._scan(self.text, self.pos)
+            except (StopIteration, json.JSONDecodeError):
+                if not self._extend():
+                    raise self.error("Expecting value") from None
+            else:
+                # A number that the window's end may have cut ("12" of "12.5e3") is read again.
+                if not self._more or not _NUMBER_GOES_ON.fullmatch(self.text, end) or not self._extend():
+                    self.pos = end
+                    return value
+            tries += 1
+            if tries == 4:  # one large value (a long string): the rest of the document at once
+                while self._extend():
+                    pass
+
+    def list(self) -> list:
+        """A list whose elements are each read in one call (at its `[`)."""
+        items = []
+        append = items.append
+        self.pos += 1
+        self.skip()
+        if self.peek() == "]":
+            self.pos += 1
+            return items
+        while True:
+            append(self.value())
+            if self.pos > _SLICE:  # drop what is read: the window stays about a slice long
+                self.text, self.pos = self.text[self.pos:], 0
+            self.skip()
+            char = self.peek()
+            if char == "]":
+                self.pos += 1
+                return items
+            if char != ",":
+                raise self.error("Expecting ',' delimiter")
+            self.pos += 1
+            self.skip()
+
+    def top_object(self) -> dict:
+        """The top-level object: its list values read by `list`, anything else in one call."""
+        pairs = {}
+        self.pos += 1
+        self.skip()
+        if self.peek() == "}":
+            self.pos += 1
+            return pairs
+        while True:
+            if self.peek() != '"':
+                raise self.error("Expecting property name enclosed in double quotes")
+            key = self._key()
+            self.expect(":", "':' delimiter")
+            self.skip()
+            pairs[key] = self.list() if self.peek() == "[" else self.value()
+            self.skip()
+            char = self.peek()
+            if char == "}":
+                self.pos += 1
+                return pairs
+            if char != ",":
+                raise self.error("Expecting ',' delimiter")
+            self.pos += 1
+            self.skip()
+
+    def _key(self) -> str:
+        while True:
+            try:
+                key, self.pos = scanstring(self.text, self.pos + 1, True)
+                return key
+            except json.JSONDecodeError:
+                if not self._extend():
+                    raise

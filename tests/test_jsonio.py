@@ -33,7 +33,10 @@ def always_in_pieces(monkeypatch):
 @given(document=tops, spaced=st.booleans())
 def test_reading_in_pieces_gives_what_json_gives(always_in_pieces, document, spaced):
     text = json.dumps(document, indent=1 if spaced else None, ensure_ascii=False)
-    assert jsonio.loads(text.encode("utf-8")) == json.loads(text)
+    raw = text.encode("utf-8")
+    assert jsonio.loads(raw) == json.loads(text)
+    # as it comes off the wire: chunks that cut values, keys and multi-byte characters anywhere
+    assert jsonio.loads([raw[start:start + 3] for start in range(0, len(raw), 3)]) == json.loads(text)
 
 
 @fixed_setup

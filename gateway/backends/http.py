@@ -62,10 +62,10 @@ class HttpBackend(Backend):
         response = self._post(call, stream=False)
         try:
             try:
-                raw = response.content
+                chunks = _body_chunks(response)
             except WIRE_ERRORS as exc:
                 raise translate(exc, self.config) from None
-            return run_if_large(len(raw), self._completion, raw, call.model_id)
+            return run_if_large(sum(map(len, chunks)), self._completion, chunks, call.model_id)
         finally:
             response.close()
 
@@ -100,10 +100,10 @@ class HttpBackend(Backend):
         response = self._post(call, stream=False, target=self._embeddings_at)
         try:
             try:
-                raw = response.content
+                chunks = _body_chunks(response)
             except WIRE_ERRORS as exc:
                 raise translate(exc, self._embeddings_at[1]) from None
-            return run_if_large(len(raw), self._embeddings, raw, call)  # RAG answers run to megabytes
+            return run_if_large(sum(map(len, chunks)), self._embeddings, chunks, call)  # RAG answers run to megabytes
         finally:
             response.close()
 
@@ -280,7 +280,8 @@ class HttpBackend(Backend):
         if usage_missing:  # the client was promised a usage chunk; this backend sent none
             yield missing_usage_chunk(first, call.model_id)
 
-    def _completion(self, raw: bytes, model_id: str) -> dict:
+    def _completion(self, raw, model_id: str) -> dict:
+        """`raw`: the answer's bytes, or the chunks they came in."""
         try:
             data = jsonio.loads(raw)
         except ValueError:
@@ -290,7 +291,7 @@ class HttpBackend(Backend):
             raise errors.BackendInvalidAnswer(self.name, f"answered with JSON that is not a chat completion: it {problem}")
         return complete_envelope(data, model_id)
 
-    def _embeddings(self, raw: bytes, call) -> dict:
+    def _embeddings(self, raw, call) -> dict:
         try:
             data = jsonio.loads(raw)
         except ValueError:
@@ -299,8 +300,15 @@ class HttpBackend(Backend):
         if problem is None:
             answer, problem = complete_embeddings(data, call.model_id, call.wants_base64)
             if answer is not None:
+                jsonio.dismantle(data)  # the backend's own items, freed here in the pool, not at once later
                 return answer
         raise errors.BackendInvalidAnswer(self.name, f"answered with JSON that is not an embeddings list: it {problem}")
+
+
+def _body_chunks(response: requests.Response) -> list:
+    """The whole body as the chunks it came in: jsonio reads them as they are, so a large answer is
+    never copied into one buffer (`response.content` joins tens of megabytes in one C call)."""
+    return [chunk for chunk in response.iter_content(_READ_SIZE) if chunk]
 
 
 def _target(config: BackendConfig, url: str | None) -> tuple | None:

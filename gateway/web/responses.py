@@ -4,7 +4,7 @@ registry of this worker's models."""
 from flask import Response, current_app, request
 
 from ..concurrency import LARGE_BYTES, run_if_large
-from ..jsonio import dumps, dumps_in_pieces
+from ..jsonio import dismantle, dumps, dumps_in_pieces
 from ..registry import ModelRegistry
 from ..streaming.chat_stream import ChatStream
 from ..streaming.client_watch import ClientLeft, abandoned_if_client_leaves
@@ -20,13 +20,21 @@ def registry() -> ModelRegistry:
 
 def json_response(data, status=200, size_hint: int = 0) -> Response:
     """`size_hint`: about how many bytes `data` makes; a large answer is written off the event
-    loop, in pieces (jsonio.py), and sent piece by piece, so no stream of the worker waits for it."""
+    loop, in pieces (jsonio.py), and sent piece by piece, so no stream of the worker waits for it.
+    A large `data` is dismantled as it is written (the caller must not need it afterwards): freed
+    at once later, on the loop, its objects would stall the worker too."""
     if size_hint <= LARGE_BYTES:
         return Response(dumps(data), status=status, mimetype="application/json")
-    pieces = run_if_large(size_hint, dumps_in_pieces, data)
+    pieces = run_if_large(size_hint, _written_and_dismantled, data)
     response = Response(pieces, status=status, mimetype="application/json")
     response.content_length = sum(map(len, pieces))
     return response
+
+
+def _written_and_dismantled(data) -> list:
+    pieces = dumps_in_pieces(data)
+    dismantle(data)
+    return pieces
 
 
 def answered_by(response: Response, attempts) -> Response:
