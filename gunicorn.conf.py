@@ -15,7 +15,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from gateway.startup import announce_for_workers, cpus_available  # noqa: E402 - needs the path above
+from gateway import boot_signals  # noqa: E402 - needs the path above
+from gateway.startup import announce_for_workers, cpus_available  # noqa: E402
 
 # `gunicorn --check-config` (systemctl reload's first step) loads the app once, here, without
 # gevent: it must not warn that streams would run on threads (gateway.concurrency.threads_note).
@@ -170,7 +171,10 @@ def _config_to_reload(log):
 def when_ready(server):
     """kill -HUP is checked before gunicorn acts on it. gunicorn's own reload always spawns new
     workers and retires the running ones (cutting streams longer than the graceful timeout), and
-    its on_reload hook runs too late to stop that: a bad file must leave the running workers alone."""
+    its on_reload hook runs too late to stop that: a bad file must leave the running workers alone.
+
+    And every worker is forked with the stop signals blocked, so none sent while it boots is lost
+    (gateway/boot_signals.py). Runs before the first worker is forked."""
     reload = server.handle_hup
 
     def handle_hup():
@@ -178,6 +182,12 @@ def when_ready(server):
             reload()
 
     server.handle_hup = handle_hup
+    server.spawn_worker = boot_signals.forking_with_stop_signals_blocked(server.spawn_worker)
+
+
+def post_fork(server, worker):
+    """The new worker's first step: a stop signal is held until its own handlers exist."""
+    boot_signals.hold_stop_signals()
 
 
 def on_reload(arbiter):
@@ -201,6 +211,7 @@ def post_worker_init(worker):
     attach_worker(worker)
     if cooperative():
         retiring.attach(worker)
+    boot_signals.deliver_held_signals()  # a stop signal sent while this worker booted acts now
 
 
 def child_exit(server, worker):

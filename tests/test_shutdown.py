@@ -1,10 +1,14 @@
 """SIGTERM: streams in flight finish, new connections are refused, the server exits cleanly."""
 
+import os
 import signal
 import socket
+import subprocess
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 
 from tests.backends import chunk_json, wait_until
@@ -59,3 +63,50 @@ def test_sigterm_lets_twenty_streams_finish(openai_backend, tmp_path):
     finally:
         shutting_down.set()
         server.stop()
+
+
+def _first_worker_as_it_forks(server, timeout=30.0) -> int:
+    """The worker's pid the moment the master has forked it: it is still booting (patching gevent,
+    importing the app; hundreds of milliseconds at least), before its own signal handlers exist."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert server.process.poll() is None, server.log()
+        pids = server.worker_pids()
+        if pids:
+            return min(pids)
+        time.sleep(0.001)
+    raise AssertionError(f"no worker forked in {timeout} s:\n{server.log()}")
+
+
+@pytest.mark.parametrize("stop", [
+    lambda server, worker: server.process.send_signal(signal.SIGTERM),  # a shutdown: the master passes it on
+    lambda server, worker: [os.kill(pid, signal.SIGINT) for pid in (server.process.pid, worker)],  # Ctrl-C: the whole group
+], ids=["sigterm", "ctrl-c"])
+def test_a_stop_signal_that_reaches_a_booting_worker_is_not_lost(tmp_path, stop):
+    """gunicorn installs a worker's handlers only once it has booted; a stop signal before that
+    used to be dropped, and the master then waited out the whole graceful timeout (60 s here)."""
+    server = GatewayServer(None, tmp_path, env={"GATEWAY_GRACEFUL_TIMEOUT": "60"})
+    try:
+        worker = _first_worker_as_it_forks(server)
+        stop(server, worker)
+        try:
+            status = server.wait_exit(timeout=20)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the gateway was still running 20 s after the signal:\n{server.log()}") from None
+        assert status == 0, server.log()
+        assert "Traceback" not in server.log()
+    finally:
+        server.stop(signal.SIGKILL)
+
+
+def test_ctrl_c_stops_a_serving_gateway_at_once_and_quietly(tmp_path):
+    """The terminal signals every process of the group, and the master signals its workers too:
+    each worker hears of the quick stop twice, and must act on it once (no SystemExit traceback)."""
+    server = GatewayServer(None, tmp_path, env={"GATEWAY_GRACEFUL_TIMEOUT": "60"}).wait_ready()
+    try:
+        for pid in (server.process.pid, *server.worker_pids()):
+            os.kill(pid, signal.SIGINT)
+        assert server.wait_exit(timeout=20) == 0, server.log()
+        assert "Worker exiting" in server.log() and "Traceback" not in server.log(), server.log()
+    finally:
+        server.stop(signal.SIGKILL)

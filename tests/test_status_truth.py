@@ -86,9 +86,7 @@ def kinds_and_pids(folder) -> dict:
 
 
 def until_every_worker_served(server, folder) -> int:
-    """A worker that has served a request has booted (a SIGTERM that reaches a worker still
-    booting is lost by gunicorn, which then waits out its graceful timeout at the test's end).
-    Returns how many chats it sent."""
+    """Every worker has served a request, so each has its metrics files. Returns how many chats it sent."""
     live, sent = {str(pid) for pid in server.worker_pids()}, 0
     while not live <= kinds_and_pids(folder).get("histogram", set()):
         assert chat(server).status_code == 200

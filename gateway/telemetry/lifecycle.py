@@ -9,7 +9,8 @@ _on_shutdown = []  # called with the graceful timeout (seconds) when SIGTERM arr
 
 def attach_worker(worker) -> None:
     """Called from gunicorn.conf.py's post_worker_init, in the worker process. Wraps gunicorn's
-    own SIGTERM handler (graceful stop) so listeners hear of it the moment it starts."""
+    own SIGTERM handler (graceful stop) so listeners hear of it the moment it starts, and its
+    quick stop (SIGINT, SIGQUIT) so that it runs once."""
     global _worker
     _worker = worker
     graceful_stop = worker.handle_exit
@@ -20,6 +21,19 @@ def attach_worker(worker) -> None:
             listener(worker.cfg.graceful_timeout)
 
     signal.signal(signal.SIGTERM, handle_term)
+
+    # A quick stop acts once. Ctrl-C reaches a worker twice, from the terminal (SIGINT, to the whole
+    # process group) and from the master (SIGQUIT): gunicorn's gevent worker would exit twice, and
+    # the second exit, raised while the first is unwinding, prints a SystemExit traceback.
+    quick_stop, stopping = worker.handle_quit, []
+
+    def handle_quit_once(signum, frame):
+        if not stopping:
+            stopping.append(signum)
+            quick_stop(signum, frame)
+
+    signal.signal(signal.SIGINT, handle_quit_once)
+    signal.signal(signal.SIGQUIT, handle_quit_once)
 
 
 def on_shutdown(listener) -> None:
