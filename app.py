@@ -17,6 +17,7 @@ from gateway.limits import web as limits
 from gateway.registry import ModelRegistry
 from gateway.startup import announce_once, setup_gateway_log
 from gateway.telemetry import metrics, request_log
+from gateway.upstream import identity
 from gateway.usage import web as usage
 from gateway.web import access, admin, api, embeddings, error_handlers, responses_api, status
 
@@ -32,6 +33,8 @@ def create_app(config: Config | None = None) -> Flask:
     announce_once(config)  # under any WSGI server; under gunicorn.conf.py the master already did
     if note := threads_note():  # each process that streams on threads says what that means
         logging.getLogger("gateway").warning(note)
+    if config.gateway.user_jwt_secret:
+        identity.load_verifier()  # only gateways that verify Open WebUI's signed user import PyJWT
     limits.init_app(app, config, app.extensions["registry"])  # Redis-shared limits (gateway/limits/)
     responses_api.init_app(app, config)  # stored Responses API answers: in that Redis, else SQLite in data_dir
     usage.init_app(app, config)  # the usage ledger (SQLite in data_dir, or PostgreSQL) and the budgets it counts

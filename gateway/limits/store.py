@@ -15,11 +15,7 @@ import logging
 import threading
 from urllib.parse import urlsplit
 
-import redis
 from gevent import spawn
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as ConnectionClosed, RedisError
-from redis.retry import Retry
 
 from ..concurrency import cooperative
 from ..errors import redact
@@ -59,6 +55,14 @@ class RedisStore:
         self.location = location(url)
         self.up = True  # until a call fails; the watcher's first probe comes at once
         self._secrets = secrets
+        # redis-py is imported here, by the gateways that use Redis: importing it costs every
+        # worker's boot about 0.15 s (more where OpenTelemetry is installed, which it then loads).
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as ConnectionClosed, RedisError
+        from redis.retry import Retry
+
+        self._failures = (RedisError, OSError)  # what a call to Redis raises when it goes wrong
         self._client = redis.Redis.from_url(
             url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT,
             # A timeout is never retried (that would double the wait); a closed connection once.
@@ -90,7 +94,7 @@ class RedisStore:
             raise Unavailable
         try:
             return function(*args)
-        except (RedisError, OSError) as exc:
+        except self._failures as exc:
             self.went_away(exc)
             raise Unavailable from None
 
@@ -122,7 +126,7 @@ class RedisStore:
         try:
             self._client.ping()
             return None
-        except (RedisError, OSError) as exc:
+        except self._failures as exc:
             return exc
 
     # --- the watcher -------------------------------------------------------------------------

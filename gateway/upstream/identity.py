@@ -9,8 +9,6 @@ X-OpenWebUI-User-Jwt (HS256), and the plain headers are ignored.
 
 from urllib.parse import unquote
 
-import jwt
-
 from ..errors import Unauthorized
 
 _FORWARDED = (
@@ -64,6 +62,8 @@ def _signed_user(headers, secret: str, leeway: float) -> Asker:
     token = headers.get(_JWT_HEADER)
     if not token:
         return values
+    import jwt  # imported by the gateways that verify tokens (app.py, at boot), not by every worker
+
     try:
         claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["exp"]}, leeway=leeway)
     except jwt.InvalidTokenError as exc:
@@ -74,8 +74,10 @@ def _signed_user(headers, secret: str, leeway: float) -> Asker:
     return values
 
 
-def _what_is_wrong(error: jwt.InvalidTokenError) -> str:
-    """What is wrong with a token, in words a user or an operator can act on."""
+def _what_is_wrong(error) -> str:
+    """What is wrong with a token (a jwt.InvalidTokenError), in words a user or an operator can act on."""
+    import jwt
+
     if isinstance(error, jwt.ExpiredSignatureError):
         return "has expired"
     if isinstance(error, jwt.MissingRequiredClaimError):
@@ -89,6 +91,11 @@ def _what_is_wrong(error: jwt.InvalidTokenError) -> str:
     if isinstance(error, jwt.DecodeError):
         return "is malformed (not a JWT)"
     return f"is not valid ({error})"
+
+
+def load_verifier() -> None:
+    """Imports PyJWT now, at a worker's boot, where tokens are verified: not on the first signed request."""
+    import jwt  # noqa: F401
 
 
 def who_is_asking(headers, body: dict, jwt_secret: str | None = None, jwt_leeway: float = 30.0) -> Asker:
