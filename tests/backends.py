@@ -348,15 +348,21 @@ def free_port() -> int:
 
 
 def wait_until(condition, timeout=10.0, interval=0.01, message="condition"):
-    """Polls `condition` until it is true; fails the test at the deadline."""
+    """Polls `condition` until it is true; fails the test at the deadline.
+
+    The pause between polls starts at `interval` and grows to 0.1 s: a condition that holds at
+    once is seen at once, and a long wait does not ask a gateway for its /metrics 100 times a second
+    (on two cores, the suite's polls were taking CPU from the servers they wait on)."""
     deadline = time.monotonic() + timeout
+    pause = interval
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(interval)
+        time.sleep(min(pause, max(deadline - time.monotonic(), 0)))
+        pause = min(pause * 1.5, max(interval, 0.1))
 
 
 # --- answering like a model (the Responses API tests) ----------------------------------------------

@@ -143,6 +143,7 @@ def used_up_everywhere(server, key, users, code, kind, bind_seconds):
             if started >= bound_at and refusals_by_worker(server, kind, bound_ts) == workers:
                 return refusal
             assert time.monotonic() < deadline, f"a worker took no request after the budget was used up ({code})"
+            time.sleep(0.05)  # the poll interval: ~20 batches a second probe the seconds to bound_at, not hundreds
 
 
 def names(prefix):
