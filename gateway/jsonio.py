@@ -8,6 +8,13 @@ large document work element by element through the lists at its top (where a lar
 bulk is: `input`, `messages`, `data`), each C call short: a thread running them lets go of the
 GIL between calls (every 5 ms, `sys.getswitchinterval()`), so the worker's event loop keeps
 serving. Small documents take the one-call path: no cost where there is no need.
+
+Writing takes orjson where it can: a request body with Open WebUI's 36 tools (26 KB) is written
+in 18 µs instead of the standard library's 220 to 300 µs, on every request. What orjson does not
+write (a lone surrogate, an integer beyond 64 bits, a key that is not a string, nesting past 254
+levels) goes the standard library's way, as before. Reading stays with the standard library: orjson
+would read an integer beyond 64 bits as a float without a word, and the request's numbers must
+reach the backend as the client wrote them.
 """
 
 import codecs
@@ -15,6 +22,8 @@ import json
 import re
 import time
 from json.decoder import WHITESPACE, scanstring
+
+import orjson
 
 LARGE = 256 * 1024  # bytes from which a document is read and written in pieces
 _LONG = 64  # a list longer than this, at the top of a document, is written in pieces
@@ -30,6 +39,10 @@ def dumps(obj, *, ascii_only: bool = False) -> bytes:
     pieces (see the top)."""
     if not _has_long_lists(obj):
         if not ascii_only:
+            try:
+                return orjson.dumps(obj)
+            except TypeError:  # what orjson does not write (see the top)
+                pass
             try:
                 return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
             except UnicodeEncodeError:

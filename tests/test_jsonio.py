@@ -47,6 +47,25 @@ def test_writing_in_pieces_gives_what_json_gives(always_in_pieces, document, asc
     assert b"".join(jsonio.dumps_in_pieces(document, ascii_only=ascii_only)) == expected.encode("utf-8")
 
 
+@fixed_setup
+@given(document=tops)
+def test_writing_in_one_call_gives_the_same_values_as_json(document):
+    """The one-call path writes with orjson: compact UTF-8 whose values are json's (a float may be
+    spelt otherwise, 0.00001 for 1e-05, and is the same number)."""
+    written = jsonio.dumps(document)
+    assert isinstance(written, bytes) and json.loads(written) == document
+
+
+@pytest.mark.parametrize("document, expected", [
+    ({"seed": 2 ** 70}, b'{"seed":1180591620717411303424}'),  # beyond 64 bits: orjson refuses, json writes it
+    ({"text": "a\ud800b"}, b'{"text":"a\\ud800b"}'),  # a lone surrogate: escaped, as json writes it
+    ({1: "x"}, b'{"1":"x"}'),  # a key that is not a string
+    ({"text": "\ub300\ud654"}, "{\"text\":\"\ub300\ud654\"}".encode()),  # Korean as UTF-8, not escapes
+])
+def test_what_orjson_does_not_write_is_written_as_json_writes_it(document, expected):
+    assert jsonio.dumps(document) == expected
+
+
 def test_a_lone_surrogate_is_written_escaped_in_pieces_too(always_in_pieces):
     assert jsonio.dumps({"data": ["ok", "\ud800"]}) == b'{"data":["ok","\\ud800"]}'
 

@@ -62,10 +62,10 @@ def build_call(chat: dict, model: ModelConfig, backend: BackendConfig, asker: di
 
 
 def serialized(body: dict) -> bytes:
-    """The backend's JSON body. ASCII escapes keep lone surrogates (valid JSON escapes, invalid
-    UTF-8) sendable."""
+    """The backend's JSON body: UTF-8, as RFC 8259 asks and as the openai SDK sends. A body with a
+    lone surrogate (a valid JSON escape, invalid UTF-8) is sent ASCII, with escapes."""
     try:
-        return dumps(body, ascii_only=True)  # a large one in pieces (jsonio.py)
+        return dumps(body)  # with orjson; a large one in pieces (jsonio.py)
     except RecursionError:  # parsed near the recursion limit, too deep to write out again
         raise InvalidRequest("Invalid request: the body is nested too deeply.") from None
 
