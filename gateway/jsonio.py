@@ -40,7 +40,11 @@ def dumps(obj, *, ascii_only: bool = False) -> bytes:
     if not _has_long_lists(obj):
         if not ascii_only:
             try:
-                return orjson.dumps(obj)
+                # Copied into bytes of its own size: orjson's result keeps the buffer it was written
+                # in (4 KiB for a 70-byte chunk), and a stream holds some for its whole life (its
+                # backend body, its chunks' head): +6 KiB of memory per open stream, measured.
+                # The copy costs 0.3 us for a chunk, 0.5 us for a 25 KB body.
+                return memoryview(orjson.dumps(obj)).tobytes()
             except TypeError:  # what orjson does not write (see the top)
                 pass
             try:

@@ -110,3 +110,18 @@ def test_a_large_write_sizes_its_calls_to_what_the_elements_hold(monkeypatch):
     heavy = {"data": [[0.123456789] * 20_000 for _ in range(40)]}
     assert jsonio.dumps(heavy) == json.dumps(heavy, separators=(",", ":")).encode()
     assert max(sizes) <= 8  # each element alone is a long call: a few at a time at most
+
+
+def test_what_is_written_holds_no_more_memory_than_its_size():
+    """A stream keeps some written documents for its whole life (its backend body, its chunks'
+    head): orjson's own result would hold a 4 KiB buffer for a 70-byte chunk."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [jsonio.dumps({"model": "x", "messages": [{"role": "user", "content": f"hello {i}"}]}) for i in range(100)]
+        per_document = (tracemalloc.get_traced_memory()[0] - before) / len(kept)
+    finally:
+        tracemalloc.stop()
+    assert per_document < 2 * max(map(len, kept)) + 100, per_document
