@@ -23,7 +23,6 @@ every worker skips a backend whose probes fail, before any user's request to it 
 
 import fcntl
 import hashlib
-import json
 import logging
 import os
 import random
@@ -35,6 +34,7 @@ from urllib.parse import urlsplit
 from ..concurrency import start_daemon
 from ..config import SNAPSHOT_VARIABLE
 from ..errors import redact
+from ..json_files import read_object, write_atomically
 
 log = logging.getLogger("gateway")
 
@@ -163,7 +163,7 @@ class HealthChecks:
             self.verdicts[name] = verdict
             self._apply(name, verdict)
             if self._paths is not None:
-                _write(self._paths[1], {"prober": self.prober, "backends": self.verdicts})
+                write_atomically(self._paths[1], {"prober": self.prober, "backends": self.verdicts})
 
     def _look(self) -> None:
         """Applies the verdict file when it changed since the last look (or now and then anyway)."""
@@ -177,7 +177,7 @@ class HealthChecks:
         if seen == self._seen and now - self._read_at < READ_ANYWAY_EVERY:
             return
         self._seen, self._read_at = seen, now
-        data = _read(self._paths[1])
+        data = read_object(self._paths[1])
         self.prober = data.get("prober")
         for name, verdict in (data.get("backends") or {}).items():
             if name in self.probed and isinstance(verdict, dict) and verdict.get("state") in (OK, FAILING):
@@ -250,19 +250,3 @@ def _generation(probed: dict) -> str:
         text = repr(sorted((name, b.config.health_url, b.config.health_interval_seconds, b.config.health_timeout_seconds, b.config.healthy_after)
                            for name, b in probed.items()))
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-
-
-def _write(path: str, data: dict) -> None:
-    temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, separators=(",", ":"))
-    os.replace(temporary, path)
-
-
-def _read(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}

@@ -14,10 +14,10 @@ import bisect
 import contextlib
 import fcntl
 import glob
-import json
 import os
-import threading
 import time
+
+from ..json_files import read_object, write_atomically
 
 MINUTES = 60
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)  # + one for the rest
@@ -146,21 +146,12 @@ def _locked(folder: str, exclusive: bool):
 
 def _write(path: str, minutes: dict) -> None:
     oldest = int(time.time() // 60) - MINUTES
-    data = {backend: {str(m): c for m, c in per_minute.items() if m > oldest} for backend, per_minute in minutes.items()}
-    temporary = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, separators=(",", ":"))
-    os.replace(temporary, path)
+    write_atomically(path, {backend: {str(m): c for m, c in per_minute.items() if m > oldest} for backend, per_minute in minutes.items()})
 
 
 def _read(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
-        return {}  # gone meanwhile, or not ours to understand: nothing to add
-    if not isinstance(data, dict):
-        return {}
+    """A worker's file; {} when it is gone meanwhile, or not ours to understand: nothing to add."""
+    data = read_object(path)
     return {backend: {int(m): c for m, c in per_minute.items()} for backend, per_minute in data.items() if isinstance(per_minute, dict)}
 
 
