@@ -33,40 +33,36 @@ _DISMANTLE = 2048  # elements freed per C call by `dismantle`
 _STEP = 0.002  # seconds one C call of a piecewise write aims at: batches grow and shrink to it
 
 
-def dumps(obj, *, ascii_only: bool = False) -> bytes:
-    """Compact UTF-8 JSON (ASCII with escapes when `ascii_only`). A lone surrogate (legal as a JSON
-    escape, not as UTF-8) is sent escaped. A document whose top holds long lists is written in
-    pieces (see the top)."""
-    if not _has_long_lists(obj):
-        if not ascii_only:
-            try:
-                # Copied into bytes of its own size: orjson's result keeps the buffer it was written
-                # in (4 KiB for a 70-byte chunk), and a stream holds some for its whole life (its
-                # backend body, its chunks' head): +6 KiB of memory per open stream, measured.
-                # The copy costs 0.3 us for a chunk, 0.5 us for a 25 KB body.
-                return memoryview(orjson.dumps(obj)).tobytes()
-            except TypeError:  # what orjson does not write (see the top)
-                pass
-            try:
-                return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-            except UnicodeEncodeError:
-                pass
+def dumps(obj) -> bytes:
+    """Compact UTF-8 JSON. A document with a lone surrogate (legal as a JSON escape, not as UTF-8)
+    is written ASCII, with escapes. A document whose top holds long lists is written in pieces
+    (see the top)."""
+    if _has_long_lists(obj):
+        return b"".join(dumps_in_pieces(obj))
+    try:
+        # Copied into bytes of its own size: orjson's result keeps the buffer it was written in
+        # (4 KiB for a 70-byte chunk), and a stream holds some for its whole life (its backend
+        # body, its chunks' head): +6 KiB of memory per open stream, measured. The copy costs
+        # 0.3 us for a chunk, 0.5 us for a 25 KB body.
+        return memoryview(orjson.dumps(obj)).tobytes()
+    except TypeError:  # what orjson does not write (see the top)
+        pass
+    try:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
         return json.dumps(obj, separators=(",", ":")).encode("ascii")
-    return b"".join(dumps_in_pieces(obj, ascii_only=ascii_only))
 
 
-def dumps_in_pieces(obj, *, ascii_only: bool = False) -> list:
+def dumps_in_pieces(obj) -> list:
     """What `dumps` writes, as a list of byte strings of about _PIECE bytes each: a large answer
     goes to the client piece by piece, never copied into one buffer (a copy of tens of megabytes
     is one long C call too)."""
     if not _has_long_lists(obj):
-        return [dumps(obj, ascii_only=ascii_only)]
-    if not ascii_only:
-        try:
-            return _coalesced(piece.encode("utf-8") for piece in _pieces(obj, ensure_ascii=False, top=True))
-        except UnicodeEncodeError:
-            pass
-    return _coalesced(piece.encode("ascii") for piece in _pieces(obj, ensure_ascii=True, top=True))
+        return [dumps(obj)]
+    try:
+        return _coalesced(piece.encode("utf-8") for piece in _pieces(obj, ensure_ascii=False, top=True))
+    except UnicodeEncodeError:
+        return _coalesced(piece.encode("ascii") for piece in _pieces(obj, ensure_ascii=True, top=True))
 
 
 def _coalesced(pieces) -> list:

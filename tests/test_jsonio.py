@@ -40,11 +40,14 @@ def test_reading_in_pieces_gives_what_json_gives(always_in_pieces, document, spa
 
 
 @fixed_setup
-@given(document=tops, ascii_only=st.booleans())
-def test_writing_in_pieces_gives_what_json_gives(always_in_pieces, document, ascii_only):
-    expected = json.dumps(document, separators=(",", ":"), ensure_ascii=ascii_only)
-    assert jsonio.dumps(document, ascii_only=ascii_only) == expected.encode("utf-8")
-    assert b"".join(jsonio.dumps_in_pieces(document, ascii_only=ascii_only)) == expected.encode("utf-8")
+@given(document=tops)
+def test_writing_in_pieces_gives_what_json_gives(always_in_pieces, document):
+    try:
+        expected = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: the whole document goes ASCII, with escapes
+        expected = json.dumps(document, separators=(",", ":")).encode("ascii")
+    assert jsonio.dumps(document) == expected
+    assert b"".join(jsonio.dumps_in_pieces(document)) == expected
 
 
 @fixed_setup
