@@ -6,6 +6,7 @@ The config check and the start-up messages below import only gateway.config and
 gateway.startup, which are kept free of those imports.
 """
 
+import contextlib
 import glob
 import os
 import shutil
@@ -223,7 +224,10 @@ def child_exit(server, worker):
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if path:
         for live in glob.glob(os.path.join(path, f"gauge_live*_{worker.pid}.db")):
-            os.remove(live)
+            # A worker reading the metrics may have folded the dead worker's files already: an
+            # exception here would end gunicorn's main loop, and the whole gateway with it.
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(live)
 
 
 def on_exit(server):

@@ -11,9 +11,12 @@
 import glob
 import json
 import os
+import runpy
 import signal
 import subprocess
 import sys
+import types
+from pathlib import Path
 
 import pytest
 import requests
@@ -23,6 +26,8 @@ from tests.backends import TestBackend, closed_port, reopen_closed_port, wait_un
 from tests.configs import backend, gateway_toml, model
 from tests.gunicorn_server import GatewayServer
 from tests.test_observability import OUTPUT, browser, chromium  # noqa: F401 - browser is a fixture
+
+ROOT = Path(__file__).resolve().parent.parent
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -75,6 +80,21 @@ def test_an_unreadable_metrics_file_is_skipped_never_failing_a_page_or_readiness
     assert len({line.split("skipped ")[1].split(",")[0] for line in skipped}) == 2  # each file named...
     assert len(skipped) <= 4  # ...once per worker that met it, not once per scrape
     assert metric_total(server, "llm_gateway_metrics_files_skipped_total") == len(skipped)
+
+
+def test_a_live_gauge_a_reader_already_folded_does_not_stop_gunicorn(tmp_path, monkeypatch):
+    """The master's child_exit removes a dead worker's live gauges; a worker answering /metrics or
+    a page may have folded them away first. The FileNotFoundError used to end gunicorn's main loop,
+    and the whole gateway with it (seen in the suite: a worker killed while the other read)."""
+    hooks = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    (tmp_path / "gauge_livesum_4242.db").touch()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+
+    def already_folded(path):
+        raise FileNotFoundError(2, "No such file or directory", path)
+
+    monkeypatch.setattr(os, "remove", already_folded)
+    hooks["child_exit"](None, types.SimpleNamespace(pid=4242))  # raised before
 
 
 def kinds_and_pids(folder) -> dict:
