@@ -14,6 +14,7 @@ import contextvars
 import gc
 import os
 import queue
+import sys
 import threading
 
 import gevent
@@ -39,9 +40,15 @@ def run_if_large(size: int, function, *args):
     Meanwhile the cyclic garbage collector waits: half a million parsed objects would make each of
     its full passes (which hold the GIL throughout) take hundreds of milliseconds, several times
     over. What the work made is then frozen out of its sight (JSON data holds no cycles) until the
-    request ends (`request_ends`)."""
+    request ends (`request_ends`).
+
+    And the GIL changes hands every 0.5 ms instead of 5: the event loop gives it up at each system
+    call (every read and write of every stream) and then waits for the pool's thread to let go of
+    it, up to a switch interval each time; at 5 ms those waits added up to 80-100 ms gaps in the
+    worker's other streams while a 33 MB embeddings answer was parsed, at 0.5 ms to 20 ms
+    (measured with gevent's monitor thread and streams relayed beside their direct twins)."""
     if size > LARGE_BYTES and cooperative():
-        _gc_pause(+1)
+        _large_work(+1)
         try:
             # The outcome comes back as a value: an exception raised in the pool would be printed
             # with its traceback by gevent's hub, and a client's bad body must not flood the log.
@@ -49,7 +56,7 @@ def run_if_large(size: int, function, *args):
             if not failed:
                 _freeze_until_the_request_ends()
         finally:
-            _gc_pause(-1)
+            _large_work(-1)
         if failed:
             raise outcome
         return outcome
@@ -59,17 +66,23 @@ def run_if_large(size: int, function, *args):
 # --- the garbage collector and large documents (gevent: only the hub's greenlets touch these) ---
 
 _AT_REQUEST_END = contextvars.ContextVar("llm_gateway_at_request_end")
-_gc_pauses = 0  # run_if_large calls running now
+_large_works = 0  # run_if_large calls working in the pool now
+_switch_interval = 0.005  # the interpreter's own, restored when the last one ends
+_LARGE_WORK_SWITCH_INTERVAL = 0.0005
 _freezes = 0  # requests whose large documents are frozen out of the collector's sight
 
 
-def _gc_pause(change: int) -> None:
-    global _gc_pauses
-    _gc_pauses += change
-    if _gc_pauses == change == 1:
+def _large_work(change: int) -> None:
+    """While any large document is worked on in the pool: no collector passes, a short switch interval."""
+    global _large_works, _switch_interval
+    _large_works += change
+    if _large_works == change == 1:
         gc.disable()
-    elif _gc_pauses == 0:
+        _switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(_LARGE_WORK_SWITCH_INTERVAL)
+    elif _large_works == 0:
         gc.enable()
+        sys.setswitchinterval(_switch_interval)
 
 
 def _freeze_until_the_request_ends() -> None:
