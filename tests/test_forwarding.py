@@ -32,6 +32,16 @@ def test_four_turn_conversation_arrives_whole_and_in_order(app_client, corp_back
     assert response.get_json()["choices"][0]["message"]["content"] == "echo 5: Which is bigger?"
 
 
+def test_the_backend_gets_utf8_json_and_a_lone_surrogate_escaped(app_client, corp_backend):
+    korean = "대화 내용을 요약해 주세요"
+    assert post(app_client, {"model": "corp-plain", "messages": [{"role": "user", "content": korean}]}).status_code == 200
+    assert korean.encode("utf-8") in corp_backend.last.raw  # UTF-8 bytes, as the openai SDK sends, not \\u escapes
+    assert corp_backend.last.body["messages"][-1]["content"] == korean
+    lone = "a\ud800b"  # legal as a JSON escape, not as UTF-8: that body goes in ASCII, escaped
+    assert post(app_client, {"model": "corp-plain", "messages": [{"role": "user", "content": lone}]}).status_code == 200
+    assert b'"a\\ud800b"' in corp_backend.last.raw and corp_backend.last.raw.isascii()
+
+
 def test_the_model_the_user_picked_is_the_one_called(app_client, openai_backend):
     assert post(app_client, {"model": "gpt-stream", "messages": FOUR_TURNS}).status_code == 200
     assert openai_backend.last.body["model"] == "upstream-stream-model"
