@@ -68,16 +68,19 @@ def test_an_unreadable_metrics_file_is_skipped_never_failing_a_page_or_readiness
     server, folder = metrics_server
     assert chat(server).status_code == 200
     before = metric_total(server, "llm_gateway_requests_total")
-    # Empty, as a worker killed between creating and sizing its file leaves it: one of a live
-    # process (this test's), one of a dead one.
-    (folder / f"counter_{os.getpid()}.db").touch()
-    (folder / f"histogram_{a_dead_pid()}.db").touch()
+    # Empty, as a worker killed between creating and sizing its file leaves it (a dead pid); torn
+    # (a live one's file that is not a metrics file at all); and empty with a live pid, as a
+    # worker's file is for a few microseconds while it sizes it: nothing in it yet, no warning.
+    dead, torn, being_created = f"histogram_{a_dead_pid()}.db", f"gauge_all_{os.getpid()}.db", f"counter_{os.getppid()}.db"
+    (folder / dead).touch()
+    (folder / torn).write_bytes(b"\x01\x02\x03")
+    (folder / being_created).touch()
     for _ in range(3):
         for path in ("/readyz", "/status.json", "/metrics", "/"):
             assert requests.get(server.url + path, timeout=10).status_code == 200, path
     assert metric_total(server, "llm_gateway_requests_total") == before  # every readable file still counted
     skipped = [line for line in server.log().splitlines() if "metrics: skipped" in line]
-    assert len({line.split("skipped ")[1].split(",")[0] for line in skipped}) == 2  # each file named...
+    assert {line.split("skipped ")[1].split(",")[0] for line in skipped} == {dead, torn}  # each file named...
     assert len(skipped) <= 4  # ...once per worker that met it, not once per scrape
     assert metric_total(server, "llm_gateway_metrics_files_skipped_total") == len(skipped)
 

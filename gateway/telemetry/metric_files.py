@@ -58,6 +58,16 @@ def _locked(folder: str, exclusive: bool):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _being_created(path: str) -> bool:
+    """An empty file of a live worker: it is sizing it right now (a few microseconds after
+    creating it), and there is nothing in it to report yet. Not worth a warning; an empty file
+    whose worker died is (it stays empty, and is folded away as the dead worker's)."""
+    try:
+        return os.path.getsize(path) == 0 and _alive(_pid_of(path))
+    except OSError:
+        return False
+
+
 def _skipped(path: str, reason: str, on_skip) -> None:
     if path in _noticed:
         return
@@ -84,7 +94,8 @@ class SafeMultiProcessCollector:
                 except FileNotFoundError:
                     continue  # a live gauge removed as its worker died, between the glob and now
                 except Exception as exc:  # noqa: BLE001 - empty or torn: whatever it is, skip it
-                    _skipped(path, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, self._on_skip)
+                    if not _being_created(path):
+                        _skipped(path, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, self._on_skip)
                     continue
                 for name, metric in found.items():
                     if name in metrics:
