@@ -13,6 +13,7 @@ A test changes what the backend answers with `respond_with(behavior)`; a behavio
 
 import http.server
 import json
+import os
 import select
 import socket
 import sys
@@ -345,6 +346,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def not_installed(problem: str):
+    """A real engine a test needs is missing: in CI (.ci/run installs every one) the test fails,
+    elsewhere it is skipped. `problem` says what is missing and how to install it."""
+    import pytest  # here only: bench/ imports this module where pytest may not be installed
+
+    if os.environ.get("CI"):
+        pytest.fail(problem)
+    pytest.skip(problem)
 
 
 def wait_until(condition, timeout=10.0, interval=0.01, message="condition"):

@@ -2,7 +2,7 @@
 `location /` blocks (whose `include snippets/llm-gateway-proxy.conf` reads the shipped snippet
 itself), with only the upstream's address and the listening socket (plain HTTP on a loopback
 port instead of TLS on 443) the test's own. `make soak` (bench/soak.py) runs the same site in
-front of two instances: it imports this module without pytest, which only `require` needs."""
+front of two instances: it imports this module without pytest (`require` imports it when a tool is missing)."""
 
 import os
 import re
@@ -11,7 +11,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from tests.backends import free_port, wait_until
+from tests.backends import free_port, not_installed, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -24,11 +24,7 @@ def require(tool, name, why):
     """The tool's path; outside CI a missing tool skips, in CI (.ci/run installs it) it fails."""
     if tool:
         return tool
-    import pytest  # here only: bench/soak.py imports this module where pytest may not be installed
-
-    if os.environ.get("CI"):
-        pytest.fail(f"{name} is not installed: .ci/run installs it ({why})")
-    pytest.skip(f"{name} is not installed ({why}); .ci/run installs it in CI")
+    not_installed(f"{name} is not installed ({why}); .ci/run installs it")
 
 
 # --- nginx ---------------------------------------------------------------------------------------

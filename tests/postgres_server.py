@@ -17,10 +17,7 @@ import subprocess
 import tempfile
 import time
 
-import pytest
-
-from tests.redis_server import free_port
-
+from tests.backends import free_port, not_installed
 from tests.conftest import PG_PASSWORD as PASSWORD  # a secret: it must never leave the gateway (test_secrets.py)
 
 
@@ -33,9 +30,7 @@ def postgres_bin() -> str | None:
 def require_postgres() -> str:
     binaries = postgres_bin()
     if binaries is None:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not installed (apt-get install postgresql; .ci/run does)")
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+        not_installed("PostgreSQL is not installed (apt-get install postgresql; .ci/run does)")
     return binaries
 
 

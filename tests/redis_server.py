@@ -12,19 +12,16 @@ import signal
 import subprocess
 import time
 
-import pytest
 import redis
 
-from tests.backends import free_port
+from tests.backends import free_port, not_installed
 
 REDIS_SERVER = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)
 
 
 def require_redis_server() -> str:
     if REDIS_SERVER is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is not installed (apt-get install redis-server; .ci/run does)")
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+        not_installed("redis-server is not installed (apt-get install redis-server; .ci/run does)")
     return REDIS_SERVER
 
 

@@ -18,7 +18,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.backends import chunk_json, completion_json, wait_until
+from tests.backends import chunk_json, completion_json, not_installed, wait_until
 from tests.configs import backend, gateway_toml, model
 from tests.conftest import NO_BREAKER, TICKET
 from tests.gunicorn_server import ROOT, GatewayServer
@@ -211,9 +211,7 @@ def chromium(*args, cwd=None):
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed: .ci/run installs Debian's chromium package")
-        pytest.skip("chromium is not installed (apt-get install chromium); CI installs it")
+        not_installed("chromium is not installed (apt-get install chromium; .ci/run does)")
     OUTPUT.mkdir(exist_ok=True)
     return CHROMIUM
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.backends import tool_round_trip
+from tests.backends import not_installed, tool_round_trip
 from tests.conftest import INBOUND_KEY, TICKET
 from tests.gunicorn_server import ROOT, GatewayServer
 from tests.responses_helpers import responses_config
@@ -35,9 +35,7 @@ def require_codex() -> Path:
     elif not CODEX.exists():
         problem = "the Codex CLI is not installed: npm install --prefix .tools --no-save @openai/codex@0.169.0 (.ci/run does)"
     if problem:
-        if os.environ.get("CI"):
-            pytest.fail(problem)
-        pytest.skip(problem)
+        not_installed(problem)
     return CODEX
 
 

@@ -7,28 +7,20 @@ backend call, take a slot, then answer with one JSON completion or a stream.
 from flask import Blueprint, g
 
 from ..chat.request_schema import validate_chat_request
-from ..concurrency import run_if_large
 from ..upstream.call import build_call
 from ..errors import ModelNotFound
 from .access import caller, require_api_key
-from .request_body import parse_json, read_body
+from .request_body import read_request
 from .responses import answered_by, json_response, nobody_reads, registry, sse_response, started_stream, whole_answer
 from .routing import attempts_for
 
 bp = Blueprint("api", __name__)
 bp.before_request(require_api_key)
 
-def parse_chat_request(raw: bytes) -> dict:
-    return validate_chat_request(parse_json(raw))
-
-
 @bp.post("/chat/completions")
 def chat_completions():
     record = g.record
-    record.counted = True
-    record.endpoint = "chat"
-    raw = read_body(registry().settings)
-    chat = run_if_large(len(raw), parse_chat_request, raw)
+    raw, chat = read_request(record, registry().settings, "chat", validate_chat_request)
     record.stream = bool(chat.get("stream"))
     attempts = attempts_for(chat, len(raw), "chat", build_call)
 

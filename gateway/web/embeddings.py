@@ -8,12 +8,11 @@ errors, the access log and the metrics are the chat path's own.
 
 from flask import Blueprint, g
 
-from ..concurrency import run_if_large
 from ..embeddings.answers import answer_size
 from ..embeddings.request_schema import validate_embeddings_request
 from ..upstream.embeddings import build_embeddings_call
 from .access import require_api_key
-from .request_body import parse_json, read_body
+from .request_body import read_request
 from .responses import answered_by, json_response, registry
 from .routing import attempts_for
 
@@ -21,18 +20,11 @@ bp = Blueprint("embeddings", __name__)
 bp.before_request(require_api_key)
 
 
-def parse_embeddings_request(raw: bytes) -> dict:
-    return validate_embeddings_request(parse_json(raw))
-
-
 @bp.post("/embeddings")
 def embeddings():
-    models, record = registry(), g.record
-    record.counted = True  # in the metrics like a chat request (the `endpoint` label tells them apart)
-    record.endpoint = "embeddings"
+    record = g.record
     record.stream = False
-    raw = read_body(models.settings)
-    body = run_if_large(len(raw), parse_embeddings_request, raw)
+    raw, body = read_request(record, registry().settings, "embeddings", validate_embeddings_request)
     attempts = attempts_for(body, len(raw), "embeddings", build_embeddings_call)
     answer = attempts.complete(method="embed")  # failures name the backend that answered (error_handlers)
     record.note_usage(answer.get("usage"))

@@ -21,7 +21,7 @@ from ..responses.to_chat import chat_request, input_items
 from ..upstream.call import build_call
 from ..upstream.identity import who_is_asking
 from .access import require_api_key
-from .request_body import parse_json, read_body
+from .request_body import read_request
 from .responses import answered_by, json_response, nobody_reads, registry, sse_response, started_stream, whole_answer
 from .routing import attempts_for
 
@@ -34,17 +34,10 @@ def init_app(app: Flask, config) -> None:
     app.extensions["response_store"] = open_store(config.gateway, app.extensions["limits"].store)
 
 
-def parse_responses_request(raw: bytes) -> dict:
-    return validate_responses_request(parse_json(raw))
-
-
 @bp.post("/responses")
 def create_response():
     record = g.record
-    record.counted = True
-    record.endpoint = "responses"
-    raw = read_body(registry().settings)
-    body = run_if_large(len(raw), parse_responses_request, raw)
+    raw, body = read_request(record, registry().settings, "responses", validate_responses_request)
     record.stream = bool(body.get("stream"))
     record.unknown_fields, record.ignored_fields = unknown_fields(body), ignored_fields(body)
     registry().model(body["model"])  # an unknown model is a 404 before any stored history is looked up
