@@ -83,6 +83,10 @@ def pytest_xdist_make_scheduler(config, log):
     return xdist_groups.make_scheduler(config, log)
 
 
+def pytest_runtest_logreport(report):
+    xdist_groups.record(report)
+
+
 @pytest.hookimpl(trylast=True)  # after -k and -m deselected theirs
 def pytest_collection_modifyitems(config, items):
     xdist_groups.write_groups(config, items)
@@ -94,7 +98,7 @@ def pytest_sessionfinish(session):
     ends only then) and every fixture was torn down, so each gateway has stopped and its log is whole."""
     if not secret_scan.is_controller(session.config):
         return
-    xdist_groups.finish()
+    xdist_groups.finish(session.config)
     problems, logs = secret_scan.scan(SECRETS)
     session.config.stash[SCAN_RESULT] = problems, logs
     secret_scan.finish()

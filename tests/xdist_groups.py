@@ -9,6 +9,11 @@ pytest-xdist 3.8 tells its controller a test's group by renaming the test (`node
 pytest 9 no longer lets it do (the rename is lost, and every test is scheduled alone). So each
 worker writes the groups it collected into a folder the controller made, and the controller's
 scheduler reads them when it cuts the tests into units of work.
+
+The units are handed out longest first, by what each test took in the last run that ran it (kept
+in pytest's cache folder): xdist's own order, most tests first, left the slowest single tests
+(a gateway under load, ~8 s each) to the end, where one worker ran them while the others idled.
+Without a cache (a fresh clone), xdist's order stands.
 """
 
 import json
@@ -19,18 +24,21 @@ from pathlib import Path
 
 WORKER_INPUT_KEY = "xdist_groups_folder"
 SERVER_SCOPES = ("module", "class", "package")
+SECONDS_KEY = "llm-gateway/test-seconds"  # in pytest's cache: {nodeid: seconds of setup, call and teardown}
 
 _folder: Path | None = None
+_seconds: dict[str, float] | None = None  # this run's, in the controller of a --dist loadgroup run
 
 
 def start(config) -> None:
     """pytest_configure: the controller of a --dist loadgroup run makes the folder; a worker takes it."""
-    global _folder
+    global _folder, _seconds
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:
         _folder = Path(workerinput[WORKER_INPUT_KEY]) if WORKER_INPUT_KEY in workerinput else None
     elif config.getoption("dist", "no") == "loadgroup" and config.getoption("numprocesses", None):
         _folder = Path(tempfile.mkdtemp(prefix="pytest-xdist-groups-"))
+        _seconds = {}
 
 
 def tell_worker(node) -> None:
@@ -57,6 +65,12 @@ def write_groups(config, items) -> None:
         (_folder / f"{config.workerinput['workerid']}.json").write_text(json.dumps(groups), encoding="utf-8")
 
 
+def record(report) -> None:
+    """pytest_runtest_logreport, in the controller: each phase of each test, as workers report it."""
+    if _seconds is not None:
+        _seconds[report.nodeid] = _seconds.get(report.nodeid, 0.0) + report.duration
+
+
 def make_scheduler(config, log):
     """xdist's pytest_xdist_make_scheduler: for --dist loadgroup, a scheduler that knows the groups."""
     if _folder is None:
@@ -64,12 +78,27 @@ def make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
 
     folder = _folder
+    last_seconds = config.cache.get(SECONDS_KEY, {}) if config.cache is not None else {}
 
     class GroupScheduling(LoadScopeScheduling):
-        """xdist's scheduling by scope (a unit of work per scope, the largest units first), where
-        a test's scope is its group, or the test itself."""
+        """xdist's scheduling by scope (a unit of work per scope), where a test's scope is its
+        group, or the test itself; the units that took longest last time first."""
 
         groups = None
+        ordered = False
+
+        def _assign_work_unit(self, node):
+            if not self.ordered and last_seconds:  # the first assignment: the queue is whole
+                self.ordered = True
+                typical = sorted(last_seconds.values())[len(last_seconds) // 2]  # a test new since then
+
+                def expected_seconds(unit):
+                    return sum(last_seconds.get(nodeid, typical) for nodeid in unit[1])
+
+                ordered = sorted(self.workqueue.items(), key=expected_seconds, reverse=True)
+                self.workqueue.clear()
+                self.workqueue.update(ordered)
+            super()._assign_work_unit(node)
 
         def _split_scope(self, nodeid: str) -> str:
             if self.groups is None:  # first asked once every worker reported its collection
@@ -81,6 +110,9 @@ def make_scheduler(config, log):
     return GroupScheduling(config, log)
 
 
-def finish() -> None:
+def finish(config) -> None:
+    """In the controller, at the end: this run's times kept for the next (tests it did not run keep theirs)."""
+    if _seconds and config.cache is not None:
+        config.cache.set(SECONDS_KEY, {**config.cache.get(SECONDS_KEY, {}), **{k: round(v, 3) for k, v in _seconds.items()}})
     if _folder is not None and os.path.isdir(_folder):
         shutil.rmtree(_folder, ignore_errors=True)
