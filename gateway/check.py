@@ -171,7 +171,7 @@ def _tokens(value: int) -> str:
 def usage_settings(config: Config) -> list:
     """Where the ledger is kept, the named keys (names, models, budgets: never the key), the
     per-user budgets and their exceptions, and who may read /admin/usage."""
-    from .usage.storage import describe  # the worker's side (SQLAlchemy), never the master's
+    from .usage.storage import describe  # the worker's side, never the master's
 
     gateway, limits = config.gateway, config.limits
     lines = [f"ledger: {describe(gateway)}"]

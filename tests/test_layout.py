@@ -45,7 +45,7 @@ WALLS = [
     # The usage ledger's rules and database know no Flask and no HTTP; only usage/web.py is the Flask side.
     ("gateway.usage.ledger", ("flask", "requests", "gateway.web", "gateway.backends", "gateway.telemetry")),
     ("gateway.usage.storage", ("flask", "requests", "gateway.web", "gateway.backends", "gateway.telemetry")),
-    ("gateway.usage.budgets", ("flask", "requests", "sqlalchemy", "gateway.web", "gateway.backends")),
+    ("gateway.usage.budgets", ("flask", "requests", "sqlite3", "psycopg", "gateway.web", "gateway.backends")),
     ("gateway.usage.report", ("flask", "requests", "gateway.web", "gateway.backends")),
     ("gateway.web.admin", ("requests", "urllib3", "gateway.backends.http")),
 ]

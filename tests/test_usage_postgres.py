@@ -14,6 +14,7 @@ import json
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import pytest
 import requests
@@ -21,6 +22,7 @@ import requests
 from tests.backends import wait_until
 from tests.configs import backend, gateway_toml, model
 from tests.gunicorn_server import GatewayServer
+from gateway.usage.storage import Storage
 from tests.postgres_server import PASSWORD, PostgresServer
 
 ADMIN_KEY = "adm-key-0c7a5e3b19"
@@ -94,3 +96,27 @@ def test_two_instances_share_postgresql_through_an_outage_losing_no_count(postgr
         assert lines_with(instance, "cannot be used") == 1 and lines_with(instance, "works again") == 1
         assert PASSWORD not in log and "127.0.0.1:" + str(postgres.port) in log  # where, never the password
         assert not re.search(r"Traceback", log)
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_both_engines_add_report_and_total_alike(engine, request, tmp_path):
+    """The ledger's statements, run on each engine as written: the adding upsert, a batch written
+    twice counted once, totals, and a report in its order (largest total first, then by the group's
+    names)."""
+    url = request.getfixturevalue("postgres").url if engine == "postgresql" else None
+    storage = Storage(SimpleNamespace(database_url=url, data_dir=str(tmp_path)))
+    day = "2026-11-" + ("01" if engine == "sqlite" else "02")  # each its own rows, on a database the module shares
+    rows = [(day, "lee", "team", "m", "openai", 1, 3, 2, 5, 0, 0), (day, "kim", "team", "m", "openai", 1, 3, 2, 5, 0, 0),
+            (day, "ann", "", "m", "openai", 1, 0, 0, 0, 1, 1)]
+    assert storage.write(f"{engine}-{day}-1", rows, 1.0) is True
+    assert storage.write(f"{engine}-{day}-1", rows, 1.0) is False
+    assert storage.write(f"{engine}-{day}-2", [(day, "zed", "team", "m", "openai", 2, 6, 4, 10, 0, 0), rows[0]], 2.0) is True
+    by_user = storage.report(day, day, ("user",))
+    assert [(row["user"], row["total_tokens"], row["requests"]) for row in by_user] == [
+        ("lee", 10, 2), ("zed", 10, 2), ("kim", 5, 1), ("ann", 0, 1)]  # a tie: by name
+    assert storage.report(day, day, ()) == [{"requests": 6, "prompt_tokens": 15, "completion_tokens": 10, "total_tokens": 25,
+                                             "unknown_usage": 1, "errors": 1}]
+    totals = storage.totals((day, day[:7]))
+    assert totals[(day, "user:lee")] == totals[(day, "user:zed")] == 10 and totals[(day, "key:team")] == 25
+    assert (day, "user:ann") not in totals  # no tokens, no total
+    storage.close()

@@ -1,5 +1,5 @@
-"""The ledger's database: SQLite in `data_dir` (default) or PostgreSQL (`database_url`), through
-SQLAlchemy Core, so both speak the same statements and the same upsert.
+"""The ledger's database: SQLite in `data_dir` (default) or PostgreSQL (`database_url`), both
+spoken to in the same SQL statements and the same upsert (database.py).
 
 Tables (created, or migrated, the first time a worker starts; `usage_schema` holds the version):
 - `usage_ledger`: one row per (UTC day, user, key, model, backend): requests, prompt, completion
@@ -38,11 +38,11 @@ class StorageDown(Exception):
     """The database could not be used just now (down, locked, full): the caller keeps its batch."""
 
 
-def engine_url(settings) -> str:
-    """The SQLAlchemy URL: `database_url` with the psycopg driver named, else the SQLite file."""
+def connection_target(settings) -> str:
+    """`database_url` as libpq reads it (`postgresql+psycopg://`, SQLAlchemy's spelling that
+    earlier versions took, made plain), else `sqlite:///` and the SQLite file."""
     if settings.database_url:
-        scheme, rest = settings.database_url.split("://", 1)
-        return "postgresql+psycopg://" + rest if scheme in ("postgresql", "postgres") else settings.database_url
+        return "postgresql://" + settings.database_url.split("://", 1)[1]
     return "sqlite:///" + os.path.join(os.path.abspath(settings.data_dir), DATABASE_FILE)
 
 
@@ -57,7 +57,7 @@ def describe(settings) -> str:
 
 class Storage:
     def __init__(self, settings, secrets=()):
-        self.url = engine_url(settings)
+        self.url = connection_target(settings)
         self.where = describe(settings)
         self.sqlite = self.url.startswith("sqlite")
         self._secrets = secrets
@@ -117,8 +117,8 @@ class Storage:
         if self._database is None:
             from . import database
 
-            self._errors = database.ERRORS
             made = database.Database(self.url, self.where)
+            self._errors = made.errors
             made.prepare()
             self._database = made
         return getattr(self._database, method)(*args) if method else None
