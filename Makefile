@@ -20,8 +20,12 @@ $(VENV)/.runtime: requirements.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements.txt
 	touch $@
 
-$(VENV)/.test: requirements.txt requirements-test.txt | $(BIN)/python
+$(VENV)/.test: requirements.txt requirements-test.txt bench/requirements.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-test.txt
+	touch $@ $(VENV)/.runtime $(VENV)/.bench
+
+$(VENV)/.bench: requirements.txt bench/requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt -r bench/requirements.txt
 	touch $@ $(VENV)/.runtime
 
 run: $(VENV)/.runtime
@@ -38,7 +42,7 @@ test: $(VENV)/.test
 	$(BIN)/python -m compileall -q -x '/\.' app.py wsgi.py gunicorn.conf.py gateway bench tests > /dev/null
 	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup) --durations=10 $(PYTEST_ARGS)
 
-bench: $(VENV)/.runtime
+bench: $(VENV)/.bench
 	$(BIN)/python bench/run.py$(if $(filter-out 0,$(CHECK)), --check)
 
 soak: $(VENV)/.runtime

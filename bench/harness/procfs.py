@@ -32,8 +32,10 @@ def _busy_seconds() -> float:
 
 
 def _ours_seconds() -> float:
-    """CPU time of this process and every live descendant (the backend, gunicorn masters and workers)."""
-    total, todo = 0.0, [os.getpid()]
+    """CPU time of this process, every live descendant (the backend, gunicorn masters and workers)
+    and its children that ended and were waited for (the paced streams' client)."""
+    ended = os.times()
+    total, todo = ended.children_user + ended.children_system, [os.getpid()]
     while todo:
         pid = todo.pop()
         try:

@@ -16,8 +16,11 @@ FULL = {
     "capacity_streams": 1000,
     "pace_repeats": 3,
     "pace_events": 100,
-    "pace_start": 500,
-    "pace_max": 1000,
+    "pace_start": 1000,
+    "pace_max": 2000,
+    "pace_target": 1000,
+    "pace_compare": 1500,
+    "pace_client": "uvloop",  # streams opened by bench/harness/paced_client.py, a process of its own
     "affinity_chats": 6,  # 20-turn chats side by side, per strategy and repeat
 }
 QUICK = {
@@ -33,5 +36,7 @@ QUICK = {
     "pace_events": 20,
     "pace_start": 100,
     "pace_max": 200,
+    "pace_target": 100,
+    "pace_compare": 150,
     "affinity_chats": 3,
 }

@@ -24,11 +24,14 @@ bench/profile_worker.py drive their streams.
 
 import json
 import statistics
+import subprocess
+import sys
 import time
 
 import gevent
 
 from bench.harness.client import PLAIN, stamped_events
+from bench.harness.paths import ROOT
 from bench.harness.procfs import OtherLoad, cpu_seconds
 from bench.harness.stats import ms, percentile
 from bench.harness.table import row, spread, verdict_at_most
@@ -42,10 +45,11 @@ def run(rig) -> dict:
     return measure_relay(cfg, rig.direct, rig.gateway, rig.floor, rig.pids)
 
 
-def paced_run(relay, direct, model: str, streams: int, spread: float, twin_every: int, pid=None) -> dict:
+def paced_run(relay, direct, model: str, streams: int, spread: float, twin_every: int, pid=None, client="gevent") -> dict:
     """`streams` streams through `relay`, starts spread evenly over `spread` seconds; every
     `twin_every`-th has a direct twin with the same x_start. Per-event added delays of the twins;
-    with the relay worker's `pid`, its CPU per 1,000 relayed events (their requests included)."""
+    with the relay worker's `pid`, its CPU per 1,000 relayed events (their requests included).
+    `client`: "gevent", this process's; "uvloop", a process of its own (bench/harness/paced_client.py)."""
     pairs, failures, relayed_events = [], [], [0]
     others = OtherLoad()
     cpu_before = cpu_seconds(pid) if pid else 0.0
@@ -71,7 +75,16 @@ def paced_run(relay, direct, model: str, streams: int, spread: float, twin_every
             pairs.append((relay_job.value[0], jobs[direct.name].value[0]))
 
     began = time.monotonic_ns()
-    gevent.joinall([gevent.spawn(one, k) for k in range(streams)])
+    if client == "uvloop":
+        for stream in in_own_process(relay, direct, model, streams, spread, twin_every):
+            failures.extend(stream.get("failures", ()))
+            if "relay" in stream:
+                relayed_events[0] += len(stream["relay"]["events"])
+                relayed_done[0] += stream["relay"]["done"]
+                if "direct" in stream:
+                    pairs.append((stream["relay"]["events"], stream["direct"]["events"]))
+    else:
+        gevent.joinall([gevent.spawn(one, k) for k in range(streams)])
     cpu = cpu_seconds(pid) - cpu_before if pid else None
     other_cores = others.cores()
     added, direct_delay, relay_delay, first = [], [], [], []
@@ -103,6 +116,17 @@ def paced_run(relay, direct, model: str, streams: int, spread: float, twin_every
         "cpu_ms_per_1000_events": ms(cpu) / (relayed_events[0] / 1000) if pid and relayed_events[0] else None,
         "other_processes_cores": round(other_cores, 2),
     }
+
+
+def in_own_process(relay, direct, model: str, streams: int, spread: float, twin_every: int) -> list:
+    """paced_run's streams opened by bench/harness/paced_client.py: what it saw of each stream."""
+    job = {"relay": ["127.0.0.1", relay.port, relay.stream_path], "direct": ["127.0.0.1", direct.port, direct.stream_path],
+           "body": {**PLAIN, "model": model, "stream": True}, "streams": streams, "spread": spread, "twin_every": twin_every}
+    done = subprocess.run([sys.executable, "-m", "bench.harness.paced_client", json.dumps(job)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=spread + 600)
+    if done.returncode != 0:
+        raise SystemExit(f"the paced client failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout)["streams"]
 
 
 def relay_cpu(target, pid: int, streams: int) -> float:
