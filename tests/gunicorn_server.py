@@ -5,6 +5,7 @@ free port. Everything the server writes to stderr is kept in a file, for asserti
 for the suite's secrets at the end of the run (tests/secret_scan.py).
 """
 
+import json
 import os
 import signal
 import socket
@@ -79,6 +80,16 @@ class GatewayServer:
     def log(self) -> str:
         self._log.flush()
         return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def access_lines(self) -> list:
+        """The access log's lines (JSON objects) the gateway has written whole: the line being
+        written at this moment is not one yet (read half-written, it is not JSON)."""
+        text = self.log()
+        return [json.loads(line) for line in text[:text.rfind("\n") + 1].splitlines() if line.startswith("{")]
+
+    def access_line(self, request_id: str) -> dict | None:
+        """The access-log line of the request with this X-Request-Id, once it is written."""
+        return next((line for line in self.access_lines() if line.get("request_id") == request_id), None)
 
     def stop(self, sig=signal.SIGTERM, timeout=60.0):
         if self.process.poll() is None:

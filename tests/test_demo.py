@@ -1,10 +1,10 @@
 """With no config at all, the built-in demo model answers through the same pipeline."""
 
-import openai
 import pytest
 import requests
 
 from tests.gunicorn_server import GatewayServer
+from tests.sdk import openai  # the SDK itself is imported at first use
 
 
 @pytest.fixture(scope="module")

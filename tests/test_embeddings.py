@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 
-import openai
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -26,6 +25,7 @@ from tests.backends import closed_port, embedding_of, embeddings_json, wait_unti
 from tests.configs import backend, gateway_toml, model
 from tests.conftest import NO_BREAKER, TICKET, SecretWatchingClient
 from tests.gunicorn_server import GatewayServer
+from tests.sdk import openai  # the SDK itself is imported at first use
 
 CHUNKS = ["Die Hauptstadt von Frankreich ist Paris.", "회의록: 3분기 매출 보고"]
 NOWHERE_PORT = closed_port()
@@ -337,13 +337,6 @@ def test_the_sdk_sees_a_kind_mismatch_as_a_bad_request(sdk):
     assert "is an embeddings model" in caught.value.message
 
 
-def access_line(server, request_id):
-    for line in server.log().splitlines():
-        if line.startswith("{") and json.loads(line).get("request_id") == request_id:
-            return json.loads(line)
-    return None
-
-
 def test_access_log_and_metrics_count_embeddings_like_chat(embed_server, corp_backend):
     def requests_total(model, status):
         text = requests.get(embed_server.url + "/metrics", timeout=10).text
@@ -356,7 +349,7 @@ def test_access_log_and_metrics_count_embeddings_like_chat(embed_server, corp_ba
     before = requests_total("bge-m3", "200")
     response = requests.post(embed_server.url + "/v1/embeddings", json={"model": "bge-m3", "input": ["a", "b"]}, timeout=30)
     assert response.status_code == 200
-    line = wait_until(lambda: access_line(embed_server, response.headers["X-Request-Id"]), message="the access-log line")
+    line = wait_until(lambda: embed_server.access_line(response.headers["X-Request-Id"]), message="the access-log line")
     assert line["path"] == "/v1/embeddings" and line["model"] == "bge-m3" and line["backend"] == "corp"
     assert line["status"] == 200 and line["outcome"] == "completed" and line["stream"] is False
     assert line["prompt_tokens"] == 4 and line["total_tokens"] == 4
@@ -365,7 +358,7 @@ def test_access_log_and_metrics_count_embeddings_like_chat(embed_server, corp_ba
     corp_backend.respond_with(lambda ex: ex.send_json(503, {"error": {"message": "down"}}))
     failed = requests.post(embed_server.url + "/v1/embeddings", json={"model": "bge-m3", "input": "x"}, timeout=30)
     assert failed.status_code == 502
-    line = wait_until(lambda: access_line(embed_server, failed.headers["X-Request-Id"]), message="the failure's access-log line")
+    line = wait_until(lambda: embed_server.access_line(failed.headers["X-Request-Id"]), message="the failure's access-log line")
     assert line["outcome"] == "backend_error" and line["error"] == "5xx"
 
 

@@ -1,7 +1,6 @@
 """Failover: a model served by several backends, tried in order until the first content event,
 with a circuit breaker per backend. Real loopback backends; the gateway under real gunicorn."""
 
-import json
 import time
 
 import pytest
@@ -75,17 +74,13 @@ def answer_text(response, stream):
     return response.json()["choices"][0]["message"]["content"]
 
 
-def access_line(server, request_id):
-    return next((json.loads(line) for line in server.log().splitlines() if line.startswith("{") and request_id in line), None)
-
-
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_refused_backend_passes_the_request_to_the_next(failover, dr, stream):
     response = chat(failover, "dead-first", stream)
     assert response.status_code == 200
     assert answer_text(response, stream) == "echo 1: hi"
     assert response.headers["X-Gateway-Backend"] == "dr"
-    line = wait_until(lambda: access_line(failover, response.headers["X-Request-Id"]), message="the access-log line")
+    line = wait_until(lambda: failover.access_line(response.headers["X-Request-Id"]), message="the access-log line")
     assert line["backend"] == "dr" and line["attempts"] == [{"backend": "down", "result": "refused"}, {"backend": "dr", "result": "ok"}]
 
 
@@ -247,7 +242,7 @@ def test_every_backend_failing_after_a_keepalive_is_an_error_event_naming_each(f
 
 def test_every_backend_failing_is_logged_as_a_backend_error(failover):
     response = chat(failover, "all-down")
-    line = wait_until(lambda: access_line(failover, response.headers["X-Request-Id"]), message="the access-log line")
+    line = wait_until(lambda: failover.access_line(response.headers["X-Request-Id"]), message="the access-log line")
     assert line["outcome"] == "backend_error" and line["status"] == 502
     assert [a["result"] for a in line["attempts"]] == ["refused", "refused"]
 

@@ -192,20 +192,13 @@ def test_a_token_far_in_the_future_is_still_refused(guarded_app):
 # --- 11. usage is recorded whenever the backend reported it -------------------------------------------
 
 
-def access_line(server, request_id: str):
-    for line in server.log().splitlines():
-        if line.startswith("{") and f'"request_id":"{request_id}"' in line:
-            return json.loads(line)
-    return None
-
-
 def test_usage_of_a_built_stream_is_logged_without_include_usage(gateway):
     from tests.backends import wait_until
 
     response = requests.post(gateway.url + "/v1/chat/completions", json={"model": "corp-plain", "stream": True, "messages": MESSAGES}, timeout=30)
     assert response.status_code == 200 and '"usage"' not in response.text  # not asked for: not sent
     request_id = response.headers["X-Request-Id"]
-    line = wait_until(lambda: access_line(gateway, request_id), message="the request's access-log line")
+    line = wait_until(lambda: gateway.access_line(request_id), message="the request's access-log line")
     assert line["total_tokens"] == 10 and line["prompt_tokens"] == 7
 
 

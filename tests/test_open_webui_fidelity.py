@@ -11,7 +11,6 @@ import json
 import time
 
 import jwt
-import openai
 import pytest
 import requests
 
@@ -20,6 +19,7 @@ from tests.backends import chunk_json, completion_json
 from tests.configs import backend, gateway_toml, model
 from tests.conftest import FIXTURES, TICKET, fixture_body
 from tests.gunicorn_server import GatewayServer
+from tests.sdk import openai  # the SDK itself is imported at first use
 from tests.sse_client import content_of, data_payloads, read_events
 
 JWT_SECRET = "owui-jwt-secret-for-tests-0123456789"

@@ -61,10 +61,6 @@ def backend_status(server, name) -> dict:
     return next(b for b in status(server)["backends"] if b["name"] == name)
 
 
-def access_line(server, request_id):
-    return next((json.loads(line) for line in server.log().splitlines() if line.startswith("{") and request_id in line), None)
-
-
 @pytest.fixture(scope="module")
 def replicas():
     """Three loopback backends standing for three GPU replicas of one model."""
@@ -174,7 +170,7 @@ def test_affinity_keeps_20_turns_of_a_chat_on_one_backend(routed):
     assert len(by_chat_id) == len(by_user) == len(by_start) == 1
 
     response = chat(routed, "sticky", chat_id="chat-secret-id-123")
-    line = wait_until(lambda: access_line(routed, response.headers["X-Request-Id"]), message="the access-log line")
+    line = wait_until(lambda: routed.access_line(response.headers["X-Request-Id"]), message="the access-log line")
     assert (line["route"], line["affinity_key"], line["order"][0]) == ("affinity", "chat", response.headers["X-Gateway-Backend"])
     assert sorted(line["order"]) == ["gpu1", "gpu2", "gpu3"] and "chat-secret-id-123" not in json.dumps(line)
 

@@ -10,7 +10,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import openai
 import pytest
 import requests
 
@@ -19,6 +18,7 @@ from tests.configs import backend, gateway_toml, model
 from tests.conftest import HEARTBEAT as MAIN_HEARTBEAT
 from tests.conftest import INBOUND_KEY, TICKET
 from tests.gunicorn_server import GatewayServer
+from tests.sdk import openai  # the SDK itself is imported at first use
 from tests.sse_client import content_of, data_payloads, iter_events, read_events
 
 HEARTBEAT = 0.5
@@ -405,19 +405,11 @@ def test_other_origins_get_no_allow_origin(hardened):
 # --- the access log ------------------------------------------------------------------------------------------
 
 
-def access_lines(gateway):
-    lines = []
-    for line in gateway.log().splitlines():
-        if line.startswith("{"):
-            lines.append(json.loads(line))
-    return lines
-
-
 def test_access_log_has_one_line_per_request_without_content(hardened):
     with chat(hardened, "relay") as response:
         request_id = response.headers["X-Request-Id"]
         read_events(response)
-    line = wait_until(lambda: next((l for l in access_lines(hardened) if l["request_id"] == request_id), None))
+    line = wait_until(lambda: hardened.access_line(request_id))
     assert line["model"] == "relay" and line["backend"] == "openai" and line["status"] == 200 and line["stream"] is True
     assert line["outcome"] == "completed" and line["duration_ms"] >= line["ttfb_ms"] >= 0
     assert "hi" not in json.dumps({k: v for k, v in line.items() if k != "request_id"})
@@ -433,7 +425,7 @@ def test_access_log_tells_how_a_request_ended(hardened, openai_backend, corp_bac
     ids = {quick.headers["X-Request-Id"]: "timeout", gone_id: "client_gone"}
 
     def outcomes():
-        found = {l["request_id"]: l["outcome"] for l in access_lines(hardened) if l["request_id"] in ids}
+        found = {l["request_id"]: l["outcome"] for l in hardened.access_lines() if l["request_id"] in ids}
         return found if len(found) == 2 else None
 
     assert wait_until(outcomes, message="both access-log lines") == ids

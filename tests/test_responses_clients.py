@@ -10,15 +10,14 @@ import signal
 import threading
 import time
 
-import openai
 import pytest
 import requests
-from pydantic import BaseModel
 
 from tests.backends import answers, drops_mid_stream, first_event_then_hold, model_turn, tool_round_trip, wait_until
 from tests.conftest import INBOUND_KEY, TICKET
 from tests.gunicorn_server import GatewayServer
 from tests.responses_helpers import check_framing, parse_events, responses_config
+from tests.sdk import openai  # the SDK itself is imported at first use
 
 HEADERS = {"Authorization": f"Bearer {INBOUND_KEY}"}
 
@@ -41,8 +40,7 @@ def sdk(two_workers):
 
 
 def access_line(server, request_id: str) -> dict:
-    return wait_until(lambda: next((json.loads(line) for line in server.log().splitlines() if line.startswith("{") and request_id in line), None),
-                      message=f"the access-log line of {request_id}")
+    return wait_until(lambda: server.access_line(request_id), message=f"the access-log line of {request_id}")
 
 
 def post(server, body, **kwargs):
@@ -76,6 +74,8 @@ def test_responses_stream_and_its_final_response(sdk, corp_backend):
 
 
 def test_responses_parse_with_a_pydantic_model(sdk, openai_backend):
+    from pydantic import BaseModel  # here: the openai SDK's, imported with it at first use
+
     class City(BaseModel):
         name: str
         population_millions: float

@@ -15,7 +15,6 @@ import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import openai
 import pytest
 import requests
 
@@ -24,6 +23,7 @@ from tests.backends import wait_until
 from tests.configs import backend, gateway_toml, model
 from tests.gunicorn_server import GatewayServer
 from tests.redis_server import RedisServer
+from tests.sdk import openai  # the SDK itself is imported at first use
 from tests.test_observability import OUTPUT, browser, chromium  # noqa: F401 - browser is a fixture
 from tests.test_status_truth import overflowing
 
