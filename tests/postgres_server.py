@@ -73,9 +73,9 @@ class PostgresServer:
         """`fast=False`: immediate mode, as a crashed server (clients' connections reset, no checkpoint)."""
         self._run("pg_ctl", "-D", self.data, "-m", "fast" if fast else "immediate", "-w", "stop")
 
-    def psql(self, sql: str) -> str:
+    def psql(self, sql: str, database="postgres") -> str:
         """Runs `sql` through the cluster's own socket, as the superuser: rows as `a|b` lines."""
-        return self._run("psql", "-h", self.folder, "-p", str(self.port), "-U", "postgres", "-d", "postgres",
+        return self._run("psql", "-h", self.folder, "-p", str(self.port), "-U", "postgres", "-d", database,
                          "-At", "-v", "ON_ERROR_STOP=1", "-c", sql).stdout
 
     def remove(self) -> None:

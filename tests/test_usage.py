@@ -333,3 +333,37 @@ def test_the_chart_stacks_the_largest_models_and_adds_up_the_rest():
     assert len(days) == 30 and days[-1] == "2026-12-06" and days[0] == "2026-11-07"
     assert [name for name, _ in series] == ["m0", "m1", "m2", "m3", "m4", "m5", "other models"]
     assert series[-1][1][-1] == 94 + 93 and sum(series[0][1]) == 100  # a day before the chart is left out
+
+
+def test_a_sqlite_transaction_that_cannot_be_rolled_back_closes_its_connection_and_frees_the_lock(tmp_path):
+    """A COMMIT that fails and a ROLLBACK that fails too (a disk error, say) would leave the
+    worker's connection inside its transaction, holding the write lock every worker of the
+    instance waits on: the connection is closed instead, and the next write opens another."""
+    import sqlite3
+
+    from gateway.usage import database
+
+    ledger = database.Database(f"sqlite:///{tmp_path}/usage.sqlite3", "test")
+    ledger.prepare()
+    real = ledger._connection
+
+    class Failing:  # the real connection, whose COMMIT and ROLLBACK fail
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def execute(self, sql, *args):
+            if sql in ("COMMIT", "ROLLBACK"):
+                raise sqlite3.OperationalError(f"disk I/O error (at {sql})")
+            return real.execute(sql, *args)
+
+    ledger._connection = Failing()
+    row = ("2026-11-04", "kim", "", "m", "openai", 1, 3, 2, 5, 0, 0)
+    with pytest.raises(sqlite3.OperationalError, match="at COMMIT"):
+        ledger.write("b1", [row], 1.0)
+    assert ledger._connection is None  # closed, not kept
+    other = sqlite3.connect(tmp_path / "usage.sqlite3", timeout=0.1, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the write lock is free
+    other.execute("ROLLBACK")
+    assert ledger.write("b1", [row], 1.0) is True  # nothing of the failed one was kept
+    assert ledger.report("2026-11-04", "2026-11-04", ())[0]["requests"] == 1
+    ledger.close()

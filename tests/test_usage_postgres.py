@@ -120,3 +120,22 @@ def test_both_engines_add_report_and_total_alike(engine, request, tmp_path):
     assert totals[(day, "user:lee")] == totals[(day, "user:zed")] == 10 and totals[(day, "key:team")] == 25
     assert (day, "user:ann") not in totals  # no tokens, no total
     storage.close()
+
+
+def test_a_role_that_may_only_read_and_write_the_tables_an_administrator_made_keeps_the_ledger(postgres):
+    """The tables are made only where they are missing: PostgreSQL checks a role's rights before
+    IF NOT EXISTS, and a role without CREATE on the schema (PostgreSQL 15's default) or that does not
+    own the tables (for their index) would otherwise fail every worker's start, and every flush."""
+    postgres.psql("CREATE DATABASE usage_dml")
+    admin_url = postgres.url.rsplit("/", 1)[0] + "/usage_dml"
+    made = Storage(SimpleNamespace(database_url=admin_url, data_dir="unused"))
+    made.prepare()
+    made.close()
+    postgres.psql("CREATE ROLE gw_dml LOGIN PASSWORD 'gw-dml-pass-5e8a1c'")
+    postgres.psql("GRANT SELECT, INSERT, UPDATE, DELETE ON usage_ledger, usage_totals, usage_flushes, usage_schema TO gw_dml", database="usage_dml")
+    storage = Storage(SimpleNamespace(database_url=f"postgresql://gw_dml:gw-dml-pass-5e8a1c@127.0.0.1:{postgres.port}/usage_dml", data_dir="unused"))
+    storage.prepare()
+    row = ("2026-11-03", "kim", "team", "m", "openai", 1, 3, 2, 5, 0, 0)
+    assert storage.write("dml-1", [row], 1.0) is True
+    assert storage.report("2026-11-03", "2026-11-03", ("user",))[0]["total_tokens"] == 5
+    storage.close()

@@ -25,17 +25,19 @@ SQLITE_BUSY_TIMEOUT = 10.0  # seconds a write waits for another worker's write l
 _FORGET_BATCHES_AFTER = 2 * 86400.0
 
 # The tables as the first versions made them (then through SQLAlchemy: the same names and types),
-# so a database made by either is used as it is.
+# so a database made by either is used as it is. Each is made only when it is missing: PostgreSQL
+# checks a role's rights before IF NOT EXISTS (CREATE on the schema; owning the table, for its
+# index), and a gateway's role may only read and write tables an administrator made.
 SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS usage_ledger ("
-    + ", ".join(f"{name} TEXT NOT NULL" for name in GROUPS.values()) + ", "
-    + ", ".join(f"{name} BIGINT NOT NULL" for name in NUMBERS)
-    + f", PRIMARY KEY ({', '.join(GROUPS.values())}))",
-    "CREATE INDEX IF NOT EXISTS usage_ledger_by_day ON usage_ledger (day)",  # the admin's periods: a range of days first
-    "CREATE TABLE IF NOT EXISTS usage_totals (period TEXT NOT NULL, subject TEXT NOT NULL, tokens BIGINT NOT NULL, "
-    "PRIMARY KEY (period, subject))",
-    "CREATE TABLE IF NOT EXISTS usage_flushes (batch_id TEXT NOT NULL PRIMARY KEY, written_at FLOAT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS usage_schema (version INTEGER NOT NULL PRIMARY KEY)",
+    ("usage_ledger", "CREATE TABLE usage_ledger ("
+     + ", ".join(f"{name} TEXT NOT NULL" for name in GROUPS.values()) + ", "
+     + ", ".join(f"{name} BIGINT NOT NULL" for name in NUMBERS)
+     + f", PRIMARY KEY ({', '.join(GROUPS.values())}))"),
+    ("usage_ledger_by_day", "CREATE INDEX usage_ledger_by_day ON usage_ledger (day)"),  # the admin's periods: a range of days first
+    ("usage_totals", "CREATE TABLE usage_totals (period TEXT NOT NULL, subject TEXT NOT NULL, tokens BIGINT NOT NULL, "
+                     "PRIMARY KEY (period, subject))"),
+    ("usage_flushes", "CREATE TABLE usage_flushes (batch_id TEXT NOT NULL PRIMARY KEY, written_at FLOAT NOT NULL)"),
+    ("usage_schema", "CREATE TABLE usage_schema (version INTEGER NOT NULL PRIMARY KEY)"),
 )
 _COLUMNS = (*GROUPS.values(), *NUMBERS)
 ADD_TO_LEDGER = (
@@ -82,8 +84,9 @@ class Database:
                     raise
 
     def _make_schema(self, db) -> None:
-        for statement in SCHEMA:
-            db.execute(statement)
+        for name, statement in SCHEMA:
+            if not self._exists(db, name):
+                db.execute(statement)
         version = db.execute("SELECT MAX(version) FROM usage_schema").fetchone()[0]
         if version is None:
             db.execute(self._sql("INSERT INTO usage_schema (version) VALUES (?)"), (SCHEMA_VERSION,))
@@ -130,6 +133,11 @@ class Database:
                 row[name] = int(row[name] or 0)  # PostgreSQL's SUM of BIGINT is a NUMERIC (a Decimal); none: NULL
         return [row for row in rows if row["requests"] or row["errors"]]
 
+    def _exists(self, db, name: str) -> bool:
+        if self.sqlite:
+            return db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)).fetchone() is not None
+        return db.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is not None  # as the search path finds it
+
     # --- connections and transactions --------------------------------------------------------
 
     def _sql(self, statement: str) -> str:
@@ -155,13 +163,24 @@ class Database:
                     return result
                 finally:
                     if db.in_transaction:  # the work or the commit failed
-                        db.execute("ROLLBACK")
+                        self._roll_back(db)
             except self._driver.OperationalError:
                 if self.sqlite or not (db.broken or db.closed):
                     raise  # SQLite locked or full, a statement timeout: the connection itself is fine
                 self.close()
                 if fresh or attempt == 2:
                     raise
+
+    def _roll_back(self, db) -> None:
+        """A failed SQLite transaction undone; a connection that cannot undo it (ROLLBACK failing
+        too) is closed, which ends the transaction and frees the write lock every worker of the
+        instance waits on, and the next call opens another."""
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        if db.in_transaction:
+            self.close()
 
     def _connect(self):
         if self._connection is not None:
@@ -178,7 +197,10 @@ class Database:
             db = self._driver.connect(
                 self.url, connect_timeout=CONNECT_TIMEOUT, application_name="llm-gateway", autocommit=True,
                 # a flush that takes longer is rolled back and retried, never left holding row locks
-                options="-c statement_timeout=30000 -c lock_timeout=10000")
+                options="-c statement_timeout=30000 -c lock_timeout=10000",
+                # a connection a firewall dropped without a word fails within a minute, not a flush
+                # that waits for the kernel's two hours
+                keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3)
         self._connection = db
         return db
 
