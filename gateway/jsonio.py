@@ -237,12 +237,8 @@ class _Reader:
         """A list whose elements are each read in one call (at its `[`)."""
         items = []
         append = items.append
-        self.pos += 1
-        self.skip()
-        if self.peek() == "]":
-            self.pos += 1
-            return items
-        while True:
+        more = self._opened("]")
+        while more:
             # A run of small plain elements (numbers, short strings, literals), each followed by its
             # comma, is read in one C call: element by element, ten million of them would cost
             # seconds (a 20 MB body of `1,1,1,...` is what a client may send).
@@ -254,40 +250,45 @@ class _Reader:
             append(self.value())
             if self.pos > _SLICE:  # drop what is read: the window stays about a slice long
                 self.text, self.pos = self.text[self.pos:], 0
-            self.skip()
-            char = self.peek()
-            if char == "]":
-                self.pos += 1
-                return items
-            if char != ",":
-                raise self.error("Expecting ',' delimiter")
-            self.pos += 1
-            self.skip()
+            more = self._after_element("]")
+        return items
 
     def top_object(self) -> dict:
         """The top-level object: its list values read by `list`, anything else in one call."""
         pairs = {}
-        self.pos += 1
-        self.skip()
-        if self.peek() == "}":
-            self.pos += 1
-            return pairs
-        while True:
+        more = self._opened("}")
+        while more:
             if self.peek() != '"':
                 raise self.error("Expecting property name enclosed in double quotes")
             key = self._key()
             self.expect(":", "':' delimiter")
             self.skip()
             pairs[key] = self.list() if self.peek() == "[" else self.value()
-            self.skip()
-            char = self.peek()
-            if char == "}":
-                self.pos += 1
-                return pairs
-            if char != ",":
-                raise self.error("Expecting ',' delimiter")
+            more = self._after_element("}")
+        return pairs
+
+    def _opened(self, closing: str) -> bool:
+        """Past the opening bracket (at it now) and blanks; False when `closing` follows at once
+        (consumed): the container is empty."""
+        self.pos += 1
+        self.skip()
+        if self.peek() == closing:
             self.pos += 1
-            self.skip()
+            return False
+        return True
+
+    def _after_element(self, closing: str) -> bool:
+        """After an element: False at `closing` (consumed), True past the comma and blanks."""
+        self.skip()
+        char = self.peek()
+        if char == closing:
+            self.pos += 1
+            return False
+        if char != ",":
+            raise self.error("Expecting ',' delimiter")
+        self.pos += 1
+        self.skip()
+        return True
 
     def _key(self) -> str:
         while True:

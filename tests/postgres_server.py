@@ -15,7 +15,6 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-import time
 
 from tests.backends import free_port, not_installed
 from tests.conftest import PG_PASSWORD as PASSWORD  # a secret: it must never leave the gateway (test_secrets.py)

@@ -7,7 +7,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.backends import TestBackend, chunk_json, closed_port, completion_json, first_event_then_hold, wait_until
+from tests.backends import TestBackend, chunk_json, closed_port, first_event_then_hold, wait_until
 from tests.configs import backend, gateway_toml, model
 from tests.gunicorn_server import GatewayServer
 from tests.sse_client import content_of, data_payloads, iter_events, read_events

@@ -3,13 +3,12 @@ real loopback test backends: what the backend receives (the chat path's routing,
 defaults, overrides and headers), the answers, every 400, and stored responses (ownership,
 store: false, item references) in SQLite. The stores themselves: test_responses_store.py."""
 
-import json
 
 import pytest
 
 from app import create_app
 from gateway.config import parse_config
-from tests.backends import answers, completion_json, tool_round_trip
+from tests.backends import answers, tool_round_trip
 from tests.conftest import INBOUND_KEY, TICKET, SecretWatchingClient
 from tests.responses_helpers import OTHER_KEY, check_framing, parse_events, responses_config, sdk_final_response
 

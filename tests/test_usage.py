@@ -339,8 +339,6 @@ def test_a_sqlite_transaction_that_cannot_be_rolled_back_closes_its_connection_a
     """A COMMIT that fails and a ROLLBACK that fails too (a disk error, say) would leave the
     worker's connection inside its transaction, holding the write lock every worker of the
     instance waits on: the connection is closed instead, and the next write opens another."""
-    import sqlite3
-
     from gateway.usage import database
 
     ledger = database.Database(f"sqlite:///{tmp_path}/usage.sqlite3", "test")

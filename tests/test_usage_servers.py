@@ -24,7 +24,7 @@ from tests.configs import backend, gateway_toml, model
 from tests.gunicorn_server import GatewayServer
 from tests.redis_server import RedisServer
 from tests.sdk import openai  # the SDK itself is imported at first use
-from tests.test_observability import OUTPUT, browser, chromium  # noqa: F401 - browser is a fixture
+from tests.test_observability import OUTPUT, browser  # noqa: F401 - browser is a fixture
 from tests.test_status_truth import overflowing
 
 ADMIN_KEY = "adm-key-5e0d2c9b41"

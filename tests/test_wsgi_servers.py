@@ -7,7 +7,6 @@ loopback port, with this repository's `wsgi:app`.
 """
 
 import os
-import socket
 import subprocess
 import sys
 import time

@@ -77,8 +77,8 @@ def call_ended(backend: str, error_kind: str | None) -> None:
     included), or failed as `error_kind`, whether or not another backend then took the request."""
     now = time.time()
     if error_kind is not None:
-        BACKEND_ERRORS.labels(backend, error_kind).inc()
-        LAST_ERROR.labels(backend, error_kind).set(now)
+        _labelled(BACKEND_ERRORS, backend, error_kind).inc()
+        _labelled(LAST_ERROR, backend, error_kind).set(now)
     _window.count_call(backend, error_kind is not None, now)
 
 
@@ -96,9 +96,9 @@ def observe(record) -> None:
     _labelled(DURATION, backend).observe(duration)
     _window.count_latency(backend, ttfb, duration, now)
     if record.keepalives:
-        KEEPALIVES.labels(backend).inc(record.keepalives)
+        _labelled(KEEPALIVES, backend).inc(record.keepalives)
     if record.outcome == CLIENT_GONE:
-        CLIENT_DISCONNECTS.labels(backend).inc()
+        _labelled(CLIENT_DISCONNECTS, backend).inc()
     elif record.outcome == COMPLETED:
         _labelled(LAST_SUCCESS, backend).set(now)
 
@@ -109,22 +109,22 @@ def flush() -> None:
 
 
 def count_failover(model: str, backend: str) -> None:
-    FAILOVERS.labels(model, backend).inc()
+    _labelled(FAILOVERS, model, backend).inc()
 
 
 def cooldown_setter(backend: str):
     """What a backend's circuit breaker calls with the end of its cooldown (0.0 when closed)."""
-    return COOLDOWN_UNTIL.labels(backend).set
+    return _labelled(COOLDOWN_UNTIL, backend).set
 
 
 def health_changed(backend: str, ok: bool) -> None:
     """A probed backend's verdict, as this worker now applies it (backends/health.py)."""
-    BACKEND_HEALTH.labels(backend).set(1 if ok else 0)
+    _labelled(BACKEND_HEALTH, backend).set(1 if ok else 0)
 
 
 def limit_refused(limit: str) -> None:
     """One chat request refused by `limit` (max_concurrency, global_concurrency, user_requests, ...)."""
-    LIMIT_REFUSALS.labels(limit).inc()
+    _labelled(LIMIT_REFUSALS, limit).inc()
 
 
 def limit_refusals() -> dict:
@@ -144,7 +144,7 @@ def usage_row_dropped() -> None:
 
 def in_flight_counter(backend: str):
     """What a backend calls with +1 / -1 as its slots are taken and freed."""
-    return IN_FLIGHT.labels(backend).inc
+    return _labelled(IN_FLIGHT, backend).inc
 
 
 # --- reading -------------------------------------------------------------------------------------

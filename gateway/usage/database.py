@@ -136,7 +136,7 @@ class Database:
     def _exists(self, db, name: str) -> bool:
         if self.sqlite:
             return db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)).fetchone() is not None
-        return db.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is not None  # as the search path finds it
+        return db.execute(self._sql("SELECT to_regclass(?)"), (name,)).fetchone()[0] is not None  # as the search path finds it
 
     # --- connections and transactions --------------------------------------------------------
 

@@ -59,7 +59,6 @@ class Storage:
     def __init__(self, settings, secrets=()):
         self.url = connection_target(settings)
         self.where = describe(settings)
-        self.sqlite = self.url.startswith("sqlite")
         self._secrets = secrets
         self._database = None  # database.Database, made on the storage's own thread at first use
         self._errors = ()  # what database.py says means "down", once it is imported
