@@ -13,13 +13,19 @@ its graceful deadline then cuts. So, once the worker starts retiring:
   before);
 - and it stops accepting new connections at once, not at the next tick of gunicorn's loop (up to
   a second later: every worker shares the listening socket, so a proxy's new connections would
-  still land on the retiring one meanwhile).
+  still land on the retiring one meanwhile);
+- and it exits as soon as its last connection ends. gunicorn's loop looks once a second whether
+  the worker is stopping and then whether it is done, so an idle worker lingered one to two
+  seconds: a restart, a reload's handover and every stop of the test suite's gateways waited
+  for it.
 
 Set up by gunicorn.conf.py's post_worker_init in gevent workers, before the worker starts serving.
 """
 
 import socket
 
+import gevent
+import gevent.event
 from gevent import server as gevent_server
 from gevent.monkey import get_original
 
@@ -61,9 +67,25 @@ def attach(worker) -> None:
             if not _request_waiting(client):
                 _shut(client)
 
+    stopping = gevent.event.Event()
+
+    def run_until_drained():
+        # gunicorn's own loop runs beside (it beats the worker's heartbeat, and at the graceful
+        # deadline it stops what is left); this returns when it does, or once the worker is
+        # stopping and every connection has ended, whichever comes first.
+        loop = gevent.spawn(run)
+        gevent.wait([loop, stopping], count=1)
+        drained = gevent.spawn(lambda: [server.pool.join() for server in servers])
+        gevent.wait([loop, drained], count=1)
+        drained.kill(block=False)
+        if loop.ready():
+            loop.get()  # what gunicorn's loop raised, raised as before
+
     worker.handle = handle_connection
     worker.handle_request = handle_one_request
+    run, worker.run = worker.run, run_until_drained  # looked up on the instance by init_process
     on_shutdown(close_idle)
+    on_shutdown(lambda graceful_timeout: stopping.set())
 
 
 def _servers_started_from_now_on() -> list:
