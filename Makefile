@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 # count tried (2 to 8), and use less CPU than more.
 TEST_WORKERS ?= 4
 
-.PHONY: run check test bench soak clean
+.PHONY: run check test test-durations bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("llm-gateway needs Python 3.11 or newer (tomllib)") if sys.version_info < (3, 11) else None'
@@ -41,6 +41,10 @@ check: $(VENV)/.runtime
 test: $(VENV)/.test
 	$(BIN)/python -m compileall -q -x '/\.' app.py wsgi.py gunicorn.conf.py gateway bench tests > /dev/null
 	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup) --durations=10 $(PYTEST_ARGS)
+
+# The test times a fresh clone schedules by (tests/durations.json), from this checkout's last `make test`.
+test-durations: $(VENV)/.test
+	$(BIN)/python -m tests.xdist_groups
 
 bench: $(VENV)/.bench
 	$(BIN)/python bench/run.py$(if $(filter-out 0,$(CHECK)), --check)

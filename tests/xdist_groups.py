@@ -13,18 +13,23 @@ scheduler reads them when it cuts the tests into units of work.
 The units are handed out longest first, by what each test took in the last run that ran it (kept
 in pytest's cache folder): xdist's own order, most tests first, left the slowest single tests
 (a gateway under load, ~8 s each) to the end, where one worker ran them while the others idled.
-Without a cache (a fresh clone), xdist's order stands.
+Without a cache (a fresh clone, as CI runs), the committed seed `tests/durations.json` gives the
+times of the tests that take 0.2 s or more; `make test-durations` writes it anew from the cache.
 """
 
 import json
 import os
 import shutil
+import statistics
+import sys
 import tempfile
 from pathlib import Path
 
 WORKER_INPUT_KEY = "xdist_groups_folder"
 SERVER_SCOPES = ("module", "class", "package")
 SECONDS_KEY = "llm-gateway/test-seconds"  # in pytest's cache: {nodeid: seconds of setup, call and teardown}
+SEED = Path(__file__).with_name("durations.json")
+SEED_FROM = 0.2  # the seed lists the tests that took this many seconds or more
 
 _folder: Path | None = None
 _seconds: dict[str, float] | None = None  # this run's, in the controller of a --dist loadgroup run
@@ -78,7 +83,7 @@ def make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
 
     folder = _folder
-    last_seconds = config.cache.get(SECONDS_KEY, {}) if config.cache is not None else {}
+    last_seconds, typical = _expected_seconds(config)
 
     class GroupScheduling(LoadScopeScheduling):
         """xdist's scheduling by scope (a unit of work per scope), where a test's scope is its
@@ -90,7 +95,6 @@ def make_scheduler(config, log):
         def _assign_work_unit(self, node):
             if not self.ordered and last_seconds:  # the first assignment: the queue is whole
                 self.ordered = True
-                typical = sorted(last_seconds.values())[len(last_seconds) // 2]  # a test new since then
 
                 def expected_seconds(unit):
                     return sum(last_seconds.get(nodeid, typical) for nodeid in unit[1])
@@ -110,9 +114,38 @@ def make_scheduler(config, log):
     return GroupScheduling(config, log)
 
 
+def _expected_seconds(config) -> tuple:
+    """({nodeid: seconds}, the seconds of a test not in it): this checkout's last run, else the seed."""
+    cached = config.cache.get(SECONDS_KEY, {}) if config.cache is not None else {}
+    if cached:
+        return cached, statistics.median(cached.values())  # a test new since then: a typical one
+    try:
+        seed = json.loads(SEED.read_text(encoding="utf-8"))
+        return seed["seconds"], seed["others"]
+    except (OSError, ValueError, KeyError):
+        return {}, 0.0
+
+
+def write_seed(cache_folder: Path) -> None:
+    """`make test-durations`: the seed, from the times the last full run kept in pytest's cache."""
+    path = cache_folder / "v" / SECONDS_KEY
+    seconds = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    if not seconds:
+        sys.exit(f"no test times in {path}: run make test first")
+    slow = {nodeid: round(value, 1) for nodeid, value in sorted(seconds.items()) if value >= SEED_FROM}
+    others = [value for value in seconds.values() if value < SEED_FROM]
+    seed = {"others": round(statistics.median(others), 3) if others else 0.0, "seconds": slow}
+    SEED.write_text(json.dumps(seed, indent=0) + "\n", encoding="utf-8")
+    print(f"{SEED.name}: {len(slow)} tests of {SEED_FROM} s or more, {sum(slow.values()):.0f} s of {sum(seconds.values()):.0f} s")
+
+
 def finish(config) -> None:
     """In the controller, at the end: this run's times kept for the next (tests it did not run keep theirs)."""
     if _seconds and config.cache is not None:
         config.cache.set(SECONDS_KEY, {**config.cache.get(SECONDS_KEY, {}), **{k: round(v, 3) for k, v in _seconds.items()}})
     if _folder is not None and os.path.isdir(_folder):
         shutil.rmtree(_folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    write_seed(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(".pytest_cache"))
