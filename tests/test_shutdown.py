@@ -68,8 +68,9 @@ def test_sigterm_lets_twenty_streams_finish(openai_backend, tmp_path):
 def test_stopped_workers_exit_as_soon_as_they_are_idle(tmp_path):
     """gunicorn's gevent loop looks once a second whether its worker is stopping, and once a second
     whether it is done: an idle worker lingered up to two seconds after SIGTERM, and a restart or a
-    reload's handover waited for it. Three workers (each with its own tick) are all gone within half
-    a second of the signal; under gunicorn's loop alone that happened about one time in eight."""
+    reload's handover waited for it. Three idle workers are gone within 0.8 s of the signal (0.12 s
+    on a quiet machine); under gunicorn's loop alone, three tries took 0.9 to 1.2 s: each worker's first tick
+    closes its listener, and the next one sees it done."""
     server = GatewayServer(None, tmp_path, workers=3).wait_ready()
     try:
         def all_three_serve():  # booted: their stop handlers exist (a booting worker holds the signal)
@@ -83,7 +84,7 @@ def test_stopped_workers_exit_as_soon_as_they_are_idle(tmp_path):
         deadline = signalled + 10
         while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
             time.sleep(0.005)  # polled finely: the time it takes is what is asserted
-        assert time.monotonic() - signalled < 0.5, server.log()
+        assert time.monotonic() - signalled < 0.8, server.log()
         assert server.wait_exit(timeout=10) == 0 and "Traceback" not in server.log(), server.log()
     finally:
         server.stop(signal.SIGKILL)
