@@ -1,18 +1,18 @@
 """The JSON access log: every line starts with `ts` (when the request started, ISO-8601 UTC with Z),
 and GATEWAY_ACCESS_LOG sends the lines to a file instead of stderr.
 
-The file under real gunicorn workers (opened once per worker, flushed per line) is in test_hosting.py.
+The file under real gunicorn workers (opened once per worker, each line written at once) is in test_hosting.py.
 """
 
 import json
 import logging
-import sys
+import os
 import time
 
 import pytest
 
 from gateway.config import ConfigError
-from gateway.telemetry.record import RequestRecord, access_log, access_log_handler, timestamp
+from gateway.telemetry.record import AccessLog, RequestRecord, access_log, open_access_log, timestamp
 
 
 @pytest.mark.parametrize("wall_time, expected", [
@@ -26,10 +26,7 @@ def test_timestamp_is_iso_8601_utc_with_milliseconds_and_z(wall_time, expected):
 
 def test_access_log_line_starts_with_ts_of_when_the_request_started(monkeypatch):
     lines = []
-    handler = logging.Handler()
-    handler.emit = lambda record: lines.append(record.getMessage())
-    monkeypatch.setattr(access_log, "handlers", [handler])
-    monkeypatch.setattr(access_log, "level", logging.INFO)
+    monkeypatch.setattr(access_log, "write", lines.append)
     clock = [1795688512.123456]
     monkeypatch.setattr(time, "time", lambda: clock[0])
     record = RequestRecord("r1", "GET", "/healthz")
@@ -41,23 +38,41 @@ def test_access_log_line_starts_with_ts_of_when_the_request_started(monkeypatch)
     assert line["ts"] == "2026-11-26T10:21:52.123Z"
 
 
-def test_access_log_destination_dash_is_stderr():
-    handler = access_log_handler("-")
-    assert type(handler) is logging.StreamHandler and handler.stream is sys.stderr
+def test_access_log_destination_dash_is_stderr(capfd):
+    log = AccessLog()
+    log.fd = open_access_log("-")
+    log.write('{"ts":"x"}')
+    assert capfd.readouterr().err == '{"ts":"x"}\n'
 
 
 def test_access_log_file_is_appended_to_and_each_line_is_on_disk_at_once(tmp_path):
     path = tmp_path / "access.log"
     path.write_text('{"earlier":"line"}\n')
-    handler = access_log_handler(str(path))
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    log = AccessLog()
+    log.fd = open_access_log(str(path))
     try:
-        handler.emit(logging.makeLogRecord({"msg": '{"ts":"x"}'}))
+        log.write('{"ts":"x"}')
         assert path.read_text() == '{"earlier":"line"}\n{"ts":"x"}\n'  # read while still open
     finally:
-        handler.close()
+        os.close(log.fd)
+
+
+def test_an_access_log_that_cannot_be_written_says_so_once_and_fails_no_request(tmp_path):
+    errors = logging.Handler()
+    errors.emit = lambda record: said.append(record.getMessage())
+    said, gateway_log = [], logging.getLogger("gateway")
+    log = AccessLog()
+    log.fd = os.open(tmp_path, os.O_RDONLY)  # a directory: every write fails (EBADF)
+    gateway_log.addHandler(errors)
+    try:
+        log.write('{"ts":"x"}')
+        log.write('{"ts":"y"}')
+    finally:
+        gateway_log.removeHandler(errors)
+        os.close(log.fd)
+    assert said == ["the access log cannot be written (Bad file descriptor): lines are lost until it can"]
 
 
 def test_an_access_log_path_that_cannot_be_opened_is_a_start_up_error(tmp_path):
     with pytest.raises(ConfigError, match=r"^GATEWAY_ACCESS_LOG: cannot open .*/no/such/dir/a\.log for appending"):
-        access_log_handler(str(tmp_path / "no" / "such" / "dir" / "a.log"))
+        open_access_log(str(tmp_path / "no" / "such" / "dir" / "a.log"))
