@@ -18,24 +18,27 @@ from ..errors import AllBackendsFailed, BackendError, BackendTimeout, GatewayErr
 
 class AccessLog:
     """Where the access-log lines go: stderr, or a file opened for appending. Each line goes out in
-    one write of its own, whole, at once: lines of several workers never mix, and none waits in a
-    buffer when a worker dies. Not through `logging`: under gevent, its record, its lookup of the
-    caller and its handler's lock took ~30 µs a request, more than the rest of the line."""
+    one write of its own, at once: none waits in a buffer when a worker dies, and lines of several
+    workers do not mix (a file opened for appending takes each write whole; a pipe, each of up to
+    4 KiB). Not through `logging`: under gevent, its record, its lookup of the caller and its
+    handler's lock took ~30 µs a request, more than the rest of the line."""
 
     def __init__(self):
-        self.fd = None  # set up once per process (setup_access_log)
+        self.fd = None  # set up once per process (setup_access_log); stderr until then
         self._failing = False
 
     def write(self, line: str) -> None:
         data = line.encode() + b"\n"  # json.dumps wrote ASCII
+        fd = 2 if self.fd is None else self.fd
         try:
             while data:  # a signal may cut a write short
-                data = data[os.write(self.fd, data):]
+                data = data[os.write(fd, data):]
             self._failing = False
         except OSError as exc:  # a full disk, a closed stderr: the request is not failed for it
             if not self._failing:
                 self._failing = True
                 logging.getLogger("gateway").error("the access log cannot be written (%s): lines are lost until it can", exc.strerror or exc)
+
 
 access_log = AccessLog()
 
