@@ -69,8 +69,8 @@ def test_stopped_workers_exit_as_soon_as_they_are_idle(tmp_path):
     """gunicorn's gevent loop looks once a second whether its worker is stopping, and once a second
     whether it is done: an idle worker lingered up to two seconds after SIGTERM, and a restart or a
     reload's handover waited for it. Three idle workers are gone within 0.8 s of the signal (0.12 s
-    on a quiet machine); under gunicorn's loop alone, three tries took 0.9 to 1.2 s: each worker's first tick
-    closes its listener, and the next one sees it done."""
+    on a quiet machine); under gunicorn's loop alone, three tries took 0.9 to 1.2 s: each worker's
+    first tick closes its listener, and the next one sees it done."""
     server = GatewayServer(None, tmp_path, workers=3).wait_ready()
     try:
         def all_three_serve():  # booted: their stop handlers exist (a booting worker holds the signal)

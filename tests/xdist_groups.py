@@ -13,8 +13,9 @@ scheduler reads them when it cuts the tests into units of work.
 The units are handed out longest first, by what each test took in the last run that ran it (kept
 in pytest's cache folder): xdist's own order, most tests first, left the slowest single tests
 (a gateway under load, ~8 s each) to the end, where one worker ran them while the others idled.
-Without a cache (a fresh clone, as CI runs), the committed seed `tests/durations.json` gives the
-times of the tests that take 0.2 s or more; `make test-durations` writes it anew from the cache.
+Tests this checkout has not run yet (all of them in a fresh clone, as CI runs) take their times
+from the committed seed `tests/durations.json`: every test that takes 0.2 s or more, and one
+figure for the rest. `make test-durations` writes it anew from the cache.
 """
 
 import json
@@ -115,15 +116,15 @@ def make_scheduler(config, log):
 
 
 def _expected_seconds(config) -> tuple:
-    """({nodeid: seconds}, the seconds of a test not in it): this checkout's last run, else the seed."""
+    """({nodeid: seconds}, the seconds of a test in neither): this checkout's last runs over the
+    committed seed (a first run of a few tests leaves the others' seed times standing)."""
     cached = config.cache.get(SECONDS_KEY, {}) if config.cache is not None else {}
-    if cached:
-        return cached, statistics.median(cached.values())  # a test new since then: a typical one
     try:
         seed = json.loads(SEED.read_text(encoding="utf-8"))
-        return seed["seconds"], seed["others"]
+        seconds, others = seed["seconds"], seed["others"]
     except (OSError, ValueError, KeyError):
-        return {}, 0.0
+        seconds, others = {}, statistics.median(cached.values()) if cached else 0.0
+    return {**seconds, **cached}, others
 
 
 def write_seed(cache_folder: Path) -> None:
