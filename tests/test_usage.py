@@ -223,6 +223,18 @@ def test_the_ledger_counts_reported_tokens_unknown_usage_and_errors_apart(tmp_pa
     ledger.close(timeout=1)
 
 
+def test_a_count_no_model_could_report_is_unknown_usage_and_never_stops_the_flushes(tmp_path):
+    """2**64 tokens would overflow SQLite's 64-bit integer: every later flush failed, for good."""
+    ledger = Ledger(Storage(parse_config(usage_config("http://127.0.0.1:9/v1/chat/completions", tmp_path), "t", {}).gateway))
+    ledger.note(Record({"prompt_tokens": 2**64, "completion_tokens": 3, "total_tokens": 2**64 + 3}))
+    ledger.note(Record({"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}))
+    assert ledger.flush()
+    rows = ledger.storage.report("2000-01-01", "2999-12-31", ("user",))
+    assert rows == [{"user": "kim", "requests": 2, "prompt_tokens": 7, "completion_tokens": 6, "total_tokens": 10,
+                     "unknown_usage": 1, "errors": 0}]
+    ledger.close(timeout=1)
+
+
 def test_a_batch_written_twice_is_counted_once(tmp_path):
     storage = Storage(parse_config(usage_config("http://127.0.0.1:9/v1/chat/completions", tmp_path), "t", {}).gateway)
     row = ("2026-12-06", "kim", "", "m", "openai", 1, 7, 3, 10, 0, 0)

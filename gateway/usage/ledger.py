@@ -57,9 +57,14 @@ def total_of(usage) -> int | None:
     return total
 
 
+# No model reports a trillion tokens for one request: a larger count is a broken backend's. Kept
+# out, it cannot overflow the database's 64-bit sums, which would fail every later flush.
+MAX_TOKENS = 10**12
+
+
 def _count(usage, name):
     value = usage.get(name) if isinstance(usage, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKENS else None
 
 
 _STARTING = threading.Lock()
