@@ -249,7 +249,7 @@ def summary(args, schedule, tally, load, left, cores, logs) -> tuple:
     unreachable = logs["redis_unreachable"]
     lines.append(f"gateway logs: Redis found unreachable {sum(unreachable.values())} times ("
                  + (", ".join(f"{n} {error}" for error, n in unreachable.most_common()) or "never")
-                 + f"; the outage accounts for one per worker, the rest are replies slower than the gateway's 0.2 s timeout)")
+                 + "; the outage accounts for one per worker, the rest are replies slower than the gateway's 0.2 s timeout)")
     errors = logs["nginx_errors"]
     lines += [f"nginx's error log: {len(errors)} [error] lines" + (f", the first: {errors[0]}" if errors else ""), ""]
 

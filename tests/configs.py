@@ -52,5 +52,5 @@ def gateway_toml(*, gateway: dict | None = None, backends: dict, models: list, l
         if headers:
             lines += _table(f"backends.{name}.headers", headers)
     for entry in models:
-        lines += [f"[[models]]", *(f"{_key(k)} = {_value(v)}" for k, v in entry.items()), ""]
+        lines += ["[[models]]", *(f"{_key(k)} = {_value(v)}" for k, v in entry.items()), ""]
     return "\n".join(lines)

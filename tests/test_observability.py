@@ -172,8 +172,8 @@ def history_files_count(server) -> dict:
                 per_backend = json.load(handle)
         except (OSError, ValueError):
             continue  # replaced meanwhile: the next look reads the new one
-        for backend, minutes in per_backend.items():
-            calls[backend] = calls.get(backend, 0) + sum(counts[0] for counts in minutes.values())
+        for name, minutes in per_backend.items():
+            calls[name] = calls.get(name, 0) + sum(counts[0] for counts in minutes.values())
     return calls
 
 
