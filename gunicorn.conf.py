@@ -204,12 +204,21 @@ def on_reload(arbiter):
 
 def post_worker_init(worker):
     """Lets the app see when this worker starts shutting down (/readyz answers 503 from then on),
-    and makes a retiring gevent worker take no new request over its kept-alive connections."""
+    makes a retiring gevent worker take no new request over its kept-alive connections, and has
+    SIGUSR1 (logrotate's postrotate) reopen the access-log file with gunicorn's own logs."""
     from gateway import retiring
     from gateway.concurrency import cooperative
     from gateway.telemetry.lifecycle import attach_worker
+    from gateway.telemetry.record import access_log
 
     attach_worker(worker)
+    reopen_gunicorns_logs = worker.log.reopen_files
+
+    def reopen_files():
+        reopen_gunicorns_logs()
+        access_log.reopen()
+
+    worker.log.reopen_files = reopen_files
     if cooperative():
         retiring.attach(worker)
     boot_signals.deliver_held_signals()  # a stop signal sent while this worker booted acts now

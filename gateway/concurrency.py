@@ -18,6 +18,7 @@ import sys
 import threading
 
 import gevent
+import gevent.pool
 import gevent.queue
 from gevent import monkey
 from gevent.hub import Waiter, get_hub
@@ -157,6 +158,26 @@ def threads_note() -> str | None:
         "threads and a reader thread, so a process serves at most as many streams at once as it has "
         "threads; use gunicorn -c gunicorn.conf.py (gevent workers) for hundreds per process"
     )
+
+
+_background = gevent.pool.Group()  # what in_background started and has not finished (gevent)
+
+
+def in_background(function, *args) -> None:
+    """Runs `function(*args)` without making the caller wait, where that is possible: under
+    gevent's patching in a greenlet of its own (which also outlives a caller that is killed, or
+    is the event loop itself, where nothing may wait); elsewhere (threads, no patching) at once.
+    A stopping worker waits for these before it exits (`background_finished`): they are the last
+    writes of a request that has answered (its Redis counts and leases)."""
+    if cooperative():
+        _background.spawn(function, *args)
+    else:
+        function(*args)
+
+
+def background_finished() -> None:
+    """Returns once the work `in_background` started has ended."""
+    _background.join()
 
 
 def new_queue(size: int):

@@ -29,6 +29,7 @@ import gevent.event
 from gevent import server as gevent_server
 from gevent.monkey import get_original
 
+from .concurrency import background_finished
 from .telemetry.lifecycle import on_shutdown
 
 # The system's select and not gevent's: the check runs inside the SIGTERM handler, which may
@@ -73,19 +74,34 @@ def attach(worker) -> None:
         # gunicorn's own loop runs beside (it beats the worker's heartbeat, and at the graceful
         # deadline it stops what is left); this returns when it does, or once the worker is
         # stopping and every connection has ended, whichever comes first.
-        loop = gevent.spawn(run)
+        raised = []
+
+        def gunicorns_loop():
+            try:
+                run()
+            except BaseException as exc:  # raised below as it was: a greenlet's would also be printed
+                raised.append(exc)
+
+        loop = gevent.spawn(gunicorns_loop)
         gevent.wait([loop, stopping], count=1)
-        drained = gevent.spawn(lambda: [server.pool.join() for server in servers])
+        drained = gevent.spawn(_drain, servers)
         gevent.wait([loop, drained], count=1)
         drained.kill(block=False)
-        if loop.ready():
-            loop.get()  # what gunicorn's loop raised, raised as before
+        if raised:
+            raise raised[0]
 
     worker.handle = handle_connection
     worker.handle_request = handle_one_request
     run, worker.run = worker.run, run_until_drained  # looked up on the instance by init_process
     on_shutdown(close_idle)
     on_shutdown(lambda graceful_timeout: stopping.set())
+
+
+def _drain(servers) -> None:
+    """Every connection ended, then the writes their requests left running (Redis counts, leases)."""
+    for server in servers:
+        server.pool.join()
+    background_finished()
 
 
 def _servers_started_from_now_on() -> list:

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import socket
+import signal
 import stat
 import subprocess
 import sys
@@ -214,6 +215,23 @@ def test_status_says_gunicorn_gevent_all_workers(hosted):
 
 
 # --- plain gunicorn, no gunicorn.conf.py: the app on its own -------------------------------------------
+
+
+def test_after_logrotate_sigusr1_makes_each_worker_write_to_a_fresh_file(hosted):
+    """logrotate moves the file, then signals the master (postrotate: kill -USR1), which passes it
+    on: every worker goes on in a new file at the same path, and the moved one gets nothing more."""
+    workers = both_workers_built_the_app(hosted)
+    path = hosted.workdir / "access.log"
+    rotated = path.with_name("access.log.1")
+    path.rename(rotated)
+    hosted.process.send_signal(signal.SIGUSR1)
+    wait_until(lambda: all(open_files(pid, path) == 1 for pid in workers), message="each worker to hold the fresh file")
+    kept = rotated.read_text()
+    for _ in range(6):
+        assert hosted.get("/v1/models")[0] == 200
+    lines = wait_until(lambda: len(path.read_text().splitlines()) >= 6 and path.read_text().splitlines(), message="six lines")
+    assert [json.loads(line)["path"] for line in lines] == ["/v1/models"] * 6
+    assert rotated.read_text() == kept
 
 
 @pytest.mark.parametrize("worker_args, worker, words", [

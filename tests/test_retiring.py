@@ -7,6 +7,9 @@ import http.client
 import json
 import signal
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 
 import pytest
@@ -14,7 +17,7 @@ import requests
 
 from tests.backends import wait_until
 from tests.configs import backend, gateway_toml, model
-from tests.gunicorn_server import GatewayServer
+from tests.gunicorn_server import ROOT, GatewayServer
 from tests.nginx_server import NGINX, Nginx, require
 from tests.sse_client import data_payloads, read_events
 
@@ -113,3 +116,20 @@ def test_streams_started_after_a_reload_over_nginx_kept_connections_run_to_their
     finally:
         proxy.stop()
         server.stop()
+
+
+def test_a_stopping_worker_waits_for_the_work_its_requests_left_running():
+    """A retiring worker exits once its connections have ended and after what their requests left
+    running in the background (their budget counts and lease releases in Redis): `_drain` returns
+    only then. In a process of its own, patched by gevent as a worker is."""
+    probe = textwrap.dedent("""
+        from gevent import monkey; monkey.patch_all()
+        import gevent
+        from gateway import concurrency, retiring
+        done = []
+        concurrency.in_background(lambda: (gevent.sleep(0.2), done.append("written")))
+        retiring._drain([])
+        print(done)
+    """)
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "['written']", result.stdout + result.stderr

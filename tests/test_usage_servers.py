@@ -11,6 +11,7 @@
 
 import json
 import re
+import signal
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,7 @@ import pytest
 import requests
 
 from gateway.usage import periods
-from tests.backends import wait_until
+from tests.backends import default_behavior, wait_until
 from tests.configs import backend, gateway_toml, model
 from tests.gunicorn_server import GatewayServer
 from tests.redis_server import RedisServer
@@ -190,6 +191,37 @@ def test_budgets_bind_at_once_on_every_worker_with_redis(openai_backend, tmp_pat
         with redis.client() as client:
             counters = client.keys("llm-gateway:budget:*")
             assert counters and not any("capped" in name or "corp.example" in name for name in counters)
+    finally:
+        server.stop()
+        redis.stop()
+
+
+def test_a_sigterm_during_an_answer_loses_none_of_its_budget_counts_in_redis(openai_backend, tmp_path):
+    """A stopping worker exits once its last connection has ended, and after what its requests left
+    running: an answer's budget counts go to Redis in the background as it ends. This Redis closes
+    connections idle for 1 s, so after a 2 s answer the counts find their pooled connection closed
+    and open another; a worker that did not wait for them lost both counts, with nothing logged,
+    in 1 to 4 runs of 10 (`tests/test_retiring.py` proves the wait itself without chance)."""
+    redis = RedisServer(tmp_path / "redis")
+    with redis.client() as client:
+        client.config_set("timeout", 1)
+    server = GatewayServer(budget_config(openai_backend.url, redis.url), tmp_path / "gw").wait_ready()
+
+    def after_two_seconds(exchange):
+        time.sleep(2)
+        default_behavior(exchange)
+
+    openai_backend.respond_with(after_two_seconds)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(ask, server, CAPPED_KEY, "a@corp.example")
+            wait_until(lambda: len(openai_backend.requests) == 1, message="the answer under way")
+            server.process.send_signal(signal.SIGTERM)
+            tokens = answer.result(timeout=30).json()["usage"]["total_tokens"]
+        assert server.wait_exit(timeout=30) == 0, server.log()
+        with redis.client() as client:
+            counted = [int(client.get(name)) for name in client.keys("llm-gateway:budget:*")]
+        assert counted == [tokens, tokens]  # the user's day and the capped key's day
     finally:
         server.stop()
         redis.stop()

@@ -22,13 +22,14 @@ import hashlib
 import math
 import time
 
+from ..concurrency import in_background
 from ..config import Config
 from ..errors import KeyRateLimited, LimitsUnavailable, UserRateLimited
 from ..usage.budgets import refusal
 from . import scripts
 from .leases import REDIS_UNAVAILABLE_MESSAGE, RENEW_EVERY, GlobalSlots, LeaseCount, LeaseKeeper, take_ahead
 from .local import WINDOW_SECONDS, LocalWindows
-from .store import RedisStore, Unavailable, in_background
+from .store import RedisStore, Unavailable
 
 WINDOW_MS = int(WINDOW_SECONDS * 1000)
 

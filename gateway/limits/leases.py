@@ -22,10 +22,10 @@ import threading
 import time
 import uuid
 
-from ..concurrency import carry_into_readers, start_daemon
+from ..concurrency import carry_into_readers, in_background, start_daemon
 from ..errors import GlobalBusy, LimitsUnavailable
 from . import scripts
-from .store import Unavailable, in_background
+from .store import Unavailable
 
 # How long a lease lives without renewal. Tests shorten it (GATEWAY_LEASE_SECONDS) to see a
 # killed worker's slots come back quickly; in production 30 s, the contract's bound.

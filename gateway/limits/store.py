@@ -15,9 +15,6 @@ import logging
 import threading
 from urllib.parse import urlsplit
 
-from gevent import spawn
-
-from ..concurrency import cooperative
 from ..errors import redact
 from . import scripts
 
@@ -25,16 +22,6 @@ log = logging.getLogger("gateway.limits")
 
 TIMEOUT = 0.2  # seconds to connect, and seconds per reply: within the 0.5 s a request may wait
 PROBE_DELAYS = (0.5, 1.0, 2.0, 4.0)  # between probes of an unreachable Redis; then 4 s each
-
-
-def in_background(function, *args) -> None:
-    """Runs `function(*args)` without making the caller wait, where that is possible: under
-    gevent's patching in a greenlet of its own (which also outlives a caller that is killed, or
-    is the event loop itself, where nothing may wait); elsewhere (threads, no patching) at once."""
-    if cooperative():
-        spawn(function, *args)
-    else:
-        function(*args)
 
 
 class Unavailable(Exception):

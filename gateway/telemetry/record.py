@@ -25,7 +25,21 @@ class AccessLog:
 
     def __init__(self):
         self.fd = None  # set up once per process (setup_access_log); stderr until then
+        self.path = None  # the file's, when it is one
         self._failing = False
+
+    def reopen(self) -> None:
+        """The file opened anew (after logrotate moved it: SIGUSR1, as gunicorn reopens its own
+        logs), onto the same descriptor: every writer goes on, into the new file."""
+        if self.path is None:
+            return
+        try:
+            fresh = open_access_log(self.path)
+        except ConfigError as exc:
+            logging.getLogger("gateway").error("the access log was not reopened, it goes on in the old file: %s", exc)
+            return
+        os.dup2(fresh, self.fd)
+        os.close(fresh)
 
     def write(self, line: str) -> None:
         data = line.encode() + b"\n"  # json.dumps wrote ASCII
@@ -56,7 +70,9 @@ def setup_access_log() -> None:
     """One JSON object per line: on stderr, or appended to the file GATEWAY_ACCESS_LOG names
     (opened once per process)."""
     if access_log.fd is None:
-        access_log.fd = open_access_log(os.environ.get("GATEWAY_ACCESS_LOG") or "-")
+        destination = os.environ.get("GATEWAY_ACCESS_LOG") or "-"
+        access_log.fd = open_access_log(destination)
+        access_log.path = None if destination == "-" else destination
 
 
 def open_access_log(destination: str) -> int:
