@@ -90,6 +90,23 @@ def test_stopped_workers_exit_as_soon_as_they_are_idle(tmp_path):
         server.stop(signal.SIGKILL)
 
 
+def test_a_sigterm_to_every_process_stops_the_gateway_quietly(tmp_path):
+    """`pkill gunicorn` signals the master, which passes the SIGTERM on, and each worker: a worker
+    that exits at once got the second one at its very end, where Python has put the default action
+    back, and died of it (gunicorn: "Worker was sent SIGTERM!"), every time with 20 to 60 ms between."""
+    server = GatewayServer(None, tmp_path).wait_ready()
+    try:
+        workers = server.worker_pids()
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.03)  # the gap pkill leaves between the processes it signals: the case under test
+        for pid in workers:
+            os.kill(pid, signal.SIGTERM)
+        assert server.wait_exit(timeout=20) == 0, server.log()
+        assert "was sent SIGTERM" not in server.log() and "Worker exiting" in server.log(), server.log()
+    finally:
+        server.stop(signal.SIGKILL)
+
+
 def _running(pid) -> bool:
     """Whether the process runs (a zombie, exited but not yet reaped by its master, does not)."""
     try:

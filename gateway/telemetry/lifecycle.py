@@ -16,6 +16,10 @@ def attach_worker(worker) -> None:
     graceful_stop = worker.handle_exit
 
     def handle_term(signum, frame):
+        # Once stopping, another SIGTERM (`pkill gunicorn` signals the master, which passes it on,
+        # and each worker) changes nothing. Ignored, it cannot kill the worker at its very end,
+        # where Python has put the default action back ("Worker was sent SIGTERM!").
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         graceful_stop(signum, frame)
         for listener in list(_on_shutdown):
             listener(worker.cfg.graceful_timeout)
