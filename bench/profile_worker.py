@@ -74,7 +74,7 @@ else:
     from bench.harness.load import load_c64  # noqa: E402
     from bench.harness.paths import LOGS, ROOT  # noqa: E402
     from bench.harness.servers import bench_config, free_port, gunicorn, stop, wait_listening, worker_pid  # noqa: E402
-    from bench.harness.workdir import exit_on_sigterm, temporary_folder  # noqa: E402
+    from bench.harness.workdir import exit_on_stop_signals, temporary_folder  # noqa: E402
     from bench.measure.capacity import PACE_SPREAD, PACE_TWIN_EVERY  # noqa: E402
     from bench.measure.relay import paced_run  # noqa: E402
 
@@ -121,7 +121,7 @@ else:
         floor = "--floor" in sys.argv
         load = args[0] if args else "paced"
         streams = int(args[1]) if len(args) > 1 else 200
-        exit_on_sigterm()
+        exit_on_stop_signals()
         with temporary_folder(prefix="llm-gateway-profile-") as workdir:  # removed however the run ends
             profile(workdir, load, streams, floor)
 

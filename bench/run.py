@@ -46,7 +46,7 @@ from bench.harness.procfs import OtherLoad  # noqa: E402
 from bench.harness.servers import Servers  # noqa: E402
 from bench.harness.sizes import FULL, QUICK  # noqa: E402
 from bench.harness.table import print_table  # noqa: E402
-from bench.harness.workdir import exit_on_sigterm, temporary_folder  # noqa: E402
+from bench.harness.workdir import exit_on_stop_signals, temporary_folder  # noqa: E402
 from bench.measure import affinity, capacity, fresh, large_answer, relay, requests, shared_limits, tools, usage  # noqa: E402
 
 RUN = (requests, relay, tools, capacity, fresh, shared_limits, affinity, usage, large_answer)  # the order sections run in
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))  # children inherit it
-    exit_on_sigterm()
+    exit_on_stop_signals()
     shutil.rmtree(LOGS, ignore_errors=True)  # the previous run's
     LOGS.mkdir(parents=True)
     models = ["plain", cfg["relay_model"], "stream-500-0", "stream-5-0", "stream-6-1000", "slow-4500", capacity.paced_model(cfg), large_answer.MODEL, large_answer.BACKGROUND]

@@ -64,7 +64,7 @@ from bench.harness.rss_watch import RssWatch  # noqa: E402
 from bench.harness.servers import Servers  # noqa: E402
 from bench.harness.table import aligned  # noqa: E402
 from bench.harness.tally import Tally  # noqa: E402
-from bench.harness.workdir import exit_on_sigterm, temporary_folder  # noqa: E402
+from bench.harness.workdir import exit_on_stop_signals, temporary_folder  # noqa: E402
 from gateway.limits.leases import LEASE_SECONDS  # noqa: E402
 
 GROWTH_LIMIT = 0.10  # a worker's RSS growth from start to end that fails the run
@@ -306,7 +306,7 @@ def main(argv=None) -> int:
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))  # children inherit it
-    exit_on_sigterm()
+    exit_on_stop_signals()
     shutil.rmtree(SOAK_LOGS, ignore_errors=True)  # the previous soak's
     SOAK_LOGS.mkdir(parents=True)
     rng = random.Random(args.seed)

@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 MEASURING = "non-streaming requests: concurrency 1 and 64 ..."  # printed once section `requests` starts
 
 
-def start_bench(tmp_path: Path, env=None) -> tuple:
-    """bench/run.py in a session of its own (a process group, as a terminal's foreground job)."""
+def start_bench(tmp_path: Path, env=None, sigint_ignored=False) -> tuple:
+    """bench/run.py in a session of its own (a process group, as a terminal's foreground job);
+    `sigint_ignored`: as a background job of a script starts it (`make bench &`)."""
     temp, out = tmp_path / "tmp", tmp_path / "out"
     temp.mkdir()
     environ = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
@@ -27,7 +28,8 @@ def start_bench(tmp_path: Path, env=None) -> tuple:
     log = tmp_path / "bench.out"
     with open(log, "wb") as stdout:
         process = subprocess.Popen([sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--only", "requests"], cwd=ROOT,
-                                   env=environ, stdout=stdout, stderr=subprocess.STDOUT, start_new_session=True)
+                                   env=environ, stdout=stdout, stderr=subprocess.STDOUT, start_new_session=True,
+                                   preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None)
     return process, temp, out, log
 
 
@@ -78,7 +80,13 @@ def test_an_interrupted_run_removes_its_folder_and_stops_its_servers(tmp_path, s
 
 def test_a_failed_run_removes_its_folder(tmp_path):
     # A gateway that cannot start (gunicorn.conf.py reads this setting as a number): the run stops with an error.
-    process, temp, out, log = start_bench(tmp_path, {"GATEWAY_WORKER_CONNECTIONS": "not-a-number"})
+    # Started with SIGINT ignored, which its servers would inherit: the run stops them with SIGINT, and
+    # each held it up 30 s, until it was killed.
+    process, temp, out, log = start_bench(tmp_path, {"GATEWAY_WORKER_CONNECTIONS": "not-a-number"}, sigint_ignored=True)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the failed run was still stopping its servers after 20 s:\n{log.read_text(errors='replace')}") from None
     output = finish(process, log)
     assert process.returncode == 1 and "exited with" in output, output
     wait_for(lambda: group_gone(process.pid), "the benchmark's servers to stop", timeout=30)
