@@ -12,7 +12,7 @@ import time
 import pytest
 
 from gateway.config import ConfigError
-from gateway.telemetry.record import AccessLog, RequestRecord, access_log, open_access_log, timestamp
+from gateway.telemetry.record import AccessLog, RequestRecord, access_log, timestamp
 
 
 @pytest.mark.parametrize("wall_time, expected", [
@@ -40,7 +40,7 @@ def test_access_log_line_starts_with_ts_of_when_the_request_started(monkeypatch)
 
 def test_access_log_destination_dash_is_stderr(capfd):
     log = AccessLog()
-    log.fd = open_access_log("-")
+    log.open("-")
     log.write('{"ts":"x"}')
     assert capfd.readouterr().err == '{"ts":"x"}\n'
 
@@ -49,7 +49,7 @@ def test_access_log_file_is_appended_to_and_each_line_is_on_disk_at_once(tmp_pat
     path = tmp_path / "access.log"
     path.write_text('{"earlier":"line"}\n')
     log = AccessLog()
-    log.fd = open_access_log(str(path))
+    log.open(str(path))
     try:
         log.write('{"ts":"x"}')
         assert path.read_text() == '{"earlier":"line"}\n{"ts":"x"}\n'  # read while still open
@@ -75,4 +75,4 @@ def test_an_access_log_that_cannot_be_written_says_so_once_and_fails_no_request(
 
 def test_an_access_log_path_that_cannot_be_opened_is_a_start_up_error(tmp_path):
     with pytest.raises(ConfigError, match=r"^GATEWAY_ACCESS_LOG: cannot open .*/no/such/dir/a\.log for appending"):
-        open_access_log(str(tmp_path / "no" / "such" / "dir" / "a.log"))
+        AccessLog().open(str(tmp_path / "no" / "such" / "dir" / "a.log"))

@@ -214,9 +214,6 @@ def test_status_says_gunicorn_gevent_all_workers(hosted):
     assert "The numbers below are the totals of all workers." in page
 
 
-# --- plain gunicorn, no gunicorn.conf.py: the app on its own -------------------------------------------
-
-
 def test_after_logrotate_sigusr1_makes_each_worker_write_to_a_fresh_file(hosted):
     """logrotate moves the file, then signals the master (postrotate: kill -USR1), which passes it
     on: every worker goes on in a new file at the same path, and the moved one gets nothing more."""
@@ -229,9 +226,17 @@ def test_after_logrotate_sigusr1_makes_each_worker_write_to_a_fresh_file(hosted)
     kept = rotated.read_text()
     for _ in range(6):
         assert hosted.get("/v1/models")[0] == 200
-    lines = wait_until(lambda: len(path.read_text().splitlines()) >= 6 and path.read_text().splitlines(), message="six lines")
+
+    def six_lines():
+        lines = path.read_text().splitlines()
+        return lines if len(lines) >= 6 else None
+
+    lines = wait_until(six_lines, message="six lines")
     assert [json.loads(line)["path"] for line in lines] == ["/v1/models"] * 6
     assert rotated.read_text() == kept
+
+
+# --- plain gunicorn, no gunicorn.conf.py: the app on its own -------------------------------------------
 
 
 @pytest.mark.parametrize("worker_args, worker, words", [

@@ -3,7 +3,6 @@ real loopback test backends: what the backend receives (the chat path's routing,
 defaults, overrides and headers), the answers, every 400, and stored responses (ownership,
 store: false, item references) in SQLite. The stores themselves: test_responses_store.py."""
 
-
 import pytest
 
 from app import create_app

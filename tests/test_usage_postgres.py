@@ -19,10 +19,10 @@ from types import SimpleNamespace
 import pytest
 import requests
 
+from gateway.usage.storage import Storage
 from tests.backends import wait_until
 from tests.configs import backend, gateway_toml, model
 from tests.gunicorn_server import GatewayServer
-from gateway.usage.storage import Storage
 from tests.postgres_server import PASSWORD, PostgresServer
 
 ADMIN_KEY = "adm-key-0c7a5e3b19"

@@ -24,9 +24,16 @@ class AccessLog:
     handler's lock took ~30 µs a request, more than the rest of the line."""
 
     def __init__(self):
-        self.fd = None  # set up once per process (setup_access_log); stderr until then
+        self.fd = None  # opened once per process (setup_access_log); stderr until then
         self.path = None  # the file's, when it is one
         self._failing = False
+
+    def open(self, destination: str) -> None:
+        """`-`: stderr; anything else: a file path, appended to (created as `open(path, "a")`
+        would). A path that cannot be opened stops start-up with one message (the app factory's
+        ConfigError), not a traceback."""
+        self.fd = 2 if destination == "-" else _appending(destination)
+        self.path = None if destination == "-" else destination
 
     def reopen(self) -> None:
         """The file opened anew (after logrotate moved it: SIGUSR1, as gunicorn reopens its own
@@ -34,7 +41,7 @@ class AccessLog:
         if self.path is None:
             return
         try:
-            fresh = open_access_log(self.path)
+            fresh = _appending(self.path)
         except ConfigError as exc:
             logging.getLogger("gateway").error("the access log was not reopened, it goes on in the old file: %s", exc)
             return
@@ -70,21 +77,14 @@ def setup_access_log() -> None:
     """One JSON object per line: on stderr, or appended to the file GATEWAY_ACCESS_LOG names
     (opened once per process)."""
     if access_log.fd is None:
-        destination = os.environ.get("GATEWAY_ACCESS_LOG") or "-"
-        access_log.fd = open_access_log(destination)
-        access_log.path = None if destination == "-" else destination
+        access_log.open(os.environ.get("GATEWAY_ACCESS_LOG") or "-")
 
 
-def open_access_log(destination: str) -> int:
-    """`-`: stderr; anything else: a file path, appended to (created as `open(path, "a")` would).
-    A path that cannot be opened stops start-up with one message (the app factory's ConfigError),
-    not a traceback."""
-    if destination == "-":
-        return 2
+def _appending(path: str) -> int:
     try:
-        return os.open(destination, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
     except OSError as exc:
-        raise ConfigError(f"GATEWAY_ACCESS_LOG: cannot open {destination} for appending: {exc.strerror or exc}") from None
+        raise ConfigError(f"GATEWAY_ACCESS_LOG: cannot open {path} for appending: {exc.strerror or exc}") from None
 
 
 def timestamp(wall_time: float) -> str:
