@@ -16,7 +16,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from gateway import boot_signals  # noqa: E402 - needs the path above
+from gateway import boot_signals, gevent_plugins  # noqa: E402 - needs the path above
 from gateway.startup import announce_for_workers, cpus_available  # noqa: E402
 
 # `gunicorn --check-config` (systemctl reload's first step) loads the app once, here, without
@@ -187,8 +187,11 @@ def when_ready(server):
 
 
 def post_fork(server, worker):
-    """The new worker's first step: a stop signal is held until its own handlers exist."""
+    """The new worker's first steps: a stop signal is held until its own handlers exist, and a
+    gevent worker's patching reads the installed packages once, not 25 times."""
     boot_signals.hold_stop_signals()
+    if type(worker).__module__ == "gunicorn.workers.ggevent":
+        gevent_plugins.look_up_plugins_once()
 
 
 def on_reload(arbiter):

@@ -6,6 +6,7 @@ ssl and gevent.
 The same behaviour under real servers is in test_hosting.py.
 """
 
+import json
 import logging
 import os
 import runpy
@@ -156,3 +157,45 @@ def test_a_marker_from_another_process_does_not_silence_the_warnings(startup_log
 
 def test_the_masters_bind_address_is_named_in_the_auth_warning():
     assert "anyone who can reach unix:/run/gw.sock may use" in startup.warnings_for(risky_config("m"), "unix:/run/gw.sock")[-1]
+
+
+# --- a gevent worker's boot: the installed packages read once --------------------------------------------
+
+PATCH_AND_REPORT = """
+import json, sys
+from importlib import metadata
+sys.path.insert(0, sys.argv[1])
+scans = []
+scan = metadata.entry_points
+metadata.entry_points = lambda *args, **kwargs: scans.append(1) or scan(*args, **kwargs)
+if sys.argv[2] == "once":
+    from gateway.gevent_plugins import look_up_plugins_once
+    look_up_plugins_once()
+from gevent import monkey
+monkey.patch_all()
+import gevent_probe_plugin
+print(json.dumps({"scans": len(scans), "plugin_saw": gevent_probe_plugin.SEEN}))
+"""
+
+
+def test_a_booting_gevent_worker_reads_the_installed_packages_once_and_calls_the_same_plugins(tmp_path):
+    """A package that registers a gevent plugin (an entry point) still hears of every step of the
+    patching, in the same order, while the installed packages are read once instead of 25 times."""
+    (tmp_path / "gevent_probe_plugin.py").write_text("SEEN = []\ndef seen(event):\n    SEEN.append(type(event).__name__)\n")
+    info = tmp_path / "gevent_probe_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: gevent-probe-plugin\nVersion: 1.0\n")
+    groups = ("gevent.plugins.monkey.will_patch_all", "gevent.plugins.monkey.will_patch_module",
+              "gevent.plugins.monkey.did_patch_all")
+    (info / "entry_points.txt").write_text("".join(f"[{group}]\nprobe = gevent_probe_plugin:seen\n\n" for group in groups))
+
+    def patched(how):
+        result = subprocess.run([sys.executable, "-c", PATCH_AND_REPORT, str(tmp_path), how], cwd=ROOT,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    gevents_own, once = patched("as gevent does"), patched("once")
+    assert gevents_own["scans"] >= 20 and once["scans"] == 1
+    assert "GeventWillPatchAllEvent" in once["plugin_saw"] and "GeventDidPatchAllEvent" in once["plugin_saw"]
+    assert once["plugin_saw"] == gevents_own["plugin_saw"]
