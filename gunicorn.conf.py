@@ -250,7 +250,10 @@ def on_exit(server):
 
 def worker_exit(server, worker):
     """Closes this worker's pooled backend connections as it goes, and writes what it counted:
-    the status page's history, and the usage ledger's last batch (a SIGTERM loses no usage)."""
+    the status page's history, and the usage ledger's last batch (a SIGTERM loses no usage).
+    Then a drained gevent worker leaves at once, without taking its interpreter apart."""
+    from gateway import retiring
+    from gateway.concurrency import cooperative
     from gateway.telemetry import metrics
     from gateway.usage.web import close_app
 
@@ -260,3 +263,5 @@ def worker_exit(server, worker):
     registry = getattr(app, "extensions", {}).get("registry")
     if registry is not None:
         registry.close()
+    if cooperative():
+        retiring.leave()

@@ -133,3 +133,43 @@ def test_a_stopping_worker_waits_for_the_work_its_requests_left_running():
     """)
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "['written']", result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("exit_with, status", [("sys.exit(3)", 3), ("sys.exit()", 0), ("sys.exit('cannot go on')", 1)])
+def test_a_leaving_worker_keeps_its_exit_status_exit_handlers_and_output_and_skips_the_teardown(exit_with, status):
+    """`leave` ends the process from within gunicorn's SystemExit, as the interpreter would have,
+    less the teardown of its modules (which would print the last line here)."""
+    probe = textwrap.dedent(f"""
+        import atexit, sys
+        from gateway import retiring
+
+        class TornDown:
+            def __del__(self):
+                print("the interpreter took its modules apart", file=sys.stderr, flush=True)
+
+        kept_until_teardown = TornDown()
+        atexit.register(lambda: print("exit handlers ran", file=sys.stderr))
+        sys.stdout.write("written, not yet flushed")
+        try:
+            {exit_with}
+        finally:
+            retiring.leave()
+    """)
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == status
+    assert result.stdout == "written, not yet flushed"
+    assert "exit handlers ran" in result.stderr and "took its modules apart" not in result.stderr
+    assert ("cannot go on" in result.stderr) == (status == 1)
+
+
+def test_leave_is_not_a_way_out_of_anything_but_an_exit():
+    probe = textwrap.dedent("""
+        from gateway import retiring
+        try:
+            raise ValueError("not an exit")
+        except ValueError:
+            retiring.leave()
+        print("still here")
+    """)
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "still here" and result.returncode == 0
