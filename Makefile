@@ -5,8 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # `make test` runs the suite in this many pytest-xdist processes; TEST_WORKERS=0: in one, without
-# xdist, for debugging. On 2 cores, 3 are as fast as 4 (94-98 s against 100-106 s in one hour) on
-# 20-40 s less CPU, since gateways stop at once (2: 130 s).
+# xdist, for debugging. On 2 cores, 3 are as fast as 4 on 20-40 s less CPU, since gateways stop at
+# once (2: 130 s); see docs/testing.md.
 TEST_WORKERS ?= 3
 
 .PHONY: run check test test-durations bench soak clean
