@@ -175,9 +175,9 @@ def in_background(function, *args) -> None:
         function(*args)
 
 
-def background_finished() -> None:
-    """Returns once the work `in_background` started has ended."""
-    _background.join()
+def background_finished(timeout: float | None = None) -> None:
+    """Returns once the work `in_background` started has ended (or after `timeout` seconds)."""
+    _background.join(timeout=timeout)
 
 
 def new_queue(size: int):

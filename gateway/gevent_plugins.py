@@ -8,16 +8,20 @@ CPU per worker boot, more than importing the app; every start, restart and reloa
 
 The installed packages do not change while a worker boots, so they are read once here, and each
 step picks its plugins from that one reading: the same plugins, called in the same way.
-gunicorn.conf.py's post_fork calls this in the new worker, before it patches.
+gunicorn.conf.py's post_fork calls this in the new worker, before it patches. The function it
+stands in for is copied from the gevent releases below; another gevent keeps its own.
 """
+
+GEVENT_RELEASES = ("26.9.0",)  # whose notify_and_call_entry_points this was checked against
 
 
 def look_up_plugins_once() -> None:
     from importlib import metadata
 
+    import gevent
     from gevent import events
 
-    if getattr(events.notify_and_call_entry_points, "looks_up_once", False):
+    if gevent.__version__ not in GEVENT_RELEASES or getattr(events.notify_and_call_entry_points, "looks_up_once", False):
         return
     installed = metadata.entry_points()  # every group, in one scan
 

@@ -18,7 +18,7 @@ its graceful deadline then cuts. So, once the worker starts retiring:
   the worker is stopping and then whether it is done, so an idle worker lingered one to two
   seconds: a restart, a reload's handover and every stop of the test suite's gateways waited
   for it;
-- and, its exit hooks done, it leaves as multiprocessing's forked children do (`leave`), without
+- and, its exit hooks done, it leaves with `os._exit` (`leave`), as a forked child should, without
   taking its interpreter apart.
 
 Set up by gunicorn.conf.py's post_worker_init in gevent workers, before the worker starts serving.
@@ -28,6 +28,7 @@ import atexit
 import os
 import socket
 import sys
+import threading
 
 import gevent
 import gevent.event
@@ -102,30 +103,47 @@ def attach(worker) -> None:
     on_shutdown(lambda graceful_timeout: stopping.set())
 
 
+# How long a worker leaving by another way than SIGTERM's drain (its graceful deadline, a quick
+# stop, max_requests) still gives the writes its requests left running (Redis counts, leases).
+LAST_WRITES_SECONDS = 0.5
+
+
 def leave() -> None:
     """The last step of gunicorn.conf.py's worker_exit, in a gevent worker on its way out (within
     the SystemExit that gunicorn raises for it): leaves with that exit status now.
 
-    By then every connection has ended, the writes they left running are done (`_drain`), and
-    worker_exit has written what the worker counted. What was left is the interpreter's own
-    teardown: its ~1,000 modules taken apart one object at a time, memory the kernel frees at
-    once anyway, 60-80 ms of CPU per worker exit that every stop, restart and reload paid. So,
-    as multiprocessing's forked children end: the exit handlers run (logging's flush among
-    them), the standard streams are flushed, and the process ends."""
+    By then worker_exit has written what the worker counted, and after SIGTERM every connection
+    has ended and the writes they left running are done (`_drain`); other ways out give those
+    writes LAST_WRITES_SECONDS (the interpreter's exit gave them one more turn of the loop). What
+    was left is the interpreter's own teardown: its ~1,000 modules taken apart one object at a
+    time, memory the kernel frees at once anyway, 60-80 ms of CPU per worker exit that every
+    stop, restart and reload paid. So the process ends with `os._exit`, which the os module
+    names for a forked child: after the exit handlers (logging's flush among them) and a flush
+    of the standard streams. Where the interpreter would do more, it is left to: a thread that
+    is not a daemon (it waits for it), an exit status the system cannot take."""
     stopping = sys.exc_info()[1]
     if not isinstance(stopping, SystemExit):
-        return  # not gunicorn's way out: the interpreter's own takes it
+        return  # not gunicorn's way out
     status = stopping.code
     if status is not None and not isinstance(status, int):
-        print(status, file=sys.stderr)  # what the interpreter does with sys.exit("message")
+        if sys.stderr is not None:
+            print(status, file=sys.stderr)  # what the interpreter does with sys.exit("message")
         status = 1
+    if not -2**31 <= (status or 0) < 2**31 or _threads_to_wait_for():
+        return
+    background_finished(timeout=LAST_WRITES_SECONDS)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):
-            pass  # closed, or its reader gone: nothing more can be said
+        except (AttributeError, OSError, ValueError):
+            pass  # none, closed, or its reader gone: nothing more can be said
     os._exit(status or 0)
+
+
+def _threads_to_wait_for() -> bool:
+    main = threading.main_thread()
+    return any(thread is not main and not thread.daemon and thread.is_alive() for thread in threading.enumerate())
 
 
 def _drain(servers) -> None:

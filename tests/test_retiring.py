@@ -135,33 +135,86 @@ def test_a_stopping_worker_waits_for_the_work_its_requests_left_running():
     assert result.stdout.strip() == "['written']", result.stdout + result.stderr
 
 
+LEAVING = """
+import atexit, sys, threading
+from gateway import retiring
+
+class TornDown:
+    def __del__(self):
+        print("the interpreter took its modules apart", file=sys.stderr, flush=True)
+
+kept_until_teardown = TornDown()
+atexit.register(lambda: print("exit handlers ran", file=sys.stderr))
+sys.stdout.write("written, not yet flushed")
+{before}
+try:
+    {exit_with}
+finally:
+    retiring.leave()
+"""
+
+
+def leaving(exit_with: str, before: str = "") -> subprocess.CompletedProcess:
+    probe = LEAVING.format(exit_with=exit_with, before=before)
+    return subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
 @pytest.mark.parametrize("exit_with, status", [("sys.exit(3)", 3), ("sys.exit()", 0), ("sys.exit('cannot go on')", 1)])
 def test_a_leaving_worker_keeps_its_exit_status_exit_handlers_and_output_and_skips_the_teardown(exit_with, status):
     """`leave` ends the process from within gunicorn's SystemExit, as the interpreter would have,
     less the teardown of its modules (which would print the last line here)."""
-    probe = textwrap.dedent(f"""
-        import atexit, sys
-        from gateway import retiring
-
-        class TornDown:
-            def __del__(self):
-                print("the interpreter took its modules apart", file=sys.stderr, flush=True)
-
-        kept_until_teardown = TornDown()
-        atexit.register(lambda: print("exit handlers ran", file=sys.stderr))
-        sys.stdout.write("written, not yet flushed")
-        try:
-            {exit_with}
-        finally:
-            retiring.leave()
-    """)
-    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    result = leaving(exit_with)
     assert result.returncode == status
     assert result.stdout == "written, not yet flushed"
     assert "exit handlers ran" in result.stderr and "took its modules apart" not in result.stderr
     assert ("cannot go on" in result.stderr) == (status == 1)
 
 
+@pytest.mark.parametrize("exit_with, before, status, last", [
+    ("sys.exit(2**32 + 3)", "", 3, "took its modules apart"),  # the system takes 3 of it: the interpreter says how
+    ("sys.exit(4)", "threading.Thread(target=lambda: (__import__('time').sleep(0.3), print('thread finished', file=sys.stderr))).start()",
+     4, "thread finished"),  # a thread that is not a daemon: the interpreter waits for it
+])
+def test_where_the_interpreter_would_do_more_leave_lets_it(exit_with, before, status, last):
+    result = leaving(exit_with, before)
+    assert result.returncode == status and last in result.stderr and "exit handlers ran" in result.stderr
+
+
+def test_a_worker_leaving_without_the_drain_gives_its_requests_last_writes_a_moment():
+    """Its graceful deadline, a quick stop or max_requests end a worker without `_drain`: a Redis
+    count its last request started in the background is still written."""
+    probe = textwrap.dedent("""
+        from gevent import monkey; monkey.patch_all()
+        import gevent, sys
+        from gateway import concurrency, retiring
+        concurrency.in_background(lambda: (gevent.sleep(0.1), print("written", flush=True)))
+        try:
+            sys.exit(0)
+        finally:
+            retiring.leave()
+    """)
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "written", result.stdout + result.stderr
+
+
+def test_gunicorn_conf_has_a_gevent_worker_leave_at_the_end_of_worker_exit():
+    probe = textwrap.dedent("""
+        from gevent import monkey; monkey.patch_all()
+        import runpy, sys, types
+        conf = runpy.run_path("gunicorn.conf.py")
+
+        class TornDown:
+            def __del__(self):
+                print("the interpreter took its modules apart", file=sys.stderr, flush=True)
+
+        kept_until_teardown = TornDown()
+        try:
+            sys.exit(5)
+        finally:
+            conf["worker_exit"](None, types.SimpleNamespace(wsgi=None))
+    """)
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 5 and "took its modules apart" not in result.stderr, result.stderr
 def test_leave_is_not_a_way_out_of_anything_but_an_exit():
     probe = textwrap.dedent("""
         from gateway import retiring

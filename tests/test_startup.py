@@ -199,3 +199,31 @@ def test_a_booting_gevent_worker_reads_the_installed_packages_once_and_calls_the
     assert gevents_own["scans"] >= 20 and once["scans"] == 1
     assert "GeventWillPatchAllEvent" in once["plugin_saw"] and "GeventDidPatchAllEvent" in once["plugin_saw"]
     assert once["plugin_saw"] == gevents_own["plugin_saw"]
+
+
+def test_the_gevent_release_installed_is_one_the_plugin_lookup_was_checked_against():
+    """gevent_plugins copies gevent's function: an upgrade must be checked again (else it keeps gevent's own)."""
+    import gevent
+
+    from gateway.gevent_plugins import GEVENT_RELEASES
+
+    assert gevent.__version__ in GEVENT_RELEASES
+
+
+POST_FORK = """
+import runpy, sys
+from gunicorn.workers.ggevent import GeventWorker
+from gunicorn.workers.sync import SyncWorker
+conf = runpy.run_path("gunicorn.conf.py")
+worker_class = {"gevent": GeventWorker, "sync": SyncWorker}[sys.argv[1]]
+conf["post_fork"](None, object.__new__(worker_class))
+from gevent import events
+print(getattr(events.notify_and_call_entry_points, "looks_up_once", False))
+"""
+
+
+@pytest.mark.parametrize("worker_class, once", [("gevent", "True"), ("sync", "False")])
+def test_gunicorn_conf_has_a_new_gevent_worker_and_only_it_read_the_installed_packages_once(worker_class, once):
+    result = subprocess.run([sys.executable, "-c", POST_FORK, worker_class], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == once
