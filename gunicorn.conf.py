@@ -251,7 +251,7 @@ def on_exit(server):
 def worker_exit(server, worker):
     """Closes this worker's pooled backend connections as it goes, and writes what it counted:
     the status page's history, and the usage ledger's last batch (a SIGTERM loses no usage).
-    Then a drained gevent worker leaves at once, without taking its interpreter apart."""
+    Then a gevent worker leaves at once, without taking its interpreter apart (retiring.leave)."""
     from gateway import retiring
     from gateway.concurrency import cooperative
     from gateway.telemetry import metrics
