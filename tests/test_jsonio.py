@@ -42,12 +42,19 @@ def test_reading_in_pieces_gives_what_json_gives(always_in_pieces, document, spa
 @fixed_setup
 @given(document=tops)
 def test_writing_in_pieces_gives_what_json_gives(always_in_pieces, document):
+    """Byte for byte: the pieces are json's own encoder's. A document with no list at its top or
+    one level down has no pieces to write, and takes the one-call path, orjson's (which may spell
+    a float otherwise: 0.00001 for 1e-05, found here), as the next test has it."""
     try:
         expected = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate: the whole document goes ASCII, with escapes
         expected = json.dumps(document, separators=(",", ":")).encode("ascii")
-    assert jsonio.dumps(document) == expected
-    assert b"".join(jsonio.dumps_in_pieces(document)) == expected
+    written = jsonio.dumps(document)
+    assert b"".join(jsonio.dumps_in_pieces(document)) == written
+    if jsonio._has_long_lists(document):
+        assert written == expected
+    else:
+        assert json.loads(written) == document
 
 
 @fixed_setup
