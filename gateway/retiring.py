@@ -125,11 +125,13 @@ def leave() -> None:
     if not isinstance(stopping, SystemExit):
         return  # not gunicorn's way out
     status = stopping.code
-    if status is not None and not isinstance(status, int):
+    if status is None:
+        status = 0
+    elif not isinstance(status, int):
         if sys.stderr is not None:
             print(status, file=sys.stderr)  # what the interpreter does with sys.exit("message")
         status = 1
-    if not -2**31 <= (status or 0) < 2**31 or _threads_to_wait_for():
+    if not -2**31 <= status < 2**31 or _threads_to_wait_for():
         return
     background_finished(timeout=LAST_WRITES_SECONDS)
     atexit._run_exitfuncs()
@@ -138,7 +140,7 @@ def leave() -> None:
             stream.flush()
         except (AttributeError, OSError, ValueError):
             pass  # none, closed, or its reader gone: nothing more can be said
-    os._exit(status or 0)
+    os._exit(status)
 
 
 def _threads_to_wait_for() -> bool:

@@ -136,6 +136,7 @@ def test_a_stopping_worker_waits_for_the_work_its_requests_left_running():
 
 
 LEAVING = """
+{prelude}
 import atexit, sys, threading
 from gateway import retiring
 
@@ -150,12 +151,13 @@ sys.stdout.write("written, not yet flushed")
 try:
     {exit_with}
 finally:
-    retiring.leave()
+    {leave}
 """
+GEVENT_WORKER = "from gevent import monkey; monkey.patch_all()"  # as gunicorn's gevent worker patches
 
 
-def leaving(exit_with: str, before: str = "") -> subprocess.CompletedProcess:
-    probe = LEAVING.format(exit_with=exit_with, before=before)
+def leaving(exit_with: str, before: str = "", prelude: str = "", leave: str = "retiring.leave()") -> subprocess.CompletedProcess:
+    probe = LEAVING.format(prelude=prelude, exit_with=exit_with, before=before, leave=leave)
     return subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
@@ -183,38 +185,17 @@ def test_where_the_interpreter_would_do_more_leave_lets_it(exit_with, before, st
 def test_a_worker_leaving_without_the_drain_gives_its_requests_last_writes_a_moment():
     """Its graceful deadline, a quick stop or max_requests end a worker without `_drain`: a Redis
     count its last request started in the background is still written."""
-    probe = textwrap.dedent("""
-        from gevent import monkey; monkey.patch_all()
-        import gevent, sys
-        from gateway import concurrency, retiring
-        concurrency.in_background(lambda: (gevent.sleep(0.1), print("written", flush=True)))
-        try:
-            sys.exit(0)
-        finally:
-            retiring.leave()
-    """)
-    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0 and result.stdout.strip() == "written", result.stdout + result.stderr
+    last_write = "import gevent; from gateway import concurrency; concurrency.in_background(lambda: (gevent.sleep(0.1), print('last write', file=sys.stderr)))"
+    result = leaving("sys.exit(0)", before=last_write, prelude=GEVENT_WORKER)
+    assert result.returncode == 0 and "last write" in result.stderr, result.stderr
 
 
 def test_gunicorn_conf_has_a_gevent_worker_leave_at_the_end_of_worker_exit():
-    probe = textwrap.dedent("""
-        from gevent import monkey; monkey.patch_all()
-        import runpy, sys, types
-        conf = runpy.run_path("gunicorn.conf.py")
+    conf = GEVENT_WORKER + "\nimport runpy, types\nconf = runpy.run_path('gunicorn.conf.py')"
+    result = leaving("sys.exit(5)", prelude=conf, leave="conf['worker_exit'](None, types.SimpleNamespace(wsgi=None))")
+    assert result.returncode == 5 and "exit handlers ran" in result.stderr and "took its modules apart" not in result.stderr, result.stderr
 
-        class TornDown:
-            def __del__(self):
-                print("the interpreter took its modules apart", file=sys.stderr, flush=True)
 
-        kept_until_teardown = TornDown()
-        try:
-            sys.exit(5)
-        finally:
-            conf["worker_exit"](None, types.SimpleNamespace(wsgi=None))
-    """)
-    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 5 and "took its modules apart" not in result.stderr, result.stderr
 def test_leave_is_not_a_way_out_of_anything_but_an_exit():
     probe = textwrap.dedent("""
         from gateway import retiring
