@@ -82,8 +82,8 @@ def error_of(answer: bytes) -> dict:
 
 @pytest.mark.parametrize("field", ["tools", "messages"])
 def test_a_ten_megabyte_list_of_bad_items_is_answered_at_once(gateway, field):
-    body = {"model": "corp-plain", "messages": MESSAGES, field: [1] * 4_900_000}  # 9.8 MB
-    data = json.dumps(body, separators=(",", ":")).encode()
+    head = json.dumps({"model": "corp-plain", "messages": MESSAGES} if field != "messages" else {"model": "corp-plain"})
+    data = (head[:-1] + f', "{field}": [' + "1," * 4_899_999 + "1]}").encode()  # 9.8 MB, written without a 0.6 s json.dumps
     assert len(data) > 9_700_000
     # Before the fix this took 15-30 s (one error built per item) and stalled the worker.
     response = requests.post(gateway.url + "/v1/chat/completions", data=data, headers={"Content-Type": "application/json"}, timeout=10)

@@ -83,6 +83,7 @@ def test_a_lone_surrogate_is_written_escaped_in_pieces_too(always_in_pieces):
 @pytest.mark.parametrize("text", [
     '{"data": [1, 2,]}', '{"data": [1 2]}', '{"data": [1, 2}', '{"a": 1,}', '{"a" 1}', '{1: 2}',
     '[1, 2] x', '{"data": [NaN]}', '', '   ', '{"data": [1e999]}', '[', '{"a": [', '"\\ud800" "x"',
+    '{"data": [,1]}', '{"data": [ , 2]}', '{"data": [1,,2]}', '{"data": [1, tru, 2]}', '[1, 2 3, 4]',
 ])
 def test_bad_documents_are_refused_in_pieces_as_in_one_call(always_in_pieces, text):
     def strict(parse):
@@ -101,6 +102,33 @@ def test_bad_documents_are_refused_in_pieces_as_in_one_call(always_in_pieces, te
         strict(json.loads)
     with pytest.raises(ValueError):
         strict(jsonio.loads)
+
+
+def test_long_runs_of_flat_elements_are_read_a_window_at_a_time_and_an_error_in_one_costs_no_more():
+    """Flat elements (numbers, literals, plain strings) are read a window (`_RUN` characters) per
+    call; a run that does not decode is read element by element to its error, never decoded again
+    from each element on (which would cost a window's decode per element)."""
+    calls = []
+    decode = json.JSONDecoder.decode
+
+    def counting(self, text):
+        calls.append(len(text))
+        return decode(self, text)
+
+    flat = '[1, -2.5e3, "plain", true, null, "with \\"escape\\"", ' + "7," * 300_000 + "8]"
+    expected = json.loads(flat)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(json.JSONDecoder, "decode", counting)
+        assert jsonio.loads(flat.encode()) == expected
+        assert len(calls) <= len(flat) // jsonio._RUN + 3
+        calls.clear()
+        broken = '[1, "with \\"escape\\"", ' + "7," * 10_000 + "7 7," + "7," * 300_000 + "8]"  # an error mid-run
+        with pytest.raises(json.JSONDecodeError) as refused:
+            jsonio.loads(broken.encode())
+    assert len(calls) <= 2
+    with pytest.raises(json.JSONDecodeError) as in_one_call:
+        json.loads(broken)
+    assert refused.value.msg == in_one_call.value.msg
 
 
 def test_not_utf8_is_refused():
