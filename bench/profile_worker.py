@@ -47,8 +47,11 @@ if __name__ != "__main__":  # imported by the gunicorn worker, after gevent has 
         _last[0] = now
 
     def _dump():
+        # The timer stops first: a sample taken while the samples are written would change the
+        # table being read ("dictionary changed size during iteration", and a truncated profile).
+        signal.setitimer(signal.ITIMER_PROF, 0)
         with open(os.environ["BENCH_PROFILE_OUT"], "w") as out:
-            for stack, seconds in _samples.items():
+            for stack, seconds in list(_samples.items()):
                 out.write(f"{seconds * 1e6:.0f}\t{';'.join(f'{f}:{n}' for f, n in stack)}\n")
 
     signal.signal(signal.SIGPROF, _sample)
