@@ -4,9 +4,10 @@ and written in pieces.
 Why pieces: one C-level `json.loads` or `json.dumps` of tens of megabytes (an embeddings answer
 for half a million inputs) holds the GIL for its whole run, over a second on a busy machine, and
 so stalls every stream of the worker even when it runs in a thread. `loads` and `dumps` of a
-large document work element by element through the lists at its top (where a large document's
-bulk is: `input`, `messages`, `data`), each C call short: a thread running them lets go of the
-GIL between calls (every 5 ms, `sys.getswitchinterval()`), so the worker's event loop keeps
+large document work through the lists at its top (where a large document's bulk is: `input`,
+`messages`, `data`) a run of elements per C call (`loads`: up to 32K characters, about a
+millisecond; `dumps`: batches sized to 2 ms), each call short: a thread running them lets go of
+the GIL between calls (every 5 ms, `sys.getswitchinterval()`), so the worker's event loop keeps
 serving. Small documents take the one-call path: no cost where there is no need.
 
 Writing takes orjson where it can: a request body with Open WebUI's 36 tools (26 KB) is written
@@ -153,7 +154,9 @@ def loads(data, *, parse_constant=None, parse_float=None):
 # regular expression engine's cost per repetition is what made an alternation of JSON's value
 # forms cost 0.5 us per element (1.1 s for a 9.8 MB list of `1,`).
 _FLAT = re.compile(r'(?:[^"\[\]{}\\]++|"[^"\\\x00-\x1f]*+")*+')
-_RUN = 1 << 16  # characters one run reads at most
+# How an element that is a container begins: `[`, or `{` and its first key (`{"object":`).
+_OPENING = re.compile(r'\[|\{[ \t\n\r]*"[^"\\\x00-\x1f]{0,40}+"[ \t\n\r]*:')
+_RUN = 1 << 15  # characters one run reads at most: a C call of about a millisecond
 _NUMBER_GOES_ON = re.compile(r"[0-9.eE+-]*")  # what may follow a cut number up to the window's end
 
 
@@ -176,10 +179,11 @@ class _Reader:
     is needed. Every value is read by the C scanner in one call; one cut off by the end of the
     window (an error, or a number that ends exactly there) is read again with more text."""
 
-    __slots__ = ("text", "pos", "_slices", "_more", "_scan", "_decode")
+    __slots__ = ("text", "pos", "dropped", "_slices", "_more", "_scan", "_decode")
 
     def __init__(self, data, decoder: json.JSONDecoder):
         self.text, self.pos = "", 0
+        self.dropped = 0  # characters of the document before the window's start
         self._slices = _slices(data)
         self._more = True
         self._scan = decoder.scan_once
@@ -193,6 +197,7 @@ class _Reader:
                 self._more = False
                 return False
             if piece:
+                self.dropped += self.pos
                 self.text, self.pos = self.text[self.pos:] + piece, 0
                 return True
         return False
@@ -237,44 +242,57 @@ class _Reader:
                     pass
 
     def list(self) -> list:
-        """A list whose elements are each read in one call (at its `[`)."""
+        """A list whose elements are each read in one call (at its `[`), or many in one (`_run`)."""
         items = []
         append = items.append
-        runs = True
+        runs_from = 0  # where in the document a run may be tried again, after one that failed
         more = self._opened("]")
         while more:
-            # A run of small plain elements (numbers, short strings, literals), each followed by its
-            # comma, is read in one C call: element by element, ten million of them would cost
-            # seconds (a 20 MB body of `1,1,1,...` is what a client may send).
-            if runs:
-                runs = self._run(items)
+            # A run of elements is read in one C call: element by element, ten million small ones
+            # (a 20 MB body of `1,1,1,...` is what a client may send) would cost seconds, and
+            # 400,000 embeddings a second of Python.
+            if self.dropped + self.pos >= runs_from:
+                runs_from = self._run(items)
             append(self.value())
             if self.pos > _SLICE:  # drop what is read: the window stays about a slice long
+                self.dropped += self.pos
                 self.text, self.pos = self.text[self.pos:], 0
             more = self._after_element("]")
         return items
 
-    def _run(self, items: list) -> bool:
-        """Reads the flat elements ahead (up to _RUN characters, up to the last comma in them) in
-        one call, into `items`. A run holds no bracket, so its commas are the list's own: what does
-        not decode (or decodes to no element) is a syntax error of the document, in this run. Then False: the elements are
-        read one by one from here, which finds the error where it is and says so as one call
-        would; retrying runs there would cost a decode per element."""
+    def _run(self, items: list) -> int:
+        """Reads the elements ahead, up to _RUN characters and a comma of the list's own, in one
+        call into `items`. Returns 0, or after a run that did not decode, where in the document
+        the next may be tried: the elements up to there are read one by one (which finds an error
+        where it is and says so as one call would), at most one failed decode per window.
+
+        Where a run ends: flat text (numbers, literals, plain strings) holds no bracket, so its
+        commas are the list's own. Past it, a comma followed by what began the first element
+        (`{"object":`, `{"role":`, `[`), blanks between, most likely is, in a list of like elements. A run is
+        decoded as `[` + run + `]`, which succeeds only when the run is whole elements: cut inside
+        an element it leaves a bracket or a string open."""
         text, pos = self.text, self.pos
-        flat = _FLAT.match(text, pos, min(len(text), pos + _RUN))
-        comma = text.rfind(",", pos, flat.end())
-        if comma < 0:
-            return True
+        limit = min(len(text), pos + _RUN)
+        flat = _FLAT.match(text, pos, limit).end()
+        cut = text.rfind(",", pos, flat)
+        if flat < limit:
+            opening = _OPENING.match(text, flat, limit)
+            if opening is not None:
+                last = text.rfind(opening.group(), flat + 1, limit)
+                if last > 0:
+                    cut = max(cut, text.rfind(",", flat, last))  # blanks may stand between the two
+        if cut < 0:
+            return 0
         try:
-            run = self._decode("[" + text[pos:comma] + "]")
+            run = self._decode("[" + text[pos:cut] + "]")
         except json.JSONDecodeError:
-            return False
-        if not run:  # blanks, then the comma: an element is missing
-            return False
+            run = None
+        if not run:  # not whole elements (or blanks, then the comma: an element is missing)
+            return self.dropped + limit
         items.extend(run)
-        self.pos = comma + 1
+        self.pos = cut + 1
         self.skip()
-        return True
+        return 0
 
     def top_object(self) -> dict:
         """The top-level object: its list values read by `list`, anything else in one call."""

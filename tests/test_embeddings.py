@@ -387,14 +387,16 @@ def test_a_secret_in_the_embeddings_url_is_redacted_like_one_in_url():
 # --- one huge request must not stall the worker's other streams (issue #21) -------------------------
 
 
-def stream_gaps(url: str, gaps: list, started: threading.Event) -> None:
-    """Reads one paced stream; appends (arrival time) of every event to `gaps`."""
+def stream_gaps(url: str, gaps: list, started: threading.Event, enough: threading.Event) -> None:
+    """Reads one paced stream until `enough` is set; appends the arrival time of every event to `gaps`."""
     body = {"model": "relay-chat", "stream": True, "messages": [{"role": "user", "content": "count"}]}
     with requests.post(url + "/v1/chat/completions", json=body, stream=True, timeout=60) as response:
         for line in response.iter_lines():
             if line.startswith(b"data: {"):
                 gaps.append(time.monotonic())
                 started.set()
+                if enough.is_set():
+                    return  # leaves: the gateway ends the stream as its client goes
 
 
 def test_a_huge_embeddings_answer_does_not_stall_the_workers_other_streams(embed_server, corp_backend, openai_backend):
@@ -406,23 +408,28 @@ def test_a_huge_embeddings_answer_does_not_stall_the_workers_other_streams(embed
     item = b'{"object":"embedding","index":%d,"embedding":[0.25,-0.5]}'
     answer = b'{"object":"list","model":"BAAI/bge-m3","data":[' + b",".join(item % i for i in range(count)) + b'],"usage":{"prompt_tokens":1,"total_tokens":1}}'
     corp_backend.respond_with(lambda exchange: exchange.send_raw(200, "application/json", answer))
-    openai_backend.respond_with(lambda exchange: exchange.paced_reply(["x"] * 150, 0.03))
+    # A stream that outlasts the huge request (30 s at most); it is left once that is answered.
+    openai_backend.respond_with(lambda exchange: exchange.paced_reply(["x"] * 1000, 0.03))
     arrivals = [[]]  # one stream: "openai" takes one request at a time (max_concurrency = 1)
     started = [threading.Event() for _ in arrivals]
-    readers = [threading.Thread(target=stream_gaps, args=(embed_server.url, times, ready)) for times, ready in zip(arrivals, started)]
+    enough = threading.Event()
+    readers = [threading.Thread(target=stream_gaps, args=(embed_server.url, times, ready, enough)) for times, ready in zip(arrivals, started)]
     for reader in readers:
         reader.start()
     for ready in started:
         assert ready.wait(10)
-    request = json.dumps({"model": "bge-m3", "input": ["x"] * count}).encode()
+    request = ('{"model": "bge-m3", "input": [' + '"x", ' * (count - 1) + '"x"]}').encode()  # without a json.dumps of its own
     began = time.monotonic()
     with requests.post(embed_server.url + "/v1/embeddings", data=request, headers={"Content-Type": "application/json"}, stream=True, timeout=120) as big:
         assert big.status_code == 200
         size = sum(len(chunk) for chunk in big.iter_content(1 << 20))  # not parsed here: that would stall this process
     ended = time.monotonic()
+    enough.set()
     for reader in readers:
         reader.join(timeout=30)
+        assert not reader.is_alive()
     assert size > 20_000_000
+    assert all(times[-1] > ended for times in arrivals), "a stream ended before the huge answer did: its gaps cover only part of it"
     worst = max(later - earlier for times in arrivals for earlier, later in zip(times, times[1:]) if later > began and earlier < ended)
     assert worst < 0.6, f"the other streams waited {worst * 1000:.0f} ms"
 
