@@ -57,13 +57,19 @@ def dumps(obj) -> bytes:
 def dumps_in_pieces(obj) -> list:
     """What `dumps` writes, as a list of byte strings of about _PIECE bytes each: a large answer
     goes to the client piece by piece, never copied into one buffer (a copy of tens of megabytes
-    is one long C call too)."""
+    is one long C call too). Written with orjson where it can, as `dumps` is."""
     if not _has_long_lists(obj):
         return [dumps(obj)]
     try:
-        return _coalesced(piece.encode("utf-8") for piece in _pieces(obj, ensure_ascii=False, top=True))
+        return _coalesced(_pieces(obj, orjson.dumps, top=True))
+    except TypeError:  # what orjson does not write (see the top): all of it json's way
+        pass
+    utf8 = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+    try:
+        return _coalesced(_pieces(obj, lambda value: utf8(value).encode("utf-8"), top=True))
     except UnicodeEncodeError:
-        return _coalesced(piece.encode("ascii") for piece in _pieces(obj, ensure_ascii=True, top=True))
+        ascii_ = json.JSONEncoder(separators=(",", ":")).encode
+        return _coalesced(_pieces(obj, lambda value: ascii_(value).encode("ascii"), top=True))
 
 
 def _coalesced(pieces) -> list:
@@ -85,27 +91,26 @@ def _has_long_lists(obj) -> bool:
     return isinstance(obj, dict) and any(isinstance(v, list) and len(v) > _LONG for v in obj.values())
 
 
-def _pieces(obj, ensure_ascii: bool, top: bool):
-    """The compact JSON text of `obj`, in pieces: lists a batch of elements per C call (batches
-    sized to take about _STEP each, whatever the elements hold) at the top and one level down;
-    everything below in one call each."""
-    encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=ensure_ascii).encode
+def _pieces(obj, encode, top: bool):
+    """The compact JSON of `obj` as `encode` writes it (bytes), in pieces: lists a batch of
+    elements per C call (batches sized to take about _STEP each, whatever the elements hold) at
+    the top and one level down; everything below in one call each."""
     if isinstance(obj, list):
-        yield "["
+        yield b"["
         start, batch = 0, 1
         while start < len(obj):
             began = time.perf_counter()
-            yield ("," if start else "") + encode(obj[start:start + batch])[1:-1]
+            yield (b"," if start else b"") + encode(obj[start:start + batch])[1:-1]
             start += batch
             took = time.perf_counter() - began
             batch = max(1, batch * 2 if took < _STEP / 2 else batch // 2 if took > _STEP * 2 else batch)
-        yield "]"
+        yield b"]"
     elif isinstance(obj, dict) and top:
-        yield "{"
+        yield b"{"
         for position, (key, value) in enumerate(obj.items()):
-            yield ("," if position else "") + encode({key: None})[1:-5]  # '"key":' 
-            yield from _pieces(value, ensure_ascii, top=False)
-        yield "}"
+            yield (b"," if position else b"") + encode({key: None})[1:-5]  # b'"key":'
+            yield from _pieces(value, encode, top=False)
+        yield b"}"
     else:
         yield encode(obj)
 
