@@ -11,11 +11,12 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 import requests
 
-from tests.backends import wait_until
+from tests.backends import chunk_json, wait_until
 from tests.configs import backend, gateway_toml, model
 from tests.gunicorn_server import ROOT, GatewayServer
 from tests.nginx_server import NGINX, Nginx, require
@@ -82,37 +83,66 @@ def test_streams_started_after_a_reload_over_nginx_kept_connections_run_to_their
     """nginx's `keepalive 32` keeps idle connections to the gateway. After a good reload the old
     worker must not take new streams over them: those would be cut at its graceful deadline."""
     require(NGINX, "nginx", "apt-get install nginx")
-    server = GatewayServer(config_for(openai_backend.url, "paced"), tmp_path / "gateway", env={"GATEWAY_GRACEFUL_TIMEOUT": str(GRACEFUL)}).wait_ready()
+    server = GatewayServer(config_for(openai_backend.url, "paced", "warm"), tmp_path / "gateway",
+                           env={"GATEWAY_GRACEFUL_TIMEOUT": str(GRACEFUL)}).wait_ready()
     proxy = Nginx(tmp_path / "nginx", f"127.0.0.1:{server.port}")
     long_answer = [str(i) for i in range(20)]  # 20 × 0.25 s = 5 s: longer than the graceful 3 s
-    openai_backend.respond_with(lambda exchange: exchange.paced_reply(long_answer if exchange.body["model"] == "long" else ["x"] * 8, 0.25))
+    late_streams = 4
+
+    def answer(exchange):
+        if exchange.body["model"] == "long":
+            exchange.paced_reply(long_answer, 0.25)
+            return
+        if exchange.body["model"] == "warm":
+            exchange.paced_reply(["x"] * 2, 0.2)
+            return
+        # The stream that holds the old worker: it runs until every late stream has reached the
+        # backend (so they were sent while the old worker was still there), then ends, well
+        # within the graceful deadline however long the reload took on a busy machine.
+        exchange.start_sse()
+        deadline = time.monotonic() + 20
+        while sum(r.body["model"] == "long" for r in openai_backend.requests) < late_streams and time.monotonic() < deadline:
+            exchange.event(chunk_json(delta={"content": "x"}))
+            time.sleep(0.05)
+        exchange.event(chunk_json(delta={}, finish_reason="stop"))
+        exchange.event("[DONE]")
+        exchange.end_sse()
+
+    openai_backend.respond_with(answer)
     results = {}
 
     def stream(name, model_id):
         with requests.post(proxy.url + "/v1/chat/completions", json=chat(model_id), stream=True, timeout=30) as response:
             results[name] = (response.status_code, data_payloads(read_events(response)))
 
+    def run_all(threads):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+
     try:
-        for _ in range(4):  # nginx now holds kept connections to the (old) worker
-            assert requests.get(proxy.url + "/healthz", timeout=5).status_code == 200
+        # Streams at once, each on a connection of its own, which nginx then keeps: idle
+        # connections to the (old) worker, as many as there will be late streams, and one more.
+        run_all([threading.Thread(target=stream, args=(f"warm-{i}", "warm")) for i in range(late_streams + 1)])
         holding = threading.Thread(target=stream, args=("holding", "paced"))  # keeps the old worker retiring, not gone
         holding.start()
-        wait_until(lambda: openai_backend.requests, message="the first stream to reach the backend")
+        wait_until(lambda: any(r.body["model"] == "paced" for r in openai_backend.requests), message="the holding stream to reach the backend")
         old = server.worker_pids()
-        (tmp_path / "gateway" / "gateway.toml").write_text(config_for(openai_backend.url, "paced", "long"), encoding="utf-8")
+        (tmp_path / "gateway" / "gateway.toml").write_text(config_for(openai_backend.url, "paced", "warm", "long"), encoding="utf-8")
         server.process.send_signal(signal.SIGHUP)
         wait_until(lambda: new_worker_booted(server, old), message="the new worker")
-        wait_until(lambda: "long" in [m["id"] for m in requests.get(proxy.url + "/v1/models", timeout=5).json()["data"]],
-                   message="the new config through nginx")
-        late = [threading.Thread(target=stream, args=(f"late-{i}", "long")) for i in range(4)]
-        for thread in late:
-            thread.start()
-        for thread in [holding, *late]:
-            thread.join(timeout=30)
+        # Asked of the gateway itself: through nginx, each ask would take one of its kept
+        # connections to the old worker, which then closes it (gunicorn's `Connection: close`
+        # while retiring), and the late streams would find none left to be wrongly served over.
+        wait_until(lambda: "long" in [m["id"] for m in requests.get(server.url + "/v1/models", timeout=5).json()["data"]],
+                   message="the new config")
+        run_all([threading.Thread(target=stream, args=(f"late-{i}", "long")) for i in range(late_streams)])
+        holding.join(timeout=30)
         for name, (status, payloads) in results.items():
             assert status == 200, name
             assert payloads[-1] == "[DONE]" and not any("error" in p for p in payloads if isinstance(p, dict)), (name, payloads[-3:])
-        assert len(results) == 5
+        assert len(results) == 2 * late_streams + 2
     finally:
         proxy.stop()
         server.stop()
