@@ -159,6 +159,9 @@ def loads(data, *, parse_constant=None, parse_float=None):
 # regular expression engine's cost per repetition is what made an alternation of JSON's value
 # forms cost 0.5 us per element (1.1 s for a 9.8 MB list of `1,`).
 _FLAT = re.compile(r'(?:[^"\[\]{}\\]++|"[^"\\\x00-\x1f]*+")*+')
+# The same text as elements each followed by its comma, strings whole: where flat text holds
+# strings, its last comma may stand inside one ("Paris, France").
+_FLAT_ELEMENTS = re.compile(r'(?:[^"\[\]{}\\,]*+(?:"[^"\\\x00-\x1f]*+"[^"\[\]{}\\,]*+)*+,)*+')
 # How an element that is a container begins: `[`, or `{` and its first key (`{"object":`).
 _OPENING = re.compile(r'\[|\{[ \t\n\r]*"[^"\\\x00-\x1f]{0,40}+"[ \t\n\r]*:')
 _RUN = 1 << 15  # characters one run reads at most: a C call of about a millisecond
@@ -272,14 +275,18 @@ class _Reader:
         where it is and says so as one call would), at most one failed decode per window.
 
         Where a run ends: flat text (numbers, literals, plain strings) holds no bracket, so its
-        commas are the list's own. Past it, a comma followed by what began the first element
-        (`{"object":`, `{"role":`, `[`), blanks between, most likely is, in a list of like elements. A run is
-        decoded as `[` + run + `]`, which succeeds only when the run is whole elements: cut inside
-        an element it leaves a bracket or a string open."""
+        commas outside strings are the list's own. Past it, a comma followed by what began the
+        first element (`{"object":`, `{"role":`, `[`), blanks between, most likely is, in a list
+        of like elements. A run is decoded as `[` + run + `]`, which succeeds only when the run is
+        whole elements: cut inside an element it leaves a bracket or a string open."""
         text, pos = self.text, self.pos
         limit = min(len(text), pos + _RUN)
         flat = _FLAT.match(text, pos, limit).end()
-        cut = text.rfind(",", pos, flat)
+        if text.find('"', pos, flat) < 0:
+            cut = text.rfind(",", pos, flat)
+        else:
+            elements_end = _FLAT_ELEMENTS.match(text, pos, flat).end()  # just past the last comma outside a string
+            cut = elements_end - 1 if elements_end > pos else -1
         if flat < limit:
             opening = _OPENING.match(text, flat, limit)
             if opening is not None:
