@@ -5,6 +5,7 @@ request passes through (its record, inbound keys and CORS) → the blueprints �
 Each piece registers itself.
 """
 
+import inspect
 import logging
 
 from flask import Flask
@@ -22,11 +23,24 @@ from gateway.usage import web as usage
 from gateway.web import access, admin, api, embeddings, error_handlers, responses_api, status
 
 
+class GatewayFlask(Flask):
+    """Flask, asking more cheaply whether a view or a hook is a coroutine. It asks for every hook
+    of every request (`inspect.iscoroutinefunction`: seven or eight times, ~17 µs of a request's
+    CPU in a busy worker, sampled); a plain function's or method's code flags say it at once.
+    Anything else (a partial, a callable object, a function marked a coroutine) is asked Flask's way."""
+
+    def ensure_sync(self, func):
+        code = getattr(func, "__code__", None)
+        if code is not None and not code.co_flags & inspect.CO_COROUTINE and not hasattr(func, "_is_coroutine_marker"):
+            return func
+        return super().ensure_sync(func)
+
+
 def create_app(config: Config | None = None) -> Flask:
     """Builds the app for `config`, or for the config file the environment names (see README)."""
     config = config or load_config()
     setup_gateway_log()  # first: what the steps below log (a prober elected, discovery) is not lost
-    app = Flask(__name__)
+    app = GatewayFlask(__name__)
     app.extensions["registry"] = ModelRegistry(config, on_slot_change=metrics.in_flight_counter, on_cooldown=metrics.cooldown_setter)
     discovery.start(app.extensions["registry"])  # backends' own model lists: waits at most connect_timeout
     health.start(app.extensions["registry"], on_verdict=metrics.health_changed)  # health_url probes: one prober per instance

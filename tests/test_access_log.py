@@ -24,6 +24,23 @@ def test_timestamp_is_iso_8601_utc_with_milliseconds_and_z(wall_time, expected):
     assert timestamp(wall_time) == expected
 
 
+def test_timestamps_of_other_seconds_are_their_own_whatever_was_written_before():
+    moments = [1795688512.123456, 1795688512.9999, 1795688513.0, 1795688511.5, 1795688512.5, 0.25]
+    for wall_time in moments + moments[::-1]:
+        seconds, millis = divmod(int(wall_time * 1000), 1000)
+        assert timestamp(wall_time) == time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
+def test_a_line_with_letters_beyond_ascii_is_written_escaped_as_json_writes_it(monkeypatch):
+    lines = []
+    monkeypatch.setattr(access_log, "write", lines.append)
+    record = RequestRecord("r1", "POST", "/v1/chat/completions")
+    record.status, record.model = 400, "모델-\u2028"
+    assert record.finish()
+    assert lines[0].isascii() and b"\\ubaa8" in lines[0] and b"\\u2028" in lines[0] and b"\n" not in lines[0]
+    assert json.loads(lines[0])["model"] == "모델-\u2028"
+
+
 def test_access_log_line_starts_with_ts_of_when_the_request_started(monkeypatch):
     lines = []
     monkeypatch.setattr(access_log, "write", lines.append)
@@ -41,7 +58,7 @@ def test_access_log_line_starts_with_ts_of_when_the_request_started(monkeypatch)
 def test_access_log_destination_dash_is_stderr(capfd):
     log = AccessLog()
     log.open("-")
-    log.write('{"ts":"x"}')
+    log.write(b'{"ts":"x"}')
     assert capfd.readouterr().err == '{"ts":"x"}\n'
 
 
@@ -51,7 +68,7 @@ def test_access_log_file_is_appended_to_and_each_line_is_on_disk_at_once(tmp_pat
     log = AccessLog()
     log.open(str(path))
     try:
-        log.write('{"ts":"x"}')
+        log.write(b'{"ts":"x"}')
         assert path.read_text() == '{"earlier":"line"}\n{"ts":"x"}\n'  # read while still open
     finally:
         os.close(log.fd)
@@ -65,8 +82,8 @@ def test_an_access_log_that_cannot_be_written_says_so_once_and_fails_no_request(
     log.fd = os.open(tmp_path, os.O_RDONLY)  # a directory: every write fails (EBADF)
     gateway_log.addHandler(errors)
     try:
-        log.write('{"ts":"x"}')
-        log.write('{"ts":"y"}')
+        log.write(b'{"ts":"x"}')
+        log.write(b'{"ts":"y"}')
     finally:
         gateway_log.removeHandler(errors)
         os.close(log.fd)

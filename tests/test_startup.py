@@ -6,6 +6,7 @@ ssl and gevent.
 The same behaviour under real servers is in test_hosting.py.
 """
 
+import functools
 import json
 import logging
 import os
@@ -14,8 +15,9 @@ import subprocess
 import sys
 
 import pytest
+from flask import Flask
 
-from app import create_app
+from app import GatewayFlask, create_app
 from gateway import startup
 from gateway.config import parse_config
 from tests.configs import backend, gateway_toml, model
@@ -227,3 +229,30 @@ def test_gunicorn_conf_has_a_new_gevent_worker_and_only_it_read_the_installed_pa
     result = subprocess.run([sys.executable, "-c", POST_FORK, worker_class], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == once
+
+
+def test_the_app_tells_flask_plain_functions_and_methods_are_no_coroutines_and_leaves_the_rest_to_flask(monkeypatch):
+    """GatewayFlask.ensure_sync answers from a function's code flags (Flask asks for every hook
+    of every request); anything else is asked Flask's way, which is what it was before."""
+    asked = []
+    monkeypatch.setattr(Flask, "ensure_sync", lambda self, func: asked.append(func) or "flask's answer")
+    app = GatewayFlask("probe")
+
+    def plain():
+        pass
+
+    async def coroutine():
+        pass
+
+    class Handler:
+        def method(self):
+            pass
+
+        def __call__(self):
+            pass
+
+    method = Handler().method
+    assert app.ensure_sync(plain) is plain and app.ensure_sync(method) == method and asked == []
+    for other in (coroutine, functools.partial(plain), Handler()):
+        assert app.ensure_sync(other) == "flask's answer"
+    assert len(asked) == 3

@@ -15,6 +15,7 @@ import runpy
 import signal
 import subprocess
 import sys
+import textwrap
 import types
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.backends import TestBackend, closed_port, reopen_closed_port, wait_until
 from tests.configs import backend, gateway_toml, model
-from tests.gunicorn_server import GatewayServer
+from tests.gunicorn_server import ROOT, GatewayServer
 from tests.test_observability import OUTPUT, browser, chromium  # noqa: F401 - browser is a fixture
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,6 +144,31 @@ def test_dead_workers_files_are_folded_into_one_per_kind_keeping_the_totals(metr
     for kind, pids in files.items():
         assert pids <= live | {"dead"}, (kind, pids)
     assert "dead" in files["counter"] and "dead" in files["histogram"]
+
+
+def test_metric_values_ask_no_system_call_for_the_process_id_and_a_forked_child_writes_files_of_its_own(tmp_path):
+    """Each value written asked os.getpid() (about ten system calls per request); the id is kept,
+    and taken anew in a child after a fork, as prometheus_client's own check would."""
+    probe = textwrap.dedent("""
+        import glob, os, sys
+        from gateway.telemetry import metrics
+        metrics.FILES_SKIPPED.inc()
+        metrics._process[0] = 4242424  # the id kept is the one each write goes by
+        metrics.FILES_SKIPPED.inc()
+        metrics._process[0] = os.getpid()
+        child = os.fork()
+        if child == 0:
+            metrics.FILES_SKIPPED.inc()
+            os._exit(0)
+        os.waitpid(child, 0)
+        names = sorted(os.path.basename(f) for f in glob.glob(os.environ["PROMETHEUS_MULTIPROC_DIR"] + "/counter_*.db"))
+        print(names == sorted([f"counter_{os.getpid()}.db", "counter_4242424.db", f"counter_{child}.db"]), names)
+    """)
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder)},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith("True"), done.stdout + done.stderr
 
 
 # --- a failing backend while another serves ------------------------------------------------------------

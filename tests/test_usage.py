@@ -9,6 +9,7 @@ import base64
 import calendar
 import datetime
 import sqlite3
+import time
 
 import pytest
 
@@ -127,6 +128,16 @@ def at(text: str) -> float:
 ])
 def test_budgets_reset_at_the_next_utc_day_or_month(now, period, seconds):
     assert periods.seconds_until_reset(period, at(now)) == seconds
+
+
+def test_days_and_months_are_named_right_across_their_ends_whatever_was_asked_before():
+    """day_of and month_of keep the day last asked about: a question about another moment, later
+    or earlier, across a day's, a month's or a year's end, is answered for that moment."""
+    moments = [at(text) + offset for text in ("2026-12-06T00:00:00", "2026-12-31T00:00:00", "2027-01-01T00:00:00", "2028-02-29T00:00:00")
+               for offset in (-86400.5, -0.001, 0.0, 0.001, 43200.0, 86399.999, 86400.0)]
+    for when in moments + moments[::-1] + moments[::3]:
+        assert periods.day_of(when) == time.strftime("%Y-%m-%d", time.gmtime(when))
+        assert periods.month_of(when) == time.strftime("%Y-%m", time.gmtime(when))
 
 
 def test_a_refusal_says_when_the_budget_resets():

@@ -14,12 +14,28 @@ import os
 import time
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import values as _values
 
 from . import window
 from .metric_files import SafeMultiProcessCollector
 from .record import CLIENT_GONE, COMPLETED
 
 _LATENCY_BUCKETS = window.BUCKETS
+
+# In multiprocess mode every value written asks for the process id (a fork since means files of
+# its own): os.getpid(), a system call, about ten per request. The id is kept here instead and
+# taken anew in a forked child. Set before the first value exists (all of them are made below or
+# by `labels()`): two value classes would write one file through two maps.
+_process = [os.getpid()]
+
+
+def _this_process() -> int:
+    return _process[0]
+
+
+if "PROMETHEUS_MULTIPROC_DIR" in os.environ or "prometheus_multiproc_dir" in os.environ:
+    os.register_at_fork(after_in_child=lambda: _process.__setitem__(0, os.getpid()))
+    _values.ValueClass = _values.MultiProcessValue(process_identifier=_this_process)
 
 REQUESTS = Counter(
     "llm_gateway_requests", "Model requests answered, by endpoint (chat, embeddings, responses).", ["model", "backend", "status", "stream", "endpoint"]

@@ -11,12 +11,28 @@ import time
 _UTC = datetime.timezone.utc
 
 
+# The UTC day last asked about: (its first second, the next day's, its text, its month's text).
+# Every request asks (the ledger, the budgets), nearly always about the same day. One tuple,
+# replaced whole: threads (another WSGI server) never see one day's bounds with another's text.
+_last_day = (0, 0, "", "")
+
+
+def _day(when: float) -> tuple:
+    global _last_day
+    day = _last_day
+    if not day[0] <= when < day[1]:
+        t = time.gmtime(when)
+        start = calendar.timegm((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0))
+        day = _last_day = (start, start + 86400, time.strftime("%Y-%m-%d", t), time.strftime("%Y-%m", t))
+    return day
+
+
 def day_of(when: float) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(when))
+    return _day(when)[2]
 
 
 def month_of(when: float) -> str:
-    return time.strftime("%Y-%m", time.gmtime(when))
+    return _day(when)[3]
 
 
 def next_start(period: str, when: float) -> datetime.datetime:
