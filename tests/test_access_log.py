@@ -31,7 +31,7 @@ def test_timestamps_of_other_seconds_are_their_own_whatever_was_written_before()
         assert timestamp(wall_time) == time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
 
 
-def test_a_line_with_letters_beyond_ascii_is_written_escaped_as_json_writes_it(monkeypatch):
+def test_a_line_with_letters_beyond_ascii_or_values_orjson_does_not_write_is_written_as_json_writes_it(monkeypatch):
     lines = []
     monkeypatch.setattr(access_log, "write", lines.append)
     record = RequestRecord("r1", "POST", "/v1/chat/completions")
@@ -39,6 +39,11 @@ def test_a_line_with_letters_beyond_ascii_is_written_escaped_as_json_writes_it(m
     assert record.finish()
     assert lines[0].isascii() and b"\\ubaa8" in lines[0] and b"\\u2028" in lines[0] and b"\n" not in lines[0]
     assert json.loads(lines[0])["model"] == "모델-\u2028"
+    # What orjson does not write: a backend's token count beyond 64 bits, a name with a lone surrogate.
+    record = RequestRecord("r2", "POST", "/v1/responses")
+    record.status, record.usage, record.dropped_tools = 200, {"total_tokens": 2 ** 70}, ("web_search\ud800",)
+    assert record.finish()
+    assert json.loads(lines[1])["total_tokens"] == 2 ** 70 and json.loads(lines[1])["dropped_tools"] == ["web_search\ud800"]
 
 
 def test_access_log_line_starts_with_ts_of_when_the_request_started(monkeypatch):

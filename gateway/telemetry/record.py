@@ -217,8 +217,11 @@ class RequestRecord:
                 line["affinity_key"] = key  # which key, never its value
         if len(tried) > 1:  # failover: every attempt, in order
             line["attempts"] = [{"backend": name, "result": result} for name, result in tried]
-        data = orjson.dumps(line)  # 2 us, where json.dumps took 8 (25 to 30 in a busy worker)
-        if not data.isascii():  # a name with letters beyond ASCII: escaped, as json writes it, so lines stay ASCII
+        try:
+            data = orjson.dumps(line)  # 2 us, where json.dumps took 8 (25 to 30 in a busy worker)
+        except TypeError:  # what orjson does not write: a token count beyond 64 bits, a lone surrogate
+            data = None
+        if data is None or not data.isascii():  # json's way, escaped: lines stay ASCII
             data = json.dumps(line, separators=(",", ":")).encode()
         access_log.write(data)
         return True
