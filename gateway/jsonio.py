@@ -253,14 +253,16 @@ class _Reader:
         """A list whose elements are each read in one call (at its `[`), or many in one (`_run`)."""
         items = []
         append = items.append
-        runs_from = 0  # where in the document a run may be tried again, after one that failed
+        runs_from = 0  # where in the document the next run may be tried: past the text the last one scanned
         more = self._opened("]")
+        start = self.dropped + self.pos
         while more:
             # A run of elements is read in one C call: element by element, ten million small ones
             # (a 20 MB body of `1,1,1,...` is what a client may send) would cost seconds, and
             # 400,000 embeddings a second of Python.
-            if self.dropped + self.pos >= runs_from:
-                runs_from = self._run(items)
+            at = self.dropped + self.pos
+            if at >= runs_from:
+                runs_from = self._run(items, at - start)
             append(self.value())
             if self.pos > _SLICE:  # drop what is read: the window stays about a slice long
                 self.dropped += self.pos
@@ -268,17 +270,20 @@ class _Reader:
             more = self._after_element("]")
         return items
 
-    def _run(self, items: list) -> int:
+    def _run(self, items: list, read: int) -> int:
         """Reads the elements ahead, up to _RUN characters and a comma of the list's own, in one
-        call into `items`. Returns 0, or after a run that did not decode, where in the document
-        the next may be tried: the elements up to there are read one by one (which finds an error
-        where it is and says so as one call would), at most one failed decode per window.
+        call into `items`. Returns where in the document the next run may be tried: past the text
+        this one scanned, whether it read most of it, little, or nothing (it did not decode, or no
+        end was found). The elements up to there are read one by one (which finds an error where it
+        is and says so as one call would): no character is scanned twice, whatever the document.
 
         Where a run ends: flat text (numbers, literals, plain strings) holds no bracket, so its
         commas outside strings are the list's own. Past it, a comma followed by what began the
         first element (`{"object":`, `{"role":`, `[`), blanks between, most likely is, in a list
-        of like elements. A run is decoded as `[` + run + `]`, which succeeds only when the run is
-        whole elements: cut inside an element it leaves a bracket or a string open."""
+        of like elements; that search looks at most four times as far as the list's `read`
+        characters so far: a short list (a body of a million `"k": [{...}]`) never pays for
+        scanning the text after it. A run is decoded as `[` + run + `]`, which succeeds only when
+        the run is whole elements: cut inside an element it leaves a bracket or a string open."""
         text, pos = self.text, self.pos
         limit = min(len(text), pos + _RUN)
         flat = _FLAT.match(text, pos, limit).end()
@@ -287,24 +292,28 @@ class _Reader:
         else:
             elements_end = _FLAT_ELEMENTS.match(text, pos, flat).end()  # just past the last comma outside a string
             cut = elements_end - 1 if elements_end > pos else -1
-        if flat < limit:
-            opening = _OPENING.match(text, flat, limit)
+        scanned_to = flat  # the flat text ends at the list's `]` at the latest
+        if flat < limit and read:
+            reach = min(limit, flat + 4 * read)
+            opening = _OPENING.match(text, flat, reach)
             if opening is not None:
-                last = text.rfind(opening.group(), flat + 1, limit)
+                last = text.rfind(opening.group(), flat + 1, reach)
                 if last > 0:
                     cut = max(cut, text.rfind(",", flat, last))  # blanks may stand between the two
+            scanned_to = reach
+        scanned = self.dropped + max(scanned_to, pos + 1)
         if cut < 0:
-            return 0
+            return scanned
         try:
             run = self._decode("[" + text[pos:cut] + "]")
         except json.JSONDecodeError:
             run = None
         if not run:  # not whole elements (or blanks, then the comma: an element is missing)
-            return self.dropped + limit
+            return scanned
         items.extend(run)
         self.pos = cut + 1
         self.skip()
-        return 0
+        return scanned
 
     def top_object(self) -> dict:
         """The top-level object: its list values read by `list`, anything else in one call."""
