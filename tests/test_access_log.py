@@ -39,6 +39,12 @@ def test_a_line_with_letters_beyond_ascii_or_values_orjson_does_not_write_is_wri
     assert record.finish()
     assert lines[0].isascii() and b"\\ubaa8" in lines[0] and b"\\u2028" in lines[0] and b"\n" not in lines[0]
     assert json.loads(lines[0])["model"] == "모델-\u2028"
+    # DEL, which json escapes and orjson writes raw (a client's path may hold it): escaped.
+    record = RequestRecord("r0", "GET", "/v1/a\x7fb")
+    record.status = 404
+    assert record.finish()
+    assert b"\x7f" not in lines[-1] and b"\\u007f" in lines[-1]
+    lines.pop()
     # What orjson does not write: a backend's token count beyond 64 bits, a name with a lone surrogate.
     record = RequestRecord("r2", "POST", "/v1/responses")
     record.status, record.usage, record.dropped_tools = 200, {"total_tokens": 2 ** 70}, ("web_search\ud800",)
