@@ -33,8 +33,12 @@ def _this_process() -> int:
     return _process[0]
 
 
+def _forked() -> None:
+    _process[0] = os.getpid()
+
+
 if "PROMETHEUS_MULTIPROC_DIR" in os.environ or "prometheus_multiproc_dir" in os.environ:
-    os.register_at_fork(after_in_child=lambda: _process.__setitem__(0, os.getpid()))
+    os.register_at_fork(after_in_child=_forked)
     _values.ValueClass = _values.MultiProcessValue(process_identifier=_this_process)
 
 REQUESTS = Counter(
