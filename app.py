@@ -10,8 +10,8 @@ import logging
 
 from flask import Flask
 
-from gateway.concurrency import threads_note
-from gateway import discovery
+from gateway import discovery, socket_writes
+from gateway.concurrency import cooperative, threads_note
 from gateway.backends import health
 from gateway.config import Config, load_config
 from gateway.limits import web as limits
@@ -47,6 +47,8 @@ def create_app(config: Config | None = None) -> Flask:
     announce_once(config)  # under any WSGI server; under gunicorn.conf.py the master already did
     if note := threads_note():  # each process that streams on threads says what that means
         logging.getLogger("gateway").warning(note)
+    if cooperative():
+        socket_writes.install()  # a small write the kernel takes whole: one system call, not gevent's three
     if config.gateway.user_jwt_secret:
         identity.load_verifier()  # only gateways that verify Open WebUI's signed user import PyJWT
     limits.init_app(app, config, app.extensions["registry"])  # Redis-shared limits (gateway/limits/)
