@@ -10,7 +10,7 @@ import logging
 
 from flask import Flask
 
-from gateway import discovery, header_parsing, socket_writes
+from gateway import discovery, gunicorn_settings, header_parsing, socket_writes
 from gateway.concurrency import cooperative, threads_note
 from gateway.backends import health
 from gateway.config import Config, load_config
@@ -48,6 +48,7 @@ def create_app(config: Config | None = None) -> Flask:
     if note := threads_note():  # each process that streams on threads says what that means
         logging.getLogger("gateway").warning(note)
     header_parsing.install()  # a backend's response head read without the email parser
+    gunicorn_settings.install()  # a worker's settings, read as plain attributes after the first time
     if cooperative():
         socket_writes.install()  # a small write the kernel takes whole: one system call, not gevent's three
     if config.gateway.user_jwt_secret:
