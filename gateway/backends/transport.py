@@ -17,6 +17,7 @@ from requests.utils import get_environ_proxies
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from ..concurrency import request_sent
 from ..config import BackendConfig, ConfigError
 
 
@@ -61,15 +62,26 @@ def _readable_now(sock) -> bool:
     return bool(poller.poll(0))
 
 
-class _Connection(HTTPConnection):
+class _BackendConnection:
+    """What the gateway's connections (plain and TLS) add to urllib3's."""
+
     @property
     def is_connected(self) -> bool:
         # An idle pooled connection with anything to read was closed (or broken) by the backend.
         return self.sock is not None and not _readable_now(self.sock)
 
+    def request(self, *args, **kwargs):
+        super().request(*args, **kwargs)
+        if self.sock is not None:
+            request_sent(self.sock)  # a stream waiting for its first event may watch it (concurrency.SameTurnWake)
 
-class _TLSConnection(HTTPSConnection):
-    is_connected = _Connection.is_connected
+
+class _Connection(_BackendConnection, HTTPConnection):
+    pass
+
+
+class _TLSConnection(_BackendConnection, HTTPSConnection):
+    pass
 
 
 class _Pool(HTTPConnectionPool):

@@ -7,7 +7,9 @@ silence, whether the backend streams or is still computing a whole answer, and a
 a real HTTP status. Under gevent a relay's reader then hands the backend's generator over and the
 body reads the rest itself (concurrency.BackendWait): no queue hand-off per event; keep-alives come
 from the watchdog ending the body's wait for its backend. A built answer (a non-streaming backend's,
-in memory) and every answer under threads are read by the reader to the end.
+in memory) and every answer under threads are read by the reader to the end. Under gevent the body
+also watches the backend's socket until then (concurrency.SameTurnWake), so what the reader hands
+over wakes it in the same turn of the event loop, not at the next (a second late in a busy worker).
 The life of a stream, in order:
 
 1. `ChatStream(...)` starts the backend call and watches the client's connection;
@@ -32,7 +34,7 @@ import time
 
 from queue import Empty, Full
 
-from ..concurrency import WOKEN, BackendWait, CancelScope, cooperative, new_queue, reading_in_place, start_reader, stop_reader
+from ..concurrency import WOKEN, BackendWait, CancelScope, SameTurnWake, cooperative, new_queue, reading_in_place, start_reader, stop_reader
 from ..errors import GatewayError, InternalError
 from ..sse import KEEPALIVE
 from ..telemetry.record import CLIENT_GONE, COMPLETED, RequestRecord
@@ -57,7 +59,7 @@ class ChatStream:
     __slots__ = (
         "_queue", "_reader", "_scope", "_heartbeat", "_record", "_secrets", "_cleanups", "_first",
         "_socket", "_stalled_after", "_writing_since", "_interruption", "_held", "_timed_wait", "keepalive_due", "_keepalive_every",
-        "_events", "_wait", "_in_place", "_framing",
+        "_events", "_wait", "_in_place", "_framing", "_same_turn",
     )
 
     def __init__(self, events, *, heartbeat: float, record: RequestRecord, secrets=(), client_socket=None, stalled_after: float = 60,
@@ -92,6 +94,11 @@ class ChatStream:
         self._in_place = False  # the body took it over: it reads the backend itself
         self._wait = BackendWait() if cooperative() else None  # in place: how the body waits for its backend
         self._cleanups = [self._end_backend]
+        self._same_turn = None  # until the first event: woken in the turn the reader hands it over (gevent)
+        if SameTurnWake.available(self._queue):
+            self._same_turn = SameTurnWake(self._queue)
+            self._scope.on_request_sent = self._same_turn.watch
+            self._cleanups.append(self._first_wait_over)
         if cooperative():
             if client_socket is not None:
                 # Watched from now on, the first wait included: a client gone early stops the backend too.
@@ -315,6 +322,8 @@ class ChatStream:
                     item = HEARTBEAT_DUE
             else:
                 item = self._queue.get()
+        if self._same_turn is not None and (item is HANDED_OVER or item is ENDED or item is CLIENT_LEFT or isinstance(item, GatewayError)):
+            self._first_wait_over()  # the body reads in place from here, or nothing more comes
         if item is HANDED_OVER:
             self._take_over()
             item = self._pull()
@@ -353,6 +362,15 @@ class ChatStream:
                 return items
             items.append(item)
         return items
+
+    def _first_wait_over(self) -> None:
+        """No more same-turn wakes (concurrency.SameTurnWake): the body reads the backend itself
+        from here, or the answer is over. Until then they wake it for every item the reader hands
+        over, through the heartbeats before a thinking backend's first event too."""
+        same_turn, self._same_turn = self._same_turn, None
+        if same_turn is not None:
+            self._scope.on_request_sent = None
+            same_turn.close()
 
     # --- reading in place (gevent, after the first event) ------------------------------------------
 
