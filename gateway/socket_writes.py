@@ -8,9 +8,11 @@ almost always: that toll was a twelfth of a streaming worker's CPU per event. So
 socket's `sendall` first tries one `send` on the real socket; what the kernel did not take (a full
 buffer, a slow client) goes on through gevent's own `sendall`, which waits as it always did.
 
-Only the plain socket class: gevent's TLS socket reuses the same `sendall`, and must not send
-around its encryption. Installed by gunicorn.conf.py's post_worker_init in gevent workers; another
-gevent release keeps its own, untouched.
+Only the plain socket class (gevent's TLS socket reuses the same `sendall`, and must not send
+around its encryption), only bytes, and only what gevent would send the same way: empty data
+(gevent sends nothing) and a socket in non-blocking mode (gevent raises its timeout error where
+the kernel takes part) go gevent's way from the start. Installed by create_app where gevent has
+patched; another gevent release keeps its own, untouched.
 """
 
 GEVENT_RELEASES = ("26.9.0",)  # whose socket.sendall this was checked against
@@ -26,7 +28,7 @@ def install() -> None:
         return
 
     def sendall(self, data, flags=0):
-        if self.__class__ is plain and data.__class__ is bytes:
+        if self.__class__ is plain and data.__class__ is bytes and data and self.timeout != 0.0:
             try:
                 sent = self._sock.send(data, flags)
             except BlockingIOError:  # the buffer is full: gevent waits for room

@@ -37,7 +37,11 @@ def handed_over(same_turn: bool) -> dict:
         queue.put(data)
 
     def body():
-        seen["item"] = queue.get()
+        if wake is None:
+            seen["item"] = queue.get()
+        else:
+            with wake.waiting():
+                seen["item"] = queue.get()
         seen["woke"] = turn[0]
 
     greenlets = [gevent.spawn(body), gevent.spawn(reader)]
@@ -50,7 +54,42 @@ def handed_over(same_turn: bool) -> dict:
     backend.close(); ours.close()
     return {"turns_later": seen["woke"] - seen["put"], "item": seen["item"].decode(), "left": spurious}
 
-print(json.dumps({"available": SameTurnWake.available(gevent.queue.Queue(1)), "with": handed_over(True), "without": handed_over(False)}))
+def turns_while_unread_bytes_wait(waiting: bool) -> int:
+    # Turns of the loop in 0.2 s while the watched socket holds bytes nobody reads.
+    backend, ours = gevent.socket.socketpair()
+    queue = gevent.queue.Queue(64)
+    wake = SameTurnWake(queue)
+    wake.watch(ours)
+    backend.send(b"data: {}\n\n")
+    before = turn[0]
+    if waiting:
+        with wake.waiting():
+            try:
+                queue.get(timeout=0.2)
+            except gevent.queue.Empty:
+                pass
+    else:
+        gevent.sleep(0.2)  # the body is busy elsewhere (writing to a slow client)
+    wake.close()
+    backend.close(); ours.close()
+    return turn[0] - before
+
+
+def watches_a_closed_socket() -> bool:
+    backend, ours = gevent.socket.socketpair()
+    wake = SameTurnWake(gevent.queue.Queue(64))
+    wake.watch(ours)
+    ours.close()  # the reader's connection closed (a failover, an error status)
+    other, reused = gevent.socket.socketpair()  # the number may be another connection's now
+    with wake.waiting():
+        armed = wake._watcher is not None
+    backend.close(); other.close(); reused.close()
+    return armed
+
+
+print(json.dumps({"available": SameTurnWake.available(gevent.queue.Queue(1)), "with": handed_over(True), "without": handed_over(False),
+                  "busy_turns": turns_while_unread_bytes_wait(False), "waiting_turns": turns_while_unread_bytes_wait(True),
+                  "closed_watched": watches_a_closed_socket()}))
 """
 
 
@@ -61,6 +100,19 @@ def test_the_body_wakes_in_the_turn_the_reader_handed_its_first_event_over():
     assert report["available"] is True
     assert report["with"] == {"turns_later": 0, "item": "data: {}\n\n", "left": 0}
     assert report["without"] == {"turns_later": 1, "item": "data: {}\n\n", "left": 0}  # gevent's callback: the next turn
+
+
+def test_the_watch_never_keeps_the_loop_turning_and_never_watches_a_closed_socket():
+    """Bytes nobody reads would keep a watch firing at every turn: while the body is busy elsewhere
+    (writing to a slow client) the watch is off, and while it waits the watch stops once the
+    reader has had its turn and left them; a socket closed since it was watched is not watched
+    again (its number may be another connection's)."""
+    result = subprocess.run([sys.executable, "-c", TURNS, str(ROOT)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["busy_turns"] <= 5  # a watch left on would turn the loop thousands of times
+    assert report["waiting_turns"] <= 5  # waiting, but the reader left the bytes unread: the watch stops
+    assert report["closed_watched"] is False
 
 
 def test_every_backend_request_says_which_socket_it_went_out_on(app_client, openai_backend, monkeypatch):

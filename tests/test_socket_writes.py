@@ -62,6 +62,20 @@ a, b = socket.socketpair()
 a.sendall(memoryview(b"not bytes"))  # gevent's way, unchanged
 report["memoryview"] = b.recv(100) == b"not bytes"
 report["tls_keeps_its_own"] = gevent.ssl.SSLSocket.sendall is not _socket3.socket.sendall
+
+def outcome(write):
+    try:
+        return repr(write())
+    except Exception as exc:
+        return type(exc).__name__
+
+a, b = socket.socketpair()
+a.shutdown(socket.SHUT_WR)
+report["empty_after_shutdown"] = outcome(lambda: a.sendall(b""))  # gevent: nothing sent, 0
+a, b = socket.socketpair()
+a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+a.settimeout(0.0)
+report["non_blocking_partial"] = outcome(lambda: a.sendall(b"x" * (4 << 20)))  # gevent: its timeout error
 print(json.dumps(report))
 """
 
@@ -73,7 +87,7 @@ def test_a_write_the_kernel_takes_whole_is_one_send_and_the_rest_goes_gevents_wa
     assert report == {
         "gevent_small": True, "gevent_asks_buffer_size": True, "installed_once": True, "small_whole": True,
         "small_asks_nothing": True, "large_to_slow_reader_whole": True, "large_went_gevents_way": True,
-        "memoryview": True, "tls_keeps_its_own": True,
+        "memoryview": True, "tls_keeps_its_own": True, "empty_after_shutdown": "0", "non_blocking_partial": "TimeoutError",
     }
 
 

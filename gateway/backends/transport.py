@@ -6,18 +6,16 @@ every call or connection: all of that is resolved here, at start-up.
 """
 
 import os
-import select
 import ssl
 
 import certifi
 import requests
-from gevent import monkey
 from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from ..concurrency import request_sent
+from ..concurrency import readable_now, request_sent
 from ..config import BackendConfig, ConfigError
 
 
@@ -48,18 +46,6 @@ def _tls_context(config: BackendConfig) -> ssl.SSLContext:
     return context
 
 
-# urllib3 asks whether a pooled connection was dropped before reusing it, with a zero-timeout
-# `select.poll`. Under gevent that is gevent's poll: io watchers and a zero Timeout that fires,
-# about a tenth of a millisecond of the worker's CPU per backend call. The question needs no
-# waiting, so it goes to the system's own poll (non-blocking at timeout 0, any fd number).
-_system_poll = monkey.get_original("select", "poll")
-
-
-def _readable_now(sock) -> bool:
-    """Whether the socket has something to read (data, or the peer's close) without waiting."""
-    poller = _system_poll()
-    poller.register(sock.fileno(), select.POLLIN)
-    return bool(poller.poll(0))
 
 
 class _BackendConnection:
@@ -67,8 +53,11 @@ class _BackendConnection:
 
     @property
     def is_connected(self) -> bool:
-        # An idle pooled connection with anything to read was closed (or broken) by the backend.
-        return self.sock is not None and not _readable_now(self.sock)
+        # urllib3 asks before reusing a pooled connection, with a zero-timeout `select.poll`: under
+        # gevent, gevent's poll (io watchers and a zero Timeout that fires, about a tenth of a
+        # millisecond per backend call), where the system's answers at once (readable_now). An
+        # idle pooled connection with anything to read was closed (or broken) by the backend.
+        return self.sock is not None and not readable_now(self.sock.fileno())
 
     def request(self, *args, **kwargs):
         super().request(*args, **kwargs)

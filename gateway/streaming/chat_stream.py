@@ -320,6 +320,9 @@ class ChatStream:
                     item = self._queue.get(timeout=max(0.0, self.keepalive_due - time.monotonic()))
                 except Empty:
                     item = HEARTBEAT_DUE
+            elif self._same_turn is not None:
+                with self._same_turn.waiting():
+                    item = self._queue.get()
             else:
                 item = self._queue.get()
         if self._same_turn is not None and (item is HANDED_OVER or item is ENDED or item is CLIENT_LEFT or isinstance(item, GatewayError)):
