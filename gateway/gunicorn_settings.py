@@ -1,8 +1,8 @@
 """gunicorn's settings, read by a worker as plain attributes after the first time.
 
 A gunicorn worker reads its settings on every request: `cfg.keepalive`, the request-line and
-header limits, `cfg.strip_header_spaces` once per header line, 37 reads for a curl request, ~50
-for Open WebUI's. Each goes through `Config.__getattr__` and the setting's `get()`: ~0.8 µs, where
+header limits, `cfg.strip_header_spaces` once per header line: 37 reads for a curl request, one
+more per header line. Each goes through `Config.__getattr__` and the setting's `get()`: ~0.8 µs, where
 an attribute of the instance takes 0.06. So the first read of a setting keeps its value on the
 instance, where later reads find it; `Config.set` drops what was kept for that name, so a value
 set later is read anew (a worker sets nothing; the master sets settings as it loads its config).

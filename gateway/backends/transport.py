@@ -46,8 +46,6 @@ def _tls_context(config: BackendConfig) -> ssl.SSLContext:
     return context
 
 
-
-
 class _BackendConnection:
     """What the gateway's connections (plain and TLS) add to urllib3's."""
 

@@ -7,9 +7,10 @@ silence, whether the backend streams or is still computing a whole answer, and a
 a real HTTP status. Under gevent a relay's reader then hands the backend's generator over and the
 body reads the rest itself (concurrency.BackendWait): no queue hand-off per event; keep-alives come
 from the watchdog ending the body's wait for its backend. A built answer (a non-streaming backend's,
-in memory) and every answer under threads are read by the reader to the end. Under gevent the body
-also watches the backend's socket until then (concurrency.SameTurnWake), so what the reader hands
-over wakes it in the same turn of the event loop, not at the next (a second late in a busy worker).
+in memory) and every answer under threads are read by the reader to the end. Under gevent, while
+the body waits for what the reader hands over, it also watches the backend's socket
+(concurrency.SameTurnWake), so the hand-over wakes it in the same turn of the event loop, not at
+the next (a second late in a busy worker).
 The life of a stream, in order:
 
 1. `ChatStream(...)` starts the backend call and watches the client's connection;
