@@ -77,3 +77,8 @@ def test_the_app_installs_it_and_a_backend_call_reads_its_head_through_it(app_cl
     answer = app_client.post("/v1/chat/completions", json={"model": "gpt-stream", "messages": [{"role": "user", "content": "hi"}]})
     assert answer.status_code == 200, answer.get_json()
     assert "HTTPResponse.begin" in heads and len(openai_backend.requests) == 1
+
+
+def test_the_python_running_the_tests_is_one_the_parser_was_checked_against():
+    """On another Python http.client keeps its own parser (install does nothing): checked again first."""
+    assert sys.version_info[:2] in header_parsing.PYTHON_RELEASES
