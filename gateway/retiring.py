@@ -8,6 +8,11 @@ its graceful deadline then cuts. So, once the worker starts retiring:
 
 - every connection that is between two requests, with nothing of a next one waiting to be read,
   is shut down at once: its client (nginx, an SDK's pool) opens a new one, to a live worker;
+- a connection accepted before, whose first request has not come yet, has FIRST_REQUEST_GRACE
+  seconds to send it: its client has just connected and its request is on its way (a client
+  retries a request whose kept connection was closed under it, but not one on a connection it has
+  just opened: that closed without an answer is a failure). One still silent then is shut down
+  as an idle one;
 - a connection whose request is still running is closed as soon as that response ends (gunicorn
   marks responses that begin while retiring `Connection: close`; this covers the ones that began
   before);
@@ -47,17 +52,20 @@ def attach(worker) -> None:
     """Wraps the worker's connection and request handlers (looked up on the instance when its
     server starts) to know which connections are between requests."""
     between_requests = set()  # client sockets waiting for their next request
+    awaiting_first = set()  # client sockets accepted, their first request not come yet
     handle, handle_request = worker.handle, worker.handle_request
     servers = _servers_started_from_now_on()
 
     def handle_connection(listener, client, addr):
-        between_requests.add(client)
+        awaiting_first.add(client)
         try:
             handle(listener, client, addr)
         finally:
+            awaiting_first.discard(client)
             between_requests.discard(client)
 
     def handle_one_request(listener_name, req, client, addr):
+        awaiting_first.discard(client)
         between_requests.discard(client)
         try:
             handle_request(listener_name, req, client, addr)
@@ -70,9 +78,9 @@ def attach(worker) -> None:
     def close_idle(graceful_timeout) -> None:
         for server in servers:
             server.stop_accepting()  # gunicorn closes the listener itself, later
-        for client in list(between_requests):
-            if not _request_waiting(client):
-                _shut(client)
+        _shut_idle(between_requests)
+        if awaiting_first:
+            gevent.spawn_later(FIRST_REQUEST_GRACE, _shut_idle, awaiting_first)
 
     stopping = gevent.event.Event()
 
@@ -101,6 +109,16 @@ def attach(worker) -> None:
     run, worker.run = worker.run, run_until_drained  # looked up on the instance by init_process
     on_shutdown(close_idle)
     on_shutdown(lambda graceful_timeout: stopping.set())
+
+
+FIRST_REQUEST_GRACE = 2.0  # seconds a connection accepted before retiring has to send its first request
+
+
+def _shut_idle(clients: set) -> None:
+    """Shuts every connection of `clients` with nothing of a request waiting to be read."""
+    for client in list(clients):
+        if not _request_waiting(client):
+            _shut(client)
 
 
 # How long a worker leaving by another way than SIGTERM's drain (its graceful deadline, a quick

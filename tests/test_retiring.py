@@ -5,6 +5,7 @@ graceful deadline (gateway/retiring.py)."""
 
 import http.client
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -237,3 +238,46 @@ def test_leave_is_not_a_way_out_of_anything_but_an_exit():
     """)
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "still here" and result.returncode == 0
+
+
+def accepted_by(pid: int, client: socket.socket, server_port: int) -> bool:
+    """Whether the worker `pid` has accepted the connection `client` opened (until then the kernel
+    holds it in the listening socket's queue, with no file of its own)."""
+    local = f"0100007F:{server_port:04X}"
+    remote = f"0100007F:{client.getsockname()[1]:04X}"
+    with open("/proc/net/tcp") as table:
+        inodes = {fields[9] for fields in (line.split() for line in table) if fields[1] == local and fields[2] == remote}
+    held = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    return any(f"socket:[{inode}]" in held for inode in inodes if inode != "0")
+
+
+def test_a_connection_accepted_before_retiring_is_answered_if_its_first_request_comes_soon(openai_backend, tmp_path):
+    """A client that has just connected when the worker starts retiring sends its request
+    meanwhile: it is answered (`Connection: close`), where it used to be shut down without an
+    answer (a reload's RemoteDisconnected). One that stays silent is shut down after the grace."""
+    from gateway.retiring import FIRST_REQUEST_GRACE
+
+    server = GatewayServer(config_for(openai_backend.url, "m"), tmp_path, env={"GATEWAY_GRACEFUL_TIMEOUT": "30"}).wait_ready()
+    (worker,) = server.worker_pids()
+    probe = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    fresh = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    silent = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    try:
+        probe.request("GET", "/healthz")
+        assert probe.getresponse().read()  # kept alive: shut down at once when the worker retires
+        wait_until(lambda: accepted_by(worker, fresh, server.port) and accepted_by(worker, silent, server.port),
+                   message="the worker to accept both connections")
+        server.process.send_signal(signal.SIGTERM)  # a graceful stop: the worker retires
+        wait_until(lambda: closed_by_the_server(probe.sock), timeout=5, message="the worker to start retiring")
+        retiring_since = time.monotonic()
+        fresh.sendall(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        answer = http.client.HTTPResponse(fresh)
+        answer.begin()
+        assert answer.status == 200 and answer.getheader("Connection") == "close" and answer.read()
+        wait_until(lambda: closed_by_the_server(silent), timeout=FIRST_REQUEST_GRACE + 5, message="the silent one to be shut down")
+        assert time.monotonic() - retiring_since >= FIRST_REQUEST_GRACE - 0.5  # not at once: after the grace
+    finally:
+        probe.close()
+        fresh.close()
+        silent.close()
+        server.stop()
