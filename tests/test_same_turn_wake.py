@@ -13,7 +13,7 @@ import sys
 from tests.gunicorn_server import ROOT
 
 TURNS = r"""
-import json, sys
+import json, sys, time
 sys.path.insert(0, sys.argv[1])
 import gevent, gevent.queue, gevent.socket
 from gevent.hub import get_hub
@@ -37,6 +37,7 @@ def handed_over(same_turn: bool) -> dict:
         queue.put(data)
 
     def body():
+        seen["waiting"] = True  # nothing switches before the get below blocks
         if wake is None:
             seen["item"] = queue.get()
         else:
@@ -45,7 +46,10 @@ def handed_over(same_turn: bool) -> dict:
         seen["woke"] = turn[0]
 
     greenlets = [gevent.spawn(body), gevent.spawn(reader)]
-    gevent.sleep(0.05)  # both wait now
+    deadline = time.monotonic() + 5
+    while not (seen.get("waiting") and ours._read_event.active):  # until both wait
+        assert time.monotonic() < deadline, "the body and the reader never both waited"
+        gevent.sleep(0.001)
     backend.send(b"data: {}\n\n")
     gevent.joinall(greenlets, timeout=5)
     if wake is not None:

@@ -326,8 +326,8 @@ class ChatStream:
                     item = self._queue.get()
             else:
                 item = self._queue.get()
-        if self._same_turn is not None and (item is HANDED_OVER or item is ENDED or item is CLIENT_LEFT or isinstance(item, GatewayError)):
-            self._first_wait_over()  # the body reads in place from here, or nothing more comes
+        if self._same_turn is not None and item is not HEARTBEAT_DUE:
+            self._first_wait_over()  # the first event is here: what follows is queued already, or read in place
         if item is HANDED_OVER:
             self._take_over()
             item = self._pull()
@@ -368,9 +368,10 @@ class ChatStream:
         return items
 
     def _first_wait_over(self) -> None:
-        """No more same-turn wakes (concurrency.SameTurnWake): the body reads the backend itself
-        from here, or the answer is over. Until then they wake it for every item the reader hands
-        over, through the heartbeats before a thinking backend's first event too."""
+        """No more same-turn wakes (concurrency.SameTurnWake) once the first item other than a
+        heartbeat came: a relay's reader puts the hand-over right after it, a built answer is in
+        memory by then, and an end or a failure is the last. Until then they wake the body through
+        the heartbeats before a thinking backend's first event too."""
         same_turn, self._same_turn = self._same_turn, None
         if same_turn is not None:
             self._scope.on_request_sent = None
