@@ -29,7 +29,7 @@ from gateway.telemetry.record import timestamp
 from tests import secret_scan
 from tests.backends import wait_until
 from tests.configs import backend, gateway_toml, model
-from tests.gunicorn_server import GUNICORN, PROXY_VARIABLES, ROOT
+from tests.gunicorn_server import GUNICORN, PROXY_VARIABLES, ROOT, fd_targets
 
 GUNICORN_VERSION = metadata.version("gunicorn")
 # No api_keys, an id Open WebUI rewrites, verify = false: three start-up warnings.
@@ -116,13 +116,7 @@ class Gunicorn:
 
 def open_files(pid: int, path) -> int:
     """How many of the process's file descriptors point at `path`."""
-    count = 0
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            count += os.readlink(f"/proc/{pid}/fd/{fd}") == str(path)
-        except FileNotFoundError:  # closed meanwhile
-            pass
-    return count
+    return fd_targets(pid).count(str(path))
 
 
 # --- gunicorn.conf.py, as `make run` starts it ------------------------------------------------------------

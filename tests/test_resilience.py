@@ -17,7 +17,7 @@ from tests.backends import chunk_json, completion_json, first_event_then_hold, w
 from tests.configs import backend, gateway_toml, model
 from tests.conftest import HEARTBEAT as MAIN_HEARTBEAT
 from tests.conftest import INBOUND_KEY, TICKET
-from tests.gunicorn_server import GatewayServer
+from tests.gunicorn_server import GatewayServer, fd_targets
 from tests.sdk import openai  # the SDK itself is imported at first use
 from tests.sse_client import content_of, data_payloads, iter_events, read_events
 
@@ -260,19 +260,10 @@ def test_client_leaving_closes_the_backend_request(gateway, request, model, back
 
 
 def worker_sockets(gateway) -> int:
-    import os
     master = gateway.process.pid
     children = open(f"/proc/{master}/task/{master}/children").read().split()
     assert len(children) == 1
-    fd_dir = f"/proc/{children[0]}/fd"
-    count = 0
-    for fd in os.listdir(fd_dir):
-        try:
-            if os.readlink(f"{fd_dir}/{fd}").startswith("socket:"):
-                count += 1
-        except FileNotFoundError:
-            pass
-    return count
+    return sum(target.startswith("socket:") for target in fd_targets(children[0]))
 
 
 def test_two_hundred_disconnects_leave_nothing_held(hardened, openai_backend, corp_backend):

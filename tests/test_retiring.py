@@ -19,7 +19,7 @@ import requests
 
 from tests.backends import chunk_json, wait_until
 from tests.configs import backend, gateway_toml, model
-from tests.gunicorn_server import ROOT, GatewayServer
+from tests.gunicorn_server import ROOT, GatewayServer, fd_targets
 from tests.nginx_server import NGINX, Nginx, require
 from tests.sse_client import data_payloads, read_events
 
@@ -247,7 +247,7 @@ def accepted_by(pid: int, client: socket.socket, server_port: int) -> bool:
     remote = f"0100007F:{client.getsockname()[1]:04X}"
     with open("/proc/net/tcp") as table:
         inodes = {fields[9] for fields in (line.split() for line in table) if fields[1] == local and fields[2] == remote}
-    held = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    held = set(fd_targets(pid))
     return any(f"socket:[{inode}]" in held for inode in inodes if inode != "0")
 
 
