@@ -10,9 +10,14 @@ import os
 import time
 
 import pytest
+import requests
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.config import ConfigError
-from gateway.telemetry.record import AccessLog, RequestRecord, access_log, timestamp
+from gateway.telemetry.record import LINE_LIMIT, NAMES_LIMIT, PATH_LIMIT, AccessLog, RequestRecord, access_log, timestamp
+from tests import hypothesis_profile  # noqa: F401 - how many examples @given tries
+from tests.backends import wait_until
 
 
 @pytest.mark.parametrize("wall_time, expected", [
@@ -104,3 +109,101 @@ def test_an_access_log_that_cannot_be_written_says_so_once_and_fails_no_request(
 def test_an_access_log_path_that_cannot_be_opened_is_a_start_up_error(tmp_path):
     with pytest.raises(ConfigError, match=r"^GATEWAY_ACCESS_LOG: cannot open .*/no/such/dir/a\.log for appending"):
         AccessLog().open(str(tmp_path / "no" / "such" / "dir" / "a.log"))
+
+
+# --- every line fits one write a pipe takes whole --------------------------------------------------
+
+
+def written(record: RequestRecord) -> bytes:
+    lines = []
+    original, access_log.write = access_log.write, lines.append
+    try:
+        assert record.finish()
+    finally:
+        access_log.write = original
+    return lines[0]
+
+
+def test_a_clients_long_path_and_many_names_are_shortened_so_the_line_fits_one_pipe_write():
+    """A pipe takes a write of up to 4 KiB whole; a longer line could be split around another
+    worker's. What the client chose is cut, and the line says so."""
+    path = "/v1/" + "\u4e00" * 4000  # escaped, six bytes a character: 24 KB as written
+    record = RequestRecord("r1", "POST", path)
+    record.status, record.outcome = 404, "rejected"
+    record.unknown_fields = tuple(f"field_{n}_" + "x" * 100 for n in range(1000))
+    record.dropped_tools = ("web_search",) * 3
+    data = written(record)
+    assert len(data) + 1 <= LINE_LIMIT and data.isascii()
+    line = json.loads(data)
+    assert line["truncated"] is True
+    assert line["path"].endswith("...") and path.startswith(line["path"][:-3]) and len(json.dumps(line["path"])) - 2 <= PATH_LIMIT
+    assert len(line["unknown_fields"]) == NAMES_LIMIT and line["unknown_fields"][0].startswith("field_0_x")
+    assert line["dropped_tools"] == ["web_search"] * 3  # short names stay whole
+    assert (line["request_id"], line["status"], line["outcome"]) == ("r1", 404, "rejected")
+
+
+def test_a_usual_line_is_written_whole_and_unmarked():
+    record = RequestRecord("r1", "POST", "/v1/responses/resp_0123456789abcdef0123456789abcdef")
+    record.status, record.unknown_fields = 200, ("prompt_cache_key", "service_tier")
+    line = json.loads(written(record))
+    assert "truncated" not in line
+    assert line["path"] == "/v1/responses/resp_0123456789abcdef0123456789abcdef"
+    assert line["unknown_fields"] == ["prompt_cache_key", "service_tier"]
+
+
+def test_a_line_still_too_long_keeps_its_core_fields_alone():
+    """An operator's many long backend names, a backend's 4,000-digit token count: the line goes
+    out with what identifies the request and how it ended."""
+
+    class Backend:
+        def __init__(self, name):
+            self.name = name
+
+    record = RequestRecord("r1", "POST", "/v1/chat/completions")
+    record.status, record.model, record.stream, record.outcome = 200, "m", True, "completed"
+    record.route = ("round_robin", [Backend(f"backend-{n}-" + "b" * 60) for n in range(100)], None)
+    record.usage = {"prompt_tokens": 12, "completion_tokens": 10 ** 4000, "total_tokens": 2 ** 64}
+    data = written(record)
+    assert len(data) + 1 <= LINE_LIMIT
+    line = json.loads(data)
+    assert line == {
+        "ts": line["ts"], "request_id": "r1", "pid": os.getpid(), "method": "POST", "path": "/v1/chat/completions",
+        "model": "m", "upstream_model": None, "backend": None, "status": 200, "stream": True, "ttfb_ms": None,
+        "duration_ms": line["duration_ms"], "outcome": "completed", "prompt_tokens": 12, "truncated": True,
+    }
+
+
+texts = st.text(max_size=3000)
+
+
+@given(path=texts, model=st.none() | texts, key=st.none() | texts, backends=st.lists(texts, max_size=40),
+       unknown=st.lists(texts, max_size=200), tools=st.lists(texts, max_size=40), error=st.none() | texts)
+def test_every_line_fits_one_pipe_write_and_is_one_json_object_in_printable_ascii(path, model, key, backends, unknown, tools, error):
+    class Backend:
+        def __init__(self, name):
+            self.name = name
+
+    record = RequestRecord("r1", "GET", "/" + path)
+    record.status, record.model, record.key, record.error = 200, model, key, error
+    record.unknown_fields, record.dropped_tools = tuple(unknown), tuple(tools)
+    if backends:
+        record.route = ("affinity", [Backend(name) for name in backends], "user")
+    data = written(record)
+    assert len(data) + 1 <= LINE_LIMIT
+    assert all(32 <= byte < 127 for byte in data)
+    line = json.loads(data)
+    assert line["request_id"] == "r1" and line["status"] == 200
+    if "truncated" not in line:
+        assert (line["path"], line["model"], line.get("key"), line.get("unknown_fields", [])) == ("/" + path, model, key or None, unknown)
+
+
+def test_a_real_workers_line_for_a_long_path_fits_one_pipe_write(gateway):
+    path = "/v1/" + "%01" * 1300  # within gunicorn's 4,094-byte request line; 7,800 bytes escaped (\u0001) in the log
+    response = requests.get(gateway.url + path, timeout=10)
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+    request_id = response.headers["X-Request-Id"]
+    wait_until(lambda: gateway.access_line(request_id), message="the access-log line")
+    raw = next(line for line in gateway.log().splitlines() if request_id in line)
+    assert len(raw.encode()) + 1 <= LINE_LIMIT
+    line = json.loads(raw)
+    assert line["truncated"] is True and line["path"].startswith("/v1/\x01\x01") and line["status"] == 404

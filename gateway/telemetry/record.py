@@ -22,8 +22,9 @@ class AccessLog:
     """Where the access-log lines go: stderr, or a file opened for appending. Each line goes out in
     one write of its own, at once: none waits in a buffer when a worker dies, and lines of several
     workers do not mix (a file opened for appending takes each write whole; a pipe, each of up to
-    4 KiB). Not through `logging`: under gevent, its record, its lookup of the caller and its
-    handler's lock took ~30 µs a request, more than the rest of the line."""
+    4 KiB, which every line fits: LINE_LIMIT below). Not through `logging`: under gevent, its
+    record, its lookup of the caller and its handler's lock took ~30 µs a request, more than the
+    rest of the line."""
 
     def __init__(self):
         self.fd = None  # opened once per process (setup_access_log); stderr until then
@@ -217,11 +218,75 @@ class RequestRecord:
                 line["affinity_key"] = key  # which key, never its value
         if len(tried) > 1:  # failover: every attempt, in order
             line["attempts"] = [{"backend": name, "result": result} for name, result in tried]
-        try:
-            data = orjson.dumps(line)  # 2 us, where json.dumps took 8 (25 to 30 in a busy worker)
-        except TypeError:  # what orjson does not write: a token count beyond 64 bits, a lone surrogate
-            data = None
-        if data is None or not data.isascii() or b"\x7f" in data:  # json's way, escaped: lines stay printable ASCII
-            data = json.dumps(line, separators=(",", ":")).encode()
-        access_log.write(data)
+        access_log.write(_fitted(line))
         return True
+
+
+# A pipe takes a write of up to PIPE_BUF bytes (4 KiB on Linux) whole; a longer one may be split
+# around other workers' lines, and a log shipper then reads two broken records. What a client
+# chooses (its path, the names of the fields and hosted tools it sent) is shortened, marked
+# `"truncated": true`, so that a line, its newline included, takes at most LINE_LIMIT bytes; a line
+# still longer (an operator's hundred backends, a backend's 4,000-digit token count) is written
+# with its core fields alone.
+LINE_LIMIT = 4096
+PATH_LIMIT = 512  # bytes of a path, as written (escaped); no route of ours comes near
+NAME_LIMIT = 64  # bytes of a name in a list the client chose (escaped)
+NAMES_LIMIT = 16  # names kept of such a list
+CLIENT_LISTS = ("dropped_tools", "unknown_fields")  # ignored_fields holds the gateway's own names
+CORE_FIELDS = (
+    "ts", "request_id", "pid", "method", "path", "model", "upstream_model", "backend", "status", "stream",
+    "ttfb_ms", "duration_ms", "outcome", "key", "error", "prompt_tokens", "completion_tokens", "total_tokens",
+)
+CORE_TEXT_LIMIT = 200  # bytes of each text among the core fields, when only they are written
+ESCAPED_AT_MOST = 12  # bytes one character may take escaped: a character beyond the BMP is two \uXXXX
+
+
+def _encoded(line: dict) -> bytes:
+    """The line as JSON in printable ASCII."""
+    try:
+        data = orjson.dumps(line)  # 2 us, where json.dumps took 8 (25 to 30 in a busy worker)
+    except TypeError:  # what orjson does not write: a token count beyond 64 bits, a lone surrogate
+        data = None
+    if data is None or not data.isascii() or b"\x7f" in data:  # json's way, escaped: lines stay printable ASCII
+        data = json.dumps(line, separators=(",", ":")).encode()
+    return data
+
+
+def _clipped(text: str, limit: int) -> str:
+    """`text`, or its start followed by "...", taking at most `limit` bytes as JSON (quotes aside)."""
+    if len(text) * ESCAPED_AT_MOST <= limit or len(json.dumps(text)) - 2 <= limit:
+        return text
+    kept = text[:limit]
+    while len(json.dumps(kept)) - 2 > limit - 3:
+        kept = kept[:len(kept) * 3 // 4]
+    return kept + "..."
+
+
+def _fitted(line: dict) -> bytes:
+    """The line, encoded, in at most LINE_LIMIT - 1 bytes (see above)."""
+    path = line["path"]
+    if len(path) * ESCAPED_AT_MOST > PATH_LIMIT:  # else too short to pass it however escaped: our routes
+        line["path"] = _clipped(path, PATH_LIMIT)
+        if line["path"] is not path:
+            line["truncated"] = True
+    for key in CLIENT_LISTS:
+        names = line.get(key)
+        if names is not None:
+            kept = [_clipped(name, NAME_LIMIT) if name.__class__ is str else name for name in names[:NAMES_LIMIT]]
+            if len(names) > NAMES_LIMIT or any(a is not b for a, b in zip(kept, names)):
+                line[key] = kept
+                line["truncated"] = True
+    data = _encoded(line)
+    if len(data) < LINE_LIMIT:
+        return data
+    core = {}
+    for key in CORE_FIELDS:
+        value = line.get(key)
+        if value.__class__ is str:
+            value = _clipped(value, CORE_TEXT_LIMIT)
+        elif value.__class__ is int and not -2 ** 63 <= value < 2 ** 63:
+            continue  # a token count no backend really gave
+        if key in line:
+            core[key] = value
+    core["truncated"] = True
+    return _encoded(core)
