@@ -1,6 +1,7 @@
 """Failover: a model served by several backends, tried in order until the first content event,
 with a circuit breaker per backend. Real loopback backends; the gateway under real gunicorn."""
 
+import threading
 import time
 
 import pytest
@@ -117,6 +118,55 @@ def test_a_stream_that_fails_after_its_first_event_is_not_retried(failover, prim
     payloads = data_payloads(read_events(response))
     assert content_of(payloads) == "Par" and "error" in payloads[-2] and payloads[-1] == "[DONE]"
     assert dr.requests == []  # the user saw part of primary's answer: never a second answer
+
+
+@pytest.mark.parametrize("opening", [
+    [{"role": "assistant", "content": ""}],  # vLLM's and OpenAI's first chunk
+    [{"role": "assistant"}, {"content": None}, {"reasoning_content": ""}],
+])
+def test_a_stream_that_fails_after_chunks_that_show_nothing_passes_on(failover, primary, dr, opening):
+    """The user has seen nothing yet: the next backend answers, and the stream holds its chunks
+    alone (one role chunk, one answer), with no error."""
+    def drop_after_the_opening(exchange):
+        exchange.start_sse()
+        for delta in opening:
+            exchange.event(chunk_json(delta=delta, model="gauss-37b"))
+        exchange.handler.close_connection = True
+        exchange.handler.wfile.write(b"0\r\n\r\n")  # ends the body with no finish and no [DONE]
+
+    primary.respond_with(drop_after_the_opening)
+    response = chat(failover, "duo", stream=True)
+    assert response.status_code == 200 and response.headers["X-Gateway-Backend"] == "dr"
+    payloads = data_payloads(read_events(response))
+    assert content_of(payloads) == "echo 1: hi" and payloads[-1] == "[DONE]"
+    assert not any("error" in payload for payload in payloads)
+    assert sum("role" in choice["delta"] for payload in payloads[:-1] for choice in payload["choices"]) == 1  # dr's own opening only
+    assert len(primary.requests) == 1 and len(dr.requests) == 1
+
+
+def test_the_last_backends_opening_chunk_goes_out_at_once(failover, primary, dr):
+    """Nothing is held back where there is no next backend: the role chunk goes out before the
+    content the backend is still computing."""
+    release, content_sent = threading.Event(), threading.Event()
+
+    def opening_then_wait(exchange):
+        exchange.start_sse()
+        exchange.event(chunk_json(delta={"role": "assistant", "content": ""}))
+        release.wait(10)
+        content_sent.set()
+        exchange.event(chunk_json(delta={"content": "late"}))
+        exchange.event(chunk_json(delta={}, finish_reason="stop"))
+        exchange.end_sse()
+
+    dr.respond_with(opening_then_wait)
+    with requests.post(failover.url + "/v1/chat/completions", json={"model": "dead-first", "messages": MESSAGES, "stream": True},
+                       stream=True, timeout=10) as response:
+        events = iter_events(response)
+        first = next(item for item in events if item[0] == "data")
+        assert not content_sent.is_set()  # the opening came while the backend was still computing
+        release.set()
+        rest = list(events)
+    assert '"role"' in first[1] and "late" in "".join(value for kind, value in rest if kind == "data")
 
 
 def test_keepalives_flow_while_the_next_backend_is_tried(failover, primary, dr):

@@ -63,6 +63,23 @@ def test_every_relayed_chunk_names_the_requested_model(app_client, openai_backen
     assert access_lines[-1]["upstream_model"] == "upstream-stream-model"
 
 
+def test_relayed_chunks_without_a_model_get_the_requested_one(app_client, openai_backend):
+    """Some backends name the model in no chunk, or only in the first: every chunk names it."""
+    def relay(exchange):
+        exchange.start_sse()
+        exchange.event(json.dumps({"id": "c1", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "a"}}]}))
+        exchange.event(chunk_json(delta={"content": "b"}, model="smollm2"))
+        exchange.event(json.dumps({"id": "c1", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+        exchange.event("[DONE]")
+        exchange.end_sse()
+
+    openai_backend.respond_with(relay)
+    response = app_client.post("/v1/chat/completions", json={"model": "gpt-stream", "messages": MESSAGES, "stream": True})
+    chunks = data_chunks(response)
+    assert [c["model"] for c in chunks] == ["gpt-stream"] * 3
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == "ab"
+
+
 def test_a_built_stream_and_its_usage_chunk_name_the_requested_model(app_client):
     body = {"model": "corp-plain", "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
     chunks = data_chunks(app_client.post("/v1/chat/completions", json=body))

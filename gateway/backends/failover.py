@@ -19,6 +19,7 @@ backend and why.
 
 import math
 
+from ..chat.chunks import UsageNote, shows_nothing
 from ..concurrency import cancelled
 from ..errors import AllBackendsFailed, BackendCoolingDown, BackendError, GatewayBusy, GatewayError
 
@@ -65,7 +66,10 @@ class Attempts:
         raise self._all_failed(failures)
 
     def events(self):
-        """The payloads of the first backend that sends a content event; then only that one's."""
+        """The payloads of the first backend that sends a content event; then only that one's.
+        Until its first content event, what a backend sends that shows nothing (a role-only
+        chunk, which vLLM and OpenAI send first) is held back, so a backend that fails after it
+        still passes the request on. The last backend's go out at once: there is no next one."""
         failures = []
         for backend in self._backends:
             slot = self._take(backend, failures)
@@ -76,7 +80,7 @@ class Attempts:
                 call = self._call_for(backend)
                 try:
                     payloads = backend.events(call)
-                    first = next(payloads, None)
+                    opening = _opening(payloads, hold=backend is not self._backends[-1])
                 except BackendError as error:
                     if self._passed_on(backend, error, failures):
                         continue
@@ -85,9 +89,9 @@ class Attempts:
                     self._undecided(backend, called=True)
                     raise
                 self.answered_by = backend
-                if first is not None:
+                if opening:
                     try:
-                        yield first
+                        yield from opening
                         yield from payloads
                     except BackendError as error:  # after the first event: the stream ends with it
                         self._judge(backend, error)
@@ -180,6 +184,24 @@ class Attempts:
 
 def _ignore(*args) -> None:
     pass
+
+
+_HELD_AT_MOST = 16  # opening events held back before the first content event; more are taken as content
+
+
+def _opening(payloads, hold: bool) -> list:
+    """A backend's first payloads, up to and including its first content event (all of them if
+    the stream ends first). Without `hold`, only the first."""
+    opening = []
+    for payload in payloads:
+        opening.append(payload)
+        if not hold or len(opening) >= _HELD_AT_MOST:
+            break
+        if payload.__class__ is bytes and not shows_nothing(payload):
+            break
+        if payload.__class__ is not bytes and not isinstance(payload, UsageNote):
+            break
+    return opening
 
 
 def _cooling_down(backend) -> BackendCoolingDown:

@@ -25,7 +25,8 @@ class ModelRename:
 
     A byte replacement, without parsing the event: the field's exact bytes are found in the first
     chunk that has one, and replaced as they are in every later chunk. The same bytes cannot stand
-    inside a string value, where JSON escapes the quotes."""
+    inside a string value, where JSON escapes the quotes. A chunk with no such field (some
+    backends name the model in none, or only in the first) gets one, first in the object."""
 
     __slots__ = ("_wanted", "_seen")
 
@@ -38,9 +39,43 @@ class ModelRename:
         if seen is None or seen not in payload:
             match = _MODEL_FIELD.search(payload)
             if match is None:
-                return payload
+                return self._added(payload)
             seen = self._seen = match.group(0)
         return payload if seen == self._wanted else payload.replace(seen, self._wanted)
+
+    def _added(self, payload: bytes) -> bytes:
+        """`payload` with the field first, if it is an object (anything else is passed on as it is:
+        the client's parser says what is wrong with it)."""
+        body = payload.strip()
+        if body[:1] != b"{" or body[-1:] != b"}":
+            return payload
+        inside = body[1:-1].strip()
+        return b"{" + self._wanted + (b"," + inside if inside else b"") + b"}"
+
+
+# An opening chunk is small: a longer one is taken to show something without being parsed.
+_OPENING_AT_MOST = 1024
+
+
+def shows_nothing(payload: bytes) -> bool:
+    """Whether a relayed chunk shows the user nothing yet: every choice's delta holds at most a
+    role and empty text, with no finish_reason, and the chunk no usage (the first chunk vLLM and
+    OpenAI send: `{"role": "assistant", "content": ""}`). Failover may still pass a request on
+    after such chunks (backends/failover.py)."""
+    if len(payload) > _OPENING_AT_MOST:
+        return False
+    try:
+        data = json.loads(payload)
+    except (ValueError, RecursionError):
+        return False
+    if not isinstance(data, dict) or data.get("usage") or not isinstance(data.get("choices"), list):
+        return False
+    for choice in data["choices"]:
+        if not isinstance(choice, dict) or choice.get("finish_reason") is not None or not isinstance(choice.get("delta"), dict):
+            return False
+        if any(value not in (None, "", []) for key, value in choice["delta"].items() if key != "role"):
+            return False
+    return True
 
 
 def chunk_head(model_id: str, id: str | None = None, created: int | None = None) -> dict:
