@@ -55,6 +55,7 @@ def failover(primary, dr, tmp_path_factory):
             model("dead-first", "", backends=["down", "dr"]),
             model("breaker", "", backends=["flaky", "dr"]),
             model("all-down", "", backends=["down", "down_too"]),
+            model("solo", "dr"),
         ],
     ).replace('backend = ""\n', "")
     server = GatewayServer(config, tmp_path_factory.mktemp("failover"))
@@ -167,6 +168,26 @@ def test_the_last_backends_opening_chunk_goes_out_at_once(failover, primary, dr)
         release.set()
         rest = list(events)
     assert '"role"' in first[1] and "late" in "".join(value for kind, value in rest if kind == "data")
+
+
+def test_a_stream_committed_by_a_keepalive_names_the_backend_when_the_model_has_one(failover, primary, dr):
+    """Open WebUI's usual chat with a backend that thinks longer than a heartbeat: the 200 goes
+    out with the first keep-alive. A model's only backend is named then; of several, the one that
+    will answer is not known yet."""
+    def slow(exchange):
+        time.sleep(1.2)  # more than two heartbeats (0.5 s): the 200 goes out with a keep-alive
+        exchange.stream_reply("late but whole")
+
+    for server in (primary, dr):
+        server.respond_with(slow)
+    with chat(failover, "solo", stream=True) as response:
+        assert response.headers["X-Gateway-Backend"] == "dr"
+        items = read_events(response)
+    assert items[0] == ("comment", "keep-alive") and content_of(data_payloads(items)) == "late but whole"
+    with chat(failover, "duo", stream=True) as response:
+        assert "X-Gateway-Backend" not in response.headers
+        items = read_events(response)
+    assert items[0] == ("comment", "keep-alive") and content_of(data_payloads(items)) == "late but whole"
 
 
 def test_keepalives_flow_while_the_next_backend_is_tried(failover, primary, dr):

@@ -107,6 +107,11 @@ class Attempts:
                 slot.release()
         raise self._all_failed(failures)
 
+    @property
+    def only_backend(self):
+        """The model's one backend, when it has no other; else None."""
+        return self._backends[0] if len(self._backends) == 1 else None
+
     # --- one attempt ---------------------------------------------------------------------------
 
     def _take(self, backend, failures):

@@ -38,9 +38,12 @@ def _written_and_dismantled(data) -> list:
 
 
 def answered_by(response: Response, attempts) -> Response:
-    """Names the backend whose answer this is (unknown yet when a keep-alive went out first)."""
-    if attempts.answered_by is not None:
-        response.headers["X-Gateway-Backend"] = attempts.answered_by.name
+    """Names the backend whose answer this is. When a keep-alive went out first it is not known
+    yet, unless the model has one backend: the only one that can answer (Open WebUI's chats with a
+    backend that thinks longer than a heartbeat, the usual case, get the header too)."""
+    backend = attempts.answered_by or attempts.only_backend
+    if backend is not None:
+        response.headers["X-Gateway-Backend"] = backend.name
     return response
 
 
