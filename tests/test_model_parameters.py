@@ -30,6 +30,8 @@ def pinned_app(openai_backend, corp_backend):
             model("limit-pinned", "plain", overrides={"max_tokens": 256}),
             model("seed-pinned", "picky", overrides={"seed": 7, "top_k": 20}),
             model("unpinned", "plain"),
+            model("own-fields", "plain", defaults={"response_format": {"type": "json_object"}},
+                  overrides={"chat_template_kwargs": {"enable_thinking": False}, "repeat_penalty": 1.1}),
         ],
     )
     app = create_app(parse_config(config, "parameters test config", {"CORP_TICKET": TICKET}))
@@ -115,7 +117,9 @@ def config_with(**model_settings) -> str:
 @pytest.mark.parametrize(
     "settings, names",
     [
-        ({"defaults": {"temprature": 0.4}}, 'models."m".defaults.temprature: unknown sampling parameter (known: temperature, top_p,'),
+        ({"defaults": {"temprature": 0.4}}, 'models."m".defaults.temprature: unknown sampling parameter: did you mean \'temperature\'?'),
+        ({"overrides": {"max_token": 10}}, 'models."m".overrides.max_token: unknown sampling parameter: did you mean \'max_tokens\'?'),
+        ({"overrides": {"stream_options": {"include_usage": True}}}, 'models."m".overrides.stream_options: cannot be set per model'),
         ({"overrides": {"top_p": "0.9"}}, 'models."m".overrides.top_p: must be a number'),
         ({"defaults": {"max_tokens": 10.5}}, 'models."m".defaults.max_tokens: must be an integer'),
         ({"defaults": {"max_tokens": 0}}, 'models."m".defaults.max_tokens: must be at least 1'),
@@ -146,6 +150,23 @@ def test_every_known_parameter_is_accepted_with_its_type():
     }
     config = parse_config(config_with(defaults=tables, overrides={"stop": ["a", "b"]}), "gw.toml", {})
     assert config.models["m"].defaults == tables and config.models["m"].overrides == {"stop": ["a", "b"]}
+
+
+def test_a_backends_own_fields_are_sent_as_they_are(post, corp_backend):
+    """vLLM's `chat_template_kwargs` (Qwen3's thinking switch), llama.cpp's `repeat_penalty`: fields
+    the gateway does not know go to the backend as the table has them."""
+    assert post({"model": "own-fields"}).status_code == 200
+    sent = corp_backend.last.body
+    assert sent["chat_template_kwargs"] == {"enable_thinking": False} and sent["repeat_penalty"] == 1.1
+    assert sent["response_format"] == {"type": "json_object"}
+    assert post({"model": "own-fields", "response_format": {"type": "text"}}).status_code == 200
+    assert corp_backend.last.body["response_format"] == {"type": "text"}  # a default: the client's own wins
+
+
+def test_a_date_in_a_table_stops_start_up_naming_the_key():
+    text = config_with() + "\n[models.overrides]\nvalid_until = 2026-12-31\n"
+    with pytest.raises(ConfigError, match=r'models\."m"\.overrides\.valid_until: must hold values JSON can carry'):
+        parse_config(text, "gw.toml", {})
 
 
 def test_a_models_tables_in_one_line_for_make_check():

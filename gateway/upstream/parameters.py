@@ -1,17 +1,27 @@
-"""A model's pinned sampling parameters: `defaults` fill what the client left out, `overrides` always win.
+"""A model's pinned request fields: `defaults` fill what the client left out, `overrides` always win.
 
-The config checks both tables at start-up against the small schema below (known sampling fields,
-the right types), so a typo such as `temprature` stops start-up instead of being sent to the
-backend on every request. `apply` is called once per chat request, from `call.build_call`.
-Imports only marshmallow: the gunicorn master loads this module through the config check.
+The config checks both tables at start-up: OpenAI's sampling fields (and vLLM's, llama.cpp's and
+TGI's usual extensions) against the small schema below, with their types. Any other field is the
+backend's own (`chat_template_kwargs`, `response_format`, `repeat_penalty`...) and is sent as it is,
+unless its name looks like a misspelt known one: a typo such as `temprature` stops start-up
+instead of being sent to the backend on every request. `apply` is called once per chat request,
+from `call.build_call`. Imports only marshmallow: the gunicorn master loads this module through
+the config check.
 """
+
+import datetime
+import difflib
 
 from marshmallow import RAISE, Schema, ValidationError, fields
 
 from ..strict_fields import StrictBool, StrictNumber
 
 # The request's own structure: the client (or the gateway) decides these, never a model's table.
-NOT_PARAMETERS = ("model", "messages", "stream", "tools")
+NOT_PARAMETERS = ("model", "messages", "stream", "tools", "stream_options")
+# How alike a field's name must be to a known one to be taken for its misspelling: `temprature`,
+# `max_token`, `presense_penalty` are (0.9 and more); `top_a`, `repeat_penalty`, backends' own
+# samplers, are not (0.8).
+MISSPELT_AT = 0.85
 # `max_tokens` is the older name of `max_completion_tokens`: a client that sent either has set its
 # limit, so a default for the other must not add a second, conflicting one.
 _SAME_LIMIT = {"max_tokens": "max_completion_tokens", "max_completion_tokens": "max_tokens"}
@@ -77,12 +87,28 @@ class ParameterTable(fields.Field):
         forbidden = {key: [f"cannot be set per model: the client's request decides '{key}'"] for key in NOT_PARAMETERS if key in value}
         if forbidden:
             raise ValidationError(forbidden)
-        errors = _schema.validate(value)
+        errors = _schema.validate({key: item for key, item in value.items() if key in KNOWN})
+        for key in value.keys() - set(KNOWN):
+            alike = difflib.get_close_matches(key, KNOWN, n=1, cutoff=MISSPELT_AT)
+            if alike:
+                errors[key] = [f"unknown sampling parameter: did you mean '{alike[0]}'? (a field of the backend's own with a name "
+                               f"unlike the known ones is sent as it is; known: {', '.join(KNOWN)})"]
+            elif _has_time(value[key]):
+                errors[key] = ["must hold values JSON can carry: a date or time cannot be sent to the backend"]
         if errors:
-            known = ", ".join(KNOWN)
-            raise ValidationError({key: [f"unknown sampling parameter (known: {known})"] if reasons == ["Unknown field."] else reasons
-                                   for key, reasons in errors.items()})
+            raise ValidationError(errors)
         return dict(value)
+
+
+def _has_time(value) -> bool:
+    """Whether a TOML value holds a date or time anywhere (JSON has none)."""
+    if isinstance(value, (datetime.date, datetime.time)):
+        return True
+    if isinstance(value, dict):
+        return any(_has_time(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_has_time(item) for item in value)
+    return False
 
 
 def apply(body: dict, defaults: dict, overrides: dict) -> None:
