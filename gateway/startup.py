@@ -99,8 +99,9 @@ def _logger() -> logging.Logger:
 
 
 def cpus_available(affinity=None, cgroup_root="/sys/fs/cgroup", self_cgroup="/proc/self/cgroup") -> int:
-    """The CPUs this process may use: its CPU affinity and its cgroup v2 CPU quota, the smaller,
-    at least 1. In a container with a CPU limit, os.cpu_count() is the host's count."""
+    """The CPUs this process may use: its CPU affinity and its cgroup CPU quota (v2, or v1 on older
+    Docker and RHEL hosts), the smaller, at least 1. In a container with a CPU limit,
+    os.cpu_count() is the host's count."""
     if affinity is None:
         try:
             affinity = os.sched_getaffinity(0)
@@ -113,28 +114,62 @@ def cpus_available(affinity=None, cgroup_root="/sys/fs/cgroup", self_cgroup="/pr
     return max(1, cpus)
 
 
+# Where a cgroup v1 host mounts the cpu controller's hierarchy, under the cgroup root.
+_V1_CPU_MOUNTS = ("cpu", "cpu,cpuacct", "cpuacct,cpu")
+
+
 def cgroup_cpu_quota(cgroup_root="/sys/fs/cgroup", self_cgroup="/proc/self/cgroup") -> int | None:
-    """Whole CPUs the cgroup v2 quota allows (rounded up), or None without a quota. The limit
-    may sit on this process's cgroup or any parent (a systemd slice, a container): the smallest
-    counts. In a container the process's cgroup is the root of what it sees."""
-    limits = [q for q in (_cpu_max(os.path.join(d, "cpu.max")) for d in _cgroup_dirs(cgroup_root, self_cgroup)) if q]
+    """Whole CPUs the cgroup quota allows (rounded up), or None without a quota. The limit may sit
+    on this process's cgroup or any parent (a systemd slice, a container): the smallest counts. In
+    a container the process's cgroup is the root of what it sees."""
+    v2_path, v1_path = _own_cgroups(self_cgroup)
+    limits = [_cpu_max(os.path.join(d, "cpu.max")) for d in _with_parents(cgroup_root, v2_path)]
+    for mount in _V1_CPU_MOUNTS:
+        if v1_path is not None and os.path.isdir(os.path.join(cgroup_root, mount)):
+            limits += [_cfs_quota(d) for d in _with_parents(os.path.join(cgroup_root, mount), v1_path)]
+            break
+    limits = [limit for limit in limits if limit]
     return min(limits) if limits else None
 
 
-def _cgroup_dirs(cgroup_root: str, self_cgroup: str) -> list:
-    """This process's cgroup v2 directory and each parent up to the root, innermost first."""
-    relative = ""
+def _own_cgroups(self_cgroup: str) -> tuple:
+    """This process's cgroup v2 path ("" when there is no v2 line) and its v1 cpu controller's
+    path (None when there is none), as /proc/self/cgroup lists them."""
+    v2, v1 = "", None
     try:
         with open(self_cgroup, encoding="utf-8") as handle:
             for line in handle:
-                if line.startswith("0::"):  # the v2 line; v1 lines name a controller
-                    relative = line[3:].strip()
+                number, _, rest = line.partition(":")
+                controllers, _, path = rest.partition(":")
+                if number == "0" and controllers == "":  # the v2 line
+                    v2 = path.strip()
+                elif "cpu" in controllers.split(","):
+                    v1 = path.strip()
     except OSError:
         pass
+    return v2, v1
+
+
+def _with_parents(root: str, relative: str) -> list:
+    """`relative`'s directory under `root` and each parent up to `root`, innermost first."""
     parts = [p for p in relative.split("/") if p]
     if ".." in parts:  # a cgroup outside our namespace: only the root we see is ours
         parts = []
-    return [os.path.join(cgroup_root, *parts[:n]) for n in range(len(parts), -1, -1)]
+    return [os.path.join(root, *parts[:n]) for n in range(len(parts), -1, -1)]
+
+
+def _cfs_quota(directory: str) -> int | None:
+    """cgroup v1: cpu.cfs_quota_us (-1: no limit) over cpu.cfs_period_us, in microseconds."""
+    try:
+        with open(os.path.join(directory, "cpu.cfs_quota_us"), encoding="utf-8") as handle:
+            quota = int(handle.read().strip())
+        with open(os.path.join(directory, "cpu.cfs_period_us"), encoding="utf-8") as handle:
+            period = int(handle.read().strip())
+    except (OSError, ValueError):
+        return None
+    if quota <= 0 or period <= 0:
+        return None
+    return math.ceil(quota / period)
 
 
 def _cpu_max(path: str) -> int | None:

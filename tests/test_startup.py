@@ -81,9 +81,39 @@ def test_the_quota_may_sit_on_the_process_cgroup_or_a_parent_and_the_smallest_co
     parent = cgroup_tree(tmp_path / "b", "0::/system.slice/gw.service\n", {
         "/system.slice": "100000 100000", "/system.slice/gw.service": "300000 100000"})
     assert startup.cpus_available(affinity=range(8), **parent) == 1
-    # cgroup v1 lines name a controller and are not ours to read; only the 0:: line counts
+    # a v1 line whose hierarchy is not mounted here is passed over; the 0:: line counts
     v1 = cgroup_tree(tmp_path / "c", "4:cpu:/x\n0::/\n", {"/": "300000 100000", "/x": "100000 100000"})
     assert startup.cpus_available(affinity=range(8), **v1) == 3
+
+
+def v1_cgroup_tree(tmp_path, self_cgroup, mount, quotas):
+    """A fake cgroup v1 host: `quotas` maps a path under the cpu controller's mount to
+    (cfs_quota_us, cfs_period_us)."""
+    root = tmp_path / "cgroup"
+    for path, (quota, period) in quotas.items():
+        directory = root / mount / path.strip("/")
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "cpu.cfs_quota_us").write_text(f"{quota}\n")
+        (directory / "cpu.cfs_period_us").write_text(f"{period}\n")
+    (root / mount).mkdir(parents=True, exist_ok=True)
+    proc = tmp_path / "self-cgroup"
+    proc.write_text(self_cgroup)
+    return {"cgroup_root": str(root), "self_cgroup": str(proc)}
+
+
+def test_a_cgroup_v1_quota_counts_too(tmp_path):
+    """Older Docker and RHEL hosts: cpu.cfs_quota_us over cpu.cfs_period_us, on the cpu controller's
+    own hierarchy, on the process's cgroup or a parent; -1 is no limit."""
+    docker = "12:cpu,cpuacct:/docker/abc\n1:name=systemd:/docker/abc\n"
+    container = v1_cgroup_tree(tmp_path / "a", docker, "cpu,cpuacct", {"/docker/abc": (150000, 100000)})
+    assert startup.cpus_available(affinity=range(8), **container) == 2
+    # Inside the container its own cgroup is the root it sees (the host's path does not exist there).
+    inside = v1_cgroup_tree(tmp_path / "b", docker, "cpu,cpuacct", {"/": (300000, 100000)})
+    assert startup.cpus_available(affinity=range(8), **inside) == 3
+    unlimited = v1_cgroup_tree(tmp_path / "c", "3:cpu:/user.slice\n", "cpu", {"/user.slice": (-1, 100000), "/": (-1, 100000)})
+    assert startup.cpus_available(affinity=range(8), **unlimited) == 8
+    parent = v1_cgroup_tree(tmp_path / "d", "3:cpuacct,cpu:/a/b\n", "cpuacct,cpu", {"/a": (100000, 100000), "/a/b": (400000, 100000)})
+    assert startup.cpus_available(affinity=range(8), **parent) == 1
 
 
 def test_missing_cgroup_files_fall_back_to_the_affinity(tmp_path):
