@@ -217,6 +217,38 @@ def test_a_long_plain_text_error_reaches_the_client_as_one_short_line(app_client
     assert len(detail) <= 300 and "\n" not in message and detail.startswith("Traceback")
 
 
+NGINX_PAGE = (b"<html>\r\n<head><title>400 Bad Request</title></head>\r\n<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n"
+              b"<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
+
+
+@pytest.mark.parametrize("content_type, body, said", [
+    ("text/html", NGINX_PAGE, "400 Bad Request 400 Bad Request nginx"),  # a proxy's page: its visible text
+    (None, b"<!DOCTYPE html><html><head><script>var x = '<b>';</script><title>Oops</title></head><body><p>context &amp; more</p></body></html>",
+     "Oops context & more"),
+    (None, b"prompt too long for this model\n", "prompt too long for this model"),  # no Content-Type: text all the same
+    ("text/plain", "\x1b[31mValueError\x1b[0m: bad input".encode(), "ValueError: bad input"),
+])
+def test_a_backends_error_text_of_any_text_kind_reaches_the_client(app_client, corp_backend, content_type, body, said):
+    def answer(exchange):
+        exchange.handler.send_response(400)
+        if content_type:
+            exchange.handler.send_header("Content-Type", content_type)
+        exchange.handler.send_header("Content-Length", str(len(body)))
+        exchange.handler.end_headers()
+        exchange.handler.wfile.write(body)
+
+    corp_backend.respond_with(answer)
+    response = app_client.post("/v1/chat/completions", json={"model": "corp-plain", "messages": MESSAGES})
+    assert response.status_code == 400
+    assert response.get_json()["error"]["message"] == f"Backend 'corp' rejected the request (HTTP 400): {said}"
+
+
+def test_a_backends_error_body_that_is_no_text_adds_nothing(app_client, corp_backend):
+    corp_backend.respond_with(lambda ex: ex.send_raw(400, "application/octet-stream", b"\x00\x01\xff"))
+    response = app_client.post("/v1/chat/completions", json={"model": "corp-plain", "messages": MESSAGES})
+    assert response.get_json()["error"]["message"] == "Backend 'corp' rejected the request (HTTP 400)"
+
+
 # --- 14. a plain http:// backend is not "certificates verified" -----------------------------------------
 
 

@@ -17,12 +17,12 @@ import urllib3
 
 from .. import errors
 from ..config import BackendConfig
+from .error_text import backend_words
 
 # What sending a request or reading a body can raise: requests wraps only what goes through its
 # own methods, and the relay reads the raw urllib3 response for speed.
 WIRE_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
 ERROR_BODY_LIMIT = 65536  # enough for any error message; a huge error page is not read whole
-PLAIN_TEXT_LIMIT = 300  # a backend's own non-JSON error text (maybe its stack trace): one short line
 # gevent's TLS timeouts: SSLError instances with these texts, not socket timeouts.
 _GEVENT_TLS_HANDSHAKE_TIMEOUT = "The handshake operation timed out"
 _GEVENT_TLS_READ_TIMEOUTS = ("The read operation timed out", "The write operation timed out")
@@ -128,22 +128,7 @@ def _error_message(response: requests.Response) -> str:
         raw = response.raw.read(ERROR_BODY_LIMIT, decode_content=True)
     except Exception:  # noqa: BLE001 - an unreadable error body just means no detail
         return ""
-    content_type = response.headers.get("Content-Type", "")
-    if "json" in content_type:
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            return ""
-        if isinstance(data, dict):
-            error = data.get("error")
-            for candidate in (error.get("message") if isinstance(error, dict) else error, data.get("message"), data.get("detail")):
-                if isinstance(candidate, str) and candidate:
-                    return candidate
-        return ""
-    if content_type.startswith("text/plain"):
-        line = " ".join(raw.decode("utf-8", errors="replace").split())
-        return line if len(line) <= PLAIN_TEXT_LIMIT else line[: PLAIN_TEXT_LIMIT - 1] + "…"
-    return ""
+    return backend_words(response.headers.get("Content-Type", ""), raw)
 
 
 def _tls_reason(text: str, has_client_cert: bool) -> str:
