@@ -14,7 +14,7 @@ import re
 import tomllib
 from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
 
-from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, pre_load, validate, validates_schema
 
 from .config_problems import flatten, sentence
 from .strict_fields import StrictBool, StrictNumber
@@ -340,12 +340,27 @@ STRATEGIES = ("ordered", "round_robin", "least_busy", "affinity")  # backends/st
 
 
 class UserLimitsSchema(_Strict):
-    """[limits.users."x"]: any of the per-user settings, for this user; 0 = unlimited."""
+    """[limits.users."x"]: any of the per-user settings, for this user; 0 = unlimited. Named as in
+    the example (`tokens_per_day`) or as in [limits] itself (`per_user_tokens_per_day`)."""
 
     requests_per_minute = StrictNumber(integer=True, minimum=0)
     tokens_per_minute = StrictNumber(integer=True, minimum=0)
     tokens_per_day = StrictNumber(integer=True, minimum=0)
     tokens_per_month = StrictNumber(integer=True, minimum=0)
+
+    @pre_load
+    def _without_prefix(self, data, **kwargs):
+        return _without_prefix(data) if isinstance(data, dict) else data
+
+
+def _without_prefix(settings: dict) -> dict:
+    """A [limits.users."x"] table with `per_user_tokens_per_day` read as `tokens_per_day` (unless
+    both are there: then the prefixed one is an unknown key)."""
+    named = {}
+    for key, value in settings.items():
+        short = key.removeprefix("per_user_")
+        named[short if short in USER_LIMIT_KEYS and short not in settings else key] = value
+    return named
 
 
 class LimitsSchema(_Strict):
@@ -695,7 +710,9 @@ def parse_config(text: str, source: str, environ=None) -> Config:
             secrets |= {value for key, value in parse_qsl(parts.query) if _SECRET_KEY.search(key)} | {parts.password or ""}
     # Very short values (a "1" from ${DEBUG}) would blank out unrelated text: not worth redacting.
     forms = {form for secret in secrets if len(secret) >= 4 for form in _secret_forms(secret)}
-    limits = LimitsSettings(**raw.get("limits", {}))  # [limits], checked by LimitsSchema above
+    limits = dict(raw.get("limits", {}))  # [limits], checked by LimitsSchema above
+    limits["users"] = {user: _without_prefix(settings) for user, settings in limits.get("users", {}).items()}
+    limits = LimitsSettings(**limits)
     return Config(gateway, backends, models, source, frozenset(forms), limits, keys)
 
 

@@ -101,6 +101,16 @@ def test_an_admin_key_may_not_also_be_an_api_key(openai_backend, tmp_path):
         parse_config(text, "gw.toml", {})
 
 
+def test_a_per_user_exception_may_name_its_settings_as_limits_does(openai_backend, tmp_path):
+    """The contract's comment: "any of the per_user_* keys"; its example: `tokens_per_day`. Both work."""
+    users = {"lee@corp.example": {"per_user_tokens_per_day": 0, "requests_per_minute": 3}}
+    config = parse_config(usage_config(openai_backend.url, tmp_path, limits={"per_user_tokens_per_day": 100, "users": users}), "gw.toml", {})
+    assert config.limits.users["lee@corp.example"] == {"tokens_per_day": 0, "requests_per_minute": 3}
+    both = {"lee@corp.example": {"per_user_tokens_per_day": 0, "tokens_per_day": 5}}
+    with pytest.raises(ConfigError, match=r"limits\.users\.lee@corp\.example\.per_user_tokens_per_day: unknown key"):
+        parse_config(usage_config(openai_backend.url, tmp_path, limits={"users": both}), "gw.toml", {})
+
+
 def test_per_user_exceptions_override_only_what_they_name(openai_backend, tmp_path):
     limits = {"per_user_tokens_per_day": 100, "per_user_tokens_per_month": 1000, "users": {"lee@corp.example": {"tokens_per_day": 0}}}
     config = parse_config(usage_config(openai_backend.url, tmp_path, limits=limits), "gw.toml", {})
