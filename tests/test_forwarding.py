@@ -3,9 +3,11 @@
 In-process (`app_client`): none of this depends on the server; the backends are the real loopback ones.
 """
 
+import json
 import uuid
 from urllib.parse import quote, unquote
 
+from gateway.telemetry.record import access_log
 from tests.conftest import TICKET
 
 FOUR_TURNS = [
@@ -73,6 +75,26 @@ def test_unknown_fields_pass_and_drop_params_are_removed(app_client, corp_backen
     assert "x_drop_me" not in received
     assert received["x_vendor"] == {"a": [1, 2]} and received["seed"] == 7
     assert "stream_options" not in received  # a non-streaming backend never gets stream_options
+
+
+def test_a_streaming_backend_is_asked_for_usage_the_client_did_not_ask_for_and_the_client_never_sees_it(app_client, openai_backend):
+    """The usage ledger, budgets and token limits count every answer; Open WebUI asks for usage
+    only where a model's usage capability is on. The usage chunk is noted, not sent."""
+    lines = []
+    original, access_log.write = access_log.write, lambda line: lines.append(json.loads(line))
+    try:
+        response = post(app_client, {"model": "gpt-stream", "messages": FOUR_TURNS, "stream": True, "stream_options": {"x_vendor": 1}})
+        text = response.get_data(as_text=True)
+        response.close()
+    finally:
+        access_log.write = original
+    assert openai_backend.last.body["stream_options"] == {"x_vendor": 1, "include_usage": True}
+    assert '"usage"' not in text and text.rstrip().endswith("data: [DONE]")
+    assert lines[-1]["total_tokens"] > 0 and lines[-1]["prompt_tokens"] == 7  # as the backend reported it
+    post(app_client, {"model": "gpt-stream", "messages": FOUR_TURNS, "stream": True, "stream_options": {"include_usage": True}})
+    assert openai_backend.last.body["stream_options"] == {"include_usage": True}  # the client's own ask: its chunk is sent
+    post(app_client, {"model": "gpt-stream", "messages": FOUR_TURNS})
+    assert "stream_options" not in openai_backend.last.body  # not streamed: never
 
 
 def test_headers_secret_uuids_and_forwarded_user(app_client, corp_backend):

@@ -80,12 +80,15 @@ def log_lines(server, pattern) -> list:
 def gateway_config(redis_url, held_url, corp_url, openai_url, failure="open") -> str:
     return gateway_toml(
         gateway={"heartbeat_seconds": 1, "redis_url": redis_url, "redis_failure": failure},
+        # Streams of "held" and "stream-model" report no usage (the gateway may not ask for it:
+        # drop_params), so only request limits are in play; "usage-stream-model" reports it.
         backends={
-            "held": backend(held_url, streaming=True, max_concurrency=64, global_max_concurrency=3),
+            "held": backend(held_url, streaming=True, max_concurrency=64, global_max_concurrency=3, drop_params=["stream_options"]),
             "corp": backend(corp_url, headers={"x-dep-ticket": "${CORP_TICKET}"}),  # answers report total_tokens 10
-            "openai": backend(openai_url, streaming=True),
+            "openai": backend(openai_url, streaming=True, drop_params=["stream_options"]),
+            "openai_usage": backend(openai_url, streaming=True),
         },
-        models=[model("held", "held"), model("corp-model", "corp"), model("stream-model", "openai")],
+        models=[model("held", "held"), model("corp-model", "corp"), model("stream-model", "openai"), model("usage-stream-model", "openai_usage")],
         limits={"per_user_requests_per_minute": 4, "per_user_tokens_per_minute": 25},
     )
 
@@ -213,11 +216,17 @@ def test_per_user_tokens_hold_across_instances(pair, redis_server):
         # a stream counts what its backend reported in its usage chunk
         sam = unique("sam")
         response = requests.post(b.url + "/v1/chat/completions", headers={"X-OpenWebUI-User-Id": sam}, stream=True, timeout=30,
-                                 json={"model": "stream-model", "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}})
+                                 json={"model": "usage-stream-model", "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}})
         payloads = data_payloads(read_events(response))
         usage = [p["usage"] for p in payloads if isinstance(p, dict) and p.get("usage")]
         assert len(usage) == 1 and usage[0]["total_tokens"] > 0
         wait_until(lambda: redis.get(redis_keys_of(sam)[2]) == str(usage[0]["total_tokens"]), message="the stream's tokens counted")
+        # and so does one whose client did not ask (Open WebUI without the usage capability): the
+        # gateway asked the backend, and the client gets no usage chunk
+        sue = unique("sue")
+        payloads = data_payloads(read_events(chat(a, "usage-stream-model", sue, stream=True)))
+        assert not any(isinstance(p, dict) and "usage" in p for p in payloads) and payloads[-1] == "[DONE]"
+        wait_until(lambda: redis.get(redis_keys_of(sue)[2]) == str(usage[0]["total_tokens"]), message="the unasked stream's tokens counted")
 
 
 @pytest.fixture

@@ -51,8 +51,11 @@ def rows_of(database) -> dict:
 def test_workers_sharing_sqlite_lose_and_double_no_count_and_sigterm_loses_nothing(openai_backend, tmp_path):
     config = gateway_toml(
         gateway={"api_keys": [ANON_KEY]},
-        backends={"openai": backend(openai_backend.url, streaming=True)},
-        models=[model("m", "openai")],
+        backends={
+            "openai": backend(openai_backend.url, streaming=True),
+            "blind": backend(openai_backend.url, streaming=True, drop_params=["stream_options"]),  # never asked for usage
+        },
+        models=[model("m", "openai"), model("m-blind", "blind")],
         keys={"team": {"key": TEAM_KEY}},
     )
     server = GatewayServer(config, tmp_path / "gw", workers=2).wait_ready()
@@ -63,11 +66,16 @@ def test_workers_sharing_sqlite_lose_and_double_no_count_and_sigterm_loses_nothi
         key, user = ("team", "")[n % 2], f"user-{n % 5}"
         client = clients[key]
         kind = n % 4
-        if kind == 0:  # a stream whose backend reports usage (asked for)
+        if kind == 0:  # a stream whose client asked for usage
             chunks = list(client.chat.completions.create(model="m", messages=HI, user=user, stream=True, stream_options={"include_usage": True}))
             tokens = chunks[-1].usage.total_tokens
-        elif kind == 1:  # a stream whose backend reports none: unknown, never zero
+        elif kind == 1:  # a stream whose client did not: the gateway asked the backend, and the client sees none
             chunks = list(client.chat.completions.create(model="m", messages=HI, user=user, stream=True))
+            assert all(chunk.usage is None for chunk in chunks)
+            words = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices).split(" ")
+            tokens = 7 + len(words)  # what the test backend reports: 7 prompt tokens and a word each (tests/backends.py)
+        elif kind == 2:  # a stream whose backend reports none: unknown, never zero
+            chunks = list(client.chat.completions.create(model="m-blind", messages=HI, user=user, stream=True))
             assert all(chunk.usage is None for chunk in chunks)
             tokens = None
         else:

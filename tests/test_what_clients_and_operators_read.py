@@ -55,7 +55,8 @@ def test_every_relayed_chunk_names_the_requested_model(app_client, openai_backen
         exchange.end_sse()
 
     openai_backend.respond_with(relay)
-    response = app_client.post("/v1/chat/completions", json={"model": "gpt-stream", "messages": MESSAGES, "stream": True})
+    response = app_client.post("/v1/chat/completions", json={"model": "gpt-stream", "messages": MESSAGES, "stream": True,
+                                                             "stream_options": {"include_usage": True}})
     chunks = data_chunks(response)
     assert len(chunks) == 5 and {c["model"] for c in chunks} == {"gpt-stream"}
     assert chunks[2]["choices"][0]["delta"]["content"] == '"model":"upstream"'  # content is never touched

@@ -20,7 +20,7 @@ from requests.structures import CaseInsensitiveDict
 from .. import errors, jsonio
 from ..concurrency import WOKEN, backend_wait, cooperative, on_cancel, relaying, run_if_large
 from ..chat.answers import complete_envelope, completion_problem
-from ..chat.chunks import HAS_USAGE, ModelRename, UsageNote, completion_chunks, missing_usage_chunk
+from ..chat.chunks import HAS_USAGE, ModelRename, UsageNote, completion_chunks, missing_usage_chunk, usage_only
 from ..config import BackendConfig
 from ..embeddings.answers import complete_embeddings, embeddings_problem
 from ..sse import DONE_PAYLOAD, SSEDecoder, SSEError
@@ -225,6 +225,8 @@ class HttpBackend(Backend):
         heard = silence.heard if silence is not None else _nothing
         finished = done = False
         usage_missing = call.include_usage
+        hidden = call.usage_hidden  # a usage chunk the gateway asked for: noted (UsageNote), not sent
+        notes = []
         renamed = ModelRename(call.model_id)  # each event names the model the client asked for
         first = None  # the first event: its id and created label a usage chunk we add
         wait = None
@@ -260,15 +262,23 @@ class HttpBackend(Backend):
                     finished = True
                 if usage_missing and HAS_USAGE.search(payload):
                     usage_missing = False
+                if hidden and HAS_USAGE.search(payload):
+                    note = usage_only(payload)
+                    if note is not None:
+                        notes.append(note)
+                        continue
                 if first is None:
                     first = payload
                 ready.append(renamed(payload))
             if wait is None:  # a reader (before the hand-over, or a thread): one by one
                 yield from ready
                 ready = []
-            elif ready and (done or failure is not None or not chunk or len(ready) >= _BATCH):
+            elif ready and (done or failure is not None or not chunk or len(ready) >= _BATCH or notes):
                 yield ready
                 ready = []
+            if notes:
+                yield from notes
+                notes = []
             if failure is not None:
                 raise failure
             if not chunk:

@@ -123,6 +123,18 @@ class UsageNote:
         self.usage = usage
 
 
+def usage_only(payload: bytes) -> UsageNote | None:
+    """The counts of a chunk that carries only usage (`choices: []`, as `include_usage` asks for),
+    as a UsageNote; None for a chunk that carries anything else."""
+    try:
+        data = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict) or data.get("choices") or not isinstance(data.get("usage"), dict):
+        return None
+    return UsageNote(data["usage"])
+
+
 def missing_usage_chunk(first_payload: bytes, model_id: str) -> bytes:
     """For a relayed stream whose backend ignored `include_usage`: the promised chunk, usage null,
     with the stream's own id, created and model (read from its first event, once per stream)."""

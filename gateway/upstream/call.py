@@ -29,6 +29,7 @@ class UpstreamCall:
     headers: dict  # rendered from the backend's templates
     include_usage: bool  # the client asked for a usage chunk at the end of its stream
     model_id: str  # the model id the client picked (not the upstream name)
+    usage_hidden: bool = False  # the gateway asked the backend for a usage chunk the client did not: noted, not sent
 
     @property
     def streams(self) -> bool:
@@ -58,7 +59,14 @@ def build_call(chat: dict, model: ModelConfig, backend: BackendConfig, asker: di
         body.pop("stream_options", None)
     options = chat.get("stream_options")
     include_usage = bool(client_stream and isinstance(options, dict) and options.get("include_usage"))
-    return UpstreamCall(body, serialized(body), rendered_headers(backend, model, asker, request_id), include_usage, model.id)
+    usage_hidden = backend_stream and not include_usage and "stream_options" not in backend.drop_params
+    if usage_hidden:
+        # The usage ledger, budgets and token limits count every answer, and a streaming backend
+        # reports usage only when asked (Open WebUI asks only where a model's usage capability is
+        # on): asked here, its usage chunk is noted and never sent to the client that did not ask.
+        body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+    headers = rendered_headers(backend, model, asker, request_id)
+    return UpstreamCall(body, serialized(body), headers, include_usage, model.id, usage_hidden)
 
 
 def serialized(body: dict) -> bytes:
