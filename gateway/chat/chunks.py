@@ -62,13 +62,8 @@ def shows_nothing(payload: bytes) -> bool:
     role and empty text, with no finish_reason, and the chunk no usage (the first chunk vLLM and
     OpenAI send: `{"role": "assistant", "content": ""}`). Failover may still pass a request on
     after such chunks (backends/failover.py)."""
-    if len(payload) > _OPENING_AT_MOST:
-        return False
-    try:
-        data = json.loads(payload)
-    except (ValueError, RecursionError):
-        return False
-    if not isinstance(data, dict) or data.get("usage") or not isinstance(data.get("choices"), list):
+    data = _object(payload) if len(payload) <= _OPENING_AT_MOST else None
+    if data is None or data.get("usage") or not isinstance(data.get("choices"), list):
         return False
     for choice in data["choices"]:
         if not isinstance(choice, dict) or choice.get("finish_reason") is not None or not isinstance(choice.get("delta"), dict):
@@ -126,11 +121,8 @@ class UsageNote:
 def usage_only(payload: bytes) -> UsageNote | None:
     """The counts of a chunk that carries only usage (`choices: []`, as `include_usage` asks for),
     as a UsageNote; None for a chunk that carries anything else."""
-    try:
-        data = json.loads(payload)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(data, dict) or data.get("choices") or not isinstance(data.get("usage"), dict):
+    data = _object(payload)
+    if data is None or data.get("choices") or not isinstance(data.get("usage"), dict):
         return None
     return UsageNote(data["usage"])
 
@@ -138,11 +130,7 @@ def usage_only(payload: bytes) -> UsageNote | None:
 def missing_usage_chunk(first_payload: bytes, model_id: str) -> bytes:
     """For a relayed stream whose backend ignored `include_usage`: the promised chunk, usage null,
     with the stream's own id, created and model (read from its first event, once per stream)."""
-    try:
-        first = json.loads(first_payload)
-    except (ValueError, RecursionError):
-        first = None
-    first = first if isinstance(first, dict) else {}
+    first = _object(first_payload) or {}
     return usage_chunk(chunk_head(model_id, first.get("id"), first.get("created")), None)
 
 
@@ -157,3 +145,12 @@ def _tool_call_delta(position: int, call: dict) -> dict:
         "type": call.get("type", "function"),
         "function": {"name": function.get("name", ""), "arguments": arguments},
     }
+
+
+def _object(payload: bytes) -> dict | None:
+    """A chunk's JSON object, or None when it is not one."""
+    try:
+        data = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
