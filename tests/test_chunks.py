@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from gateway.chat.chunks import ModelRename, shows_nothing
+from gateway.chat.chunks import ModelRename, shows_nothing, split_usage
 
 
 @pytest.mark.parametrize("chunk", [
@@ -41,3 +41,13 @@ def test_every_chunk_names_the_model_asked_for_whether_the_backend_named_one_or_
     assert rename(b'{"model":"gauss-37b","choices":[]}') == b'{"model":"corp/gauss","choices":[]}'
     assert rename(b" {} ") == b'{"model":"corp/gauss"}'
     assert rename(b"[1]") == b"[1]" and rename(b'{"cut') == b'{"cut'  # not an object: passed on as it is
+    assert ModelRename("m")(b'{"model":null,"choices":[]}') == b'{"model":"m","choices":[]}'  # one model field, never two
+
+
+def test_usage_a_client_did_not_ask_for_is_taken_out_of_what_it_is_sent():
+    note, sent = split_usage(b'{"id":"c","choices":[],"usage":{"total_tokens":9}}')
+    assert note.usage == {"total_tokens": 9} and sent is None  # include_usage's own chunk: not sent at all
+    note, sent = split_usage(b'{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"total_tokens":9}}')
+    assert note.usage == {"total_tokens": 9} and json.loads(sent) == {"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    plain = b'{"choices":[{"delta":{"content":"\\"usage\\": {"}}]}'  # the words in the content, not a field
+    assert split_usage(plain) == (None, plain)

@@ -4,6 +4,7 @@ In-process (`app_client`): none of this depends on the server; the backends are 
 """
 
 import json
+import logging
 import uuid
 from urllib.parse import quote, unquote
 
@@ -93,8 +94,43 @@ def test_a_streaming_backend_is_asked_for_usage_the_client_did_not_ask_for_and_t
     assert lines[-1]["total_tokens"] > 0 and lines[-1]["prompt_tokens"] == 7  # as the backend reported it
     post(app_client, {"model": "gpt-stream", "messages": FOUR_TURNS, "stream": True, "stream_options": {"include_usage": True}})
     assert openai_backend.last.body["stream_options"] == {"include_usage": True}  # the client's own ask: its chunk is sent
+    post(app_client, {"model": "gpt-stream", "messages": FOUR_TURNS, "stream": True, "stream_options": {"continuous_usage_stats": True}})
+    assert openai_backend.last.body["stream_options"] == {"include_usage": True}  # usage on every chunk only for a client that asked
     post(app_client, {"model": "gpt-stream", "messages": FOUR_TURNS})
     assert "stream_options" not in openai_backend.last.body  # not streamed: never
+
+
+def test_a_backend_that_refuses_the_usage_ask_is_called_again_without_it_and_not_asked_again(openai_backend):
+    """A strict server (pydantic's extra="forbid") answers 422 to a field it does not know. The
+    client, which never sent stream_options, gets its answer all the same."""
+    from app import create_app
+    from gateway.config import parse_config
+    from tests.backends import default_behavior
+    from tests.configs import backend, gateway_toml, model
+
+    def strict(exchange):
+        if "stream_options" in exchange.body:
+            exchange.send_json(422, {"detail": [{"loc": ["body", "stream_options"], "msg": "Extra inputs are not permitted"}]})
+        else:
+            default_behavior(exchange)
+
+    openai_backend.respond_with(strict)
+    config = gateway_toml(backends={"strict": backend(openai_backend.url, streaming=True)}, models=[model("s", "strict")])
+    client = create_app(parse_config(config, "strict test config", {})).test_client()
+    said, warnings = [], logging.Handler()
+    warnings.emit = lambda record: said.append(record.getMessage())
+    logging.getLogger("gateway").addHandler(warnings)
+    try:
+        for _ in range(2):
+            response = client.post("/v1/chat/completions", json={"model": "s", "messages": FOUR_TURNS, "stream": True})
+            assert response.status_code == 200 and "data: [DONE]" in response.get_data(as_text=True)
+    finally:
+        logging.getLogger("gateway").removeHandler(warnings)
+    assert ["stream_options" in r.body for r in openai_backend.requests] == [True, False, False]  # asked once only
+    assert sum("backend 'strict' refused stream_options" in line for line in said) == 1
+    # A 422 about something else is the client's, as ever: returned, not retried.
+    openai_backend.respond_with(lambda ex: ex.send_json(422, {"detail": "max_tokens too large"}))
+    assert client.post("/v1/chat/completions", json={"model": "s", "messages": FOUR_TURNS, "stream": True}).status_code == 422
 
 
 def test_headers_secret_uuids_and_forwarded_user(app_client, corp_backend):

@@ -227,6 +227,9 @@ NGINX_PAGE = (b"<html>\r\n<head><title>400 Bad Request</title></head>\r\n<body>\
      "Oops context & more"),
     (None, b"prompt too long for this model\n", "prompt too long for this model"),  # no Content-Type: text all the same
     ("text/plain", "\x1b[31mValueError\x1b[0m: bad input".encode(), "ValueError: bad input"),
+    ("text/plain; charset=iso-8859-1", "ungültig".encode("latin-1"), "ung\ufffdltig"),  # declared text: read whatever its bytes
+    ("application/json", json.dumps({"detail": [{"loc": ["body", "top_k"], "msg": "Input should be a valid integer"}]}).encode(),
+     "body.top_k: Input should be a valid integer"),  # FastAPI's validation errors
 ])
 def test_a_backends_error_text_of_any_text_kind_reaches_the_client(app_client, corp_backend, content_type, body, said):
     def answer(exchange):

@@ -119,6 +119,8 @@ def config_with(**model_settings) -> str:
     [
         ({"defaults": {"temprature": 0.4}}, 'models."m".defaults.temprature: unknown sampling parameter: did you mean \'temperature\'?'),
         ({"overrides": {"max_token": 10}}, 'models."m".overrides.max_token: unknown sampling parameter: did you mean \'max_tokens\'?'),
+        ({"overrides": {"topP": 0.9}}, 'models."m".overrides.topP: unknown sampling parameter: did you mean \'top_p\'?'),
+        ({"defaults": {"Top-K": 40}}, 'models."m".defaults.Top-K: unknown sampling parameter: did you mean \'top_k\'?'),
         ({"overrides": {"stream_options": {"include_usage": True}}}, 'models."m".overrides.stream_options: cannot be set per model'),
         ({"overrides": {"top_p": "0.9"}}, 'models."m".overrides.top_p: must be a number'),
         ({"defaults": {"max_tokens": 10.5}}, 'models."m".defaults.max_tokens: must be an integer'),

@@ -10,6 +10,9 @@ import json
 import re
 
 PLAIN_TEXT_LIMIT = 300  # a backend's own non-JSON error text (maybe its stack trace): one short line
+# An HTML page is read this far: enough for its title and first lines, and parsing 64 KiB on the
+# worker's loop would hold its streams for tens of milliseconds (4 KiB: about 2 ms).
+HTML_READ = 4096
 _HTML_STARTS = ("<!doctype html", "<html", "<head", "<body", "<title")
 _TERMINAL_CODES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colours in a logged stack trace
 
@@ -21,12 +24,14 @@ def backend_words(content_type: str, raw: bytes) -> str:
         return _json_message(raw)
     if content_type and not content_type.startswith(("text/", "application/xhtml")):
         return ""  # a body of another kind (an image, bytes): nothing to read
+    # Declared text is read whatever its bytes (a body cut inside a character, Latin-1); a body of
+    # no declared type only when it is UTF-8.
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8", errors="replace" if content_type else "strict")
     except UnicodeDecodeError:
         return ""
     if "html" in content_type or text.lstrip()[:14].lower().startswith(_HTML_STARTS):
-        text = _visible_text(text)
+        text = _visible_text(text[:HTML_READ])
     line = " ".join(_TERMINAL_CODES.sub("", text).split())
     if not line.isprintable():  # control characters (a terminal's colours): never echoed into a message
         line = "".join(char for char in line if char.isprintable())
@@ -43,7 +48,21 @@ def _json_message(raw: bytes) -> str:
         for candidate in (error.get("message") if isinstance(error, dict) else error, data.get("message"), data.get("detail")):
             if isinstance(candidate, str) and candidate:
                 return candidate
+        if isinstance(data.get("detail"), list):  # FastAPI's validation errors: [{"loc": [...], "msg": ...}]
+            return _validation_errors(data["detail"])
     return ""
+
+
+def _validation_errors(items: list) -> str:
+    """FastAPI's (pydantic's) list of problems as one line: `body.stream_options: Extra inputs are
+    not permitted; ...`, at most PLAIN_TEXT_LIMIT characters."""
+    said = []
+    for item in items:
+        if isinstance(item, dict) and isinstance(item.get("msg"), str):
+            where = ".".join(str(part) for part in item["loc"]) if isinstance(item.get("loc"), list) else ""
+            said.append(f"{where}: {item['msg']}" if where else item["msg"])
+    line = " ".join("; ".join(said).split())
+    return line if len(line) <= PLAIN_TEXT_LIMIT else line[: PLAIN_TEXT_LIMIT - 1] + "…"
 
 
 class _TextOf(html.parser.HTMLParser):

@@ -9,6 +9,7 @@ goes out as it arrives, chunked or not.
 import contextlib
 import dataclasses
 import json
+import logging
 import re
 import socket
 import ssl
@@ -20,15 +21,17 @@ from requests.structures import CaseInsensitiveDict
 from .. import errors, jsonio
 from ..concurrency import WOKEN, backend_wait, cooperative, on_cancel, relaying, run_if_large
 from ..chat.answers import complete_envelope, completion_problem
-from ..chat.chunks import HAS_USAGE, ModelRename, UsageNote, completion_chunks, missing_usage_chunk, usage_only
+from ..chat.chunks import HAS_USAGE, ModelRename, UsageNote, completion_chunks, missing_usage_chunk, split_usage
 from ..config import BackendConfig
 from ..embeddings.answers import complete_embeddings, embeddings_problem
 from ..sse import DONE_PAYLOAD, SSEDecoder, SSEError
-from ..upstream.call import UpstreamCall
+from ..upstream.call import UpstreamCall, without_usage_ask
 from . import silence
 from .base import Backend
 from .transport import backend_session
 from .wire_errors import WIRE_ERRORS, error_event, read_timeout_error, status_error, translate
+
+log = logging.getLogger("gateway")
 
 _READ_SIZE = 65536
 _BATCH = 64  # payloads a relay read in place hands its body at most at once (one write)
@@ -42,6 +45,7 @@ class HttpBackend(Backend):
     def __init__(self, config: BackendConfig, pool_size: int, on_slot_change=None, on_cooldown=None):
         super().__init__(config, on_slot_change, on_cooldown)
         self.timeout = (config.connect_timeout, config.read_timeout)
+        self._refuses_stream_options = False  # it refused the usage ask the gateway adds to streams (_post_stream)
         self.session, self._adapter = backend_session(config, pool_size)
         # Prepared once: the per-call work left is the body and the rendered headers.
         self._prepared_url = requests.Request("POST", config.url).prepare().url
@@ -70,7 +74,7 @@ class HttpBackend(Backend):
             response.close()
 
     def stream(self, call: UpstreamCall):
-        response = self._post(call, stream=True)
+        response = self._post_stream(call)
         on_cancel(lambda: _abort(response))  # a reader thread (no gevent) is stopped this way
         finished = False
         try:
@@ -163,6 +167,24 @@ class HttpBackend(Backend):
         self.session.close()
 
     # --- the wire --------------------------------------------------------------------------------
+
+    def _post_stream(self, call: UpstreamCall) -> requests.Response:
+        """The streaming call. A backend that refuses the usage ask the gateway added (a 400 or
+        422 naming stream_options) is called again without it, and this worker asks it no more."""
+        if call.usage_hidden and self._refuses_stream_options:
+            return self._post(without_usage_ask(call), stream=True)
+        try:
+            return self._post(call, stream=True)
+        except errors.BackendRejected as rejected:
+            if not (call.usage_hidden and rejected.status in (400, 422) and "stream_options" in rejected.reason):
+                raise
+        self._refuses_stream_options = True
+        log.warning(
+            "backend '%s' refused stream_options, which the gateway adds to count every stream's usage: this worker "
+            "no longer asks it, and its streams count only the usage it reports unasked (drop_params = "
+            "[\"stream_options\"] in its config says so from the start)", self.name,
+        )
+        return self._post(without_usage_ask(call), stream=True)
 
     def _post(self, call: UpstreamCall, stream: bool, target: tuple | None = None) -> requests.Response:
         # Straight to the session's transport adapter with a request prepared here: Session.request
@@ -263,9 +285,10 @@ class HttpBackend(Backend):
                 if usage_missing and HAS_USAGE.search(payload):
                     usage_missing = False
                 if hidden and HAS_USAGE.search(payload):
-                    note = usage_only(payload)
+                    note, payload = split_usage(payload)
                     if note is not None:
                         notes.append(note)
+                    if payload is None:
                         continue
                 if first is None:
                     first = payload

@@ -16,7 +16,7 @@ from .answers import new_completion_id
 
 # Whether a chunk carries token counts: found by a byte search, so relayed events are not parsed.
 HAS_USAGE = re.compile(rb'"usage"\s*:\s*\{')
-_MODEL_FIELD = re.compile(rb'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
+_MODEL_FIELD = re.compile(rb'"model"\s*:\s*(?:"(?:[^"\\]|\\.)*"|null|true|false|-?[0-9][0-9.eE+-]*)')  # a string, or what a broken backend sends
 
 
 class ModelRename:
@@ -118,13 +118,15 @@ class UsageNote:
         self.usage = usage
 
 
-def usage_only(payload: bytes) -> UsageNote | None:
-    """The counts of a chunk that carries only usage (`choices: []`, as `include_usage` asks for),
-    as a UsageNote; None for a chunk that carries anything else."""
+def split_usage(payload: bytes) -> tuple:
+    """A chunk's usage, for a client that did not ask for it: (UsageNote or None, what to send:
+    the chunk without its `usage`, or None when usage was all it carried, as `include_usage`'s
+    chunk with `choices: []`; some backends put it on their last content chunk instead)."""
     data = _object(payload)
-    if data is None or data.get("choices") or not isinstance(data.get("usage"), dict):
-        return None
-    return UsageNote(data["usage"])
+    if data is None or not isinstance(data.get("usage"), dict):
+        return None, payload
+    note = UsageNote(data.pop("usage"))
+    return note, dumps(data) if data.get("choices") else None
 
 
 def missing_usage_chunk(first_payload: bytes, model_id: str) -> bytes:

@@ -63,10 +63,19 @@ def build_call(chat: dict, model: ModelConfig, backend: BackendConfig, asker: di
     if usage_hidden:
         # The usage ledger, budgets and token limits count every answer, and a streaming backend
         # reports usage only when asked (Open WebUI asks only where a model's usage capability is
-        # on): asked here, its usage chunk is noted and never sent to the client that did not ask.
-        body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+        # on): asked here, its usage is noted and never sent to the client that did not ask.
+        # Usage on every chunk (vLLM's continuous_usage_stats) is only for a client that asked.
+        own = {k: v for k, v in options.items() if k != "continuous_usage_stats"} if isinstance(options, dict) else {}
+        body["stream_options"] = {**own, "include_usage": True}
     headers = rendered_headers(backend, model, asker, request_id)
     return UpstreamCall(body, serialized(body), headers, include_usage, model.id, usage_hidden)
+
+
+def without_usage_ask(call: UpstreamCall) -> UpstreamCall:
+    """The same call without the `stream_options` the gateway added, for a backend that refuses
+    it (a strict server that forbids unknown fields)."""
+    body = {key: value for key, value in call.body.items() if key != "stream_options"}
+    return dataclasses.replace(call, body=body, data=serialized(body), usage_hidden=False)
 
 
 def serialized(body: dict) -> bytes:

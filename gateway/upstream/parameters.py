@@ -11,6 +11,7 @@ the config check.
 
 import datetime
 import difflib
+import re
 
 from marshmallow import RAISE, Schema, ValidationError, fields
 
@@ -89,7 +90,7 @@ class ParameterTable(fields.Field):
             raise ValidationError(forbidden)
         errors = _schema.validate({key: item for key, item in value.items() if key in KNOWN})
         for key in value.keys() - set(KNOWN):
-            alike = difflib.get_close_matches(key, KNOWN, n=1, cutoff=MISSPELT_AT)
+            alike = misspelt(key)
             if alike:
                 errors[key] = [f"unknown sampling parameter: did you mean '{alike[0]}'? (a field of the backend's own with a name "
                                f"unlike the known ones is sent as it is; known: {', '.join(KNOWN)})"]
@@ -98,6 +99,15 @@ class ParameterTable(fields.Field):
         if errors:
             raise ValidationError(errors)
         return dict(value)
+
+
+def misspelt(name: str) -> list:
+    """The known field `name` looks like a misspelling of ([] if none): compared in snake_case
+    (`topP`, `Top-P` and `top_P` are `top_p`), then by similarity."""
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).replace("-", "_").replace(" ", "_").lower()
+    if snake in KNOWN:
+        return [snake]
+    return difflib.get_close_matches(snake, KNOWN, n=1, cutoff=MISSPELT_AT)
 
 
 def _has_time(value) -> bool:
