@@ -3,7 +3,8 @@
 The whole conversation, in order, with every role and field; the model the user picked mapped to
 its `upstream` name; the model's system prompt first in the one leading system message; sampling
 and unknown fields passed on, with the model's `defaults` and `overrides` (parameters.py), minus
-the backend's `drop_params`; `stream` set to what the backend is asked for; tools and content
+the backend's `drop_params`; `stream` set to what the backend is asked for, a stream's usage
+asked for whether or not the client did (`usage_hidden`); tools and content
 parts fitted to what the backend takes (conversation.py); headers rendered from the backend's
 templates with this request's values (who is asking, its id, the model). The client's dict is
 never changed: the body is a shallow copy with new values.
