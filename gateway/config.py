@@ -14,7 +14,7 @@ import re
 import tomllib
 from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
 
-from marshmallow import RAISE, Schema, ValidationError, fields, post_load, pre_load, validate, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from .config_problems import flatten, sentence
 from .strict_fields import StrictBool, StrictNumber
@@ -341,26 +341,28 @@ STRATEGIES = ("ordered", "round_robin", "least_busy", "affinity")  # backends/st
 
 class UserLimitsSchema(_Strict):
     """[limits.users."x"]: any of the per-user settings, for this user; 0 = unlimited. Named as in
-    the example (`tokens_per_day`) or as in [limits] itself (`per_user_tokens_per_day`)."""
+    the example (`tokens_per_day`) or as in [limits] itself (`per_user_tokens_per_day`): an error
+    names the key as the file has it."""
 
     requests_per_minute = StrictNumber(integer=True, minimum=0)
     tokens_per_minute = StrictNumber(integer=True, minimum=0)
     tokens_per_day = StrictNumber(integer=True, minimum=0)
     tokens_per_month = StrictNumber(integer=True, minimum=0)
+    per_user_requests_per_minute = StrictNumber(integer=True, minimum=0)
+    per_user_tokens_per_minute = StrictNumber(integer=True, minimum=0)
+    per_user_tokens_per_day = StrictNumber(integer=True, minimum=0)
+    per_user_tokens_per_month = StrictNumber(integer=True, minimum=0)
 
-    @pre_load
-    def _without_prefix(self, data, **kwargs):
-        return _without_prefix(data) if isinstance(data, dict) else data
+    @validates_schema
+    def _one_name_each(self, data, **kwargs):
+        both = {f"per_user_{key}": [f"is also set as '{key}': keep one"] for key in USER_LIMIT_KEYS if key in data and f"per_user_{key}" in data}
+        if both:
+            raise ValidationError(both)
 
 
 def _without_prefix(settings: dict) -> dict:
-    """A [limits.users."x"] table with `per_user_tokens_per_day` read as `tokens_per_day` (unless
-    both are there: then the prefixed one is an unknown key)."""
-    named = {}
-    for key, value in settings.items():
-        short = key.removeprefix("per_user_")
-        named[short if short in USER_LIMIT_KEYS and short not in settings else key] = value
-    return named
+    """A [limits.users."x"] table with `per_user_tokens_per_day` read as `tokens_per_day`."""
+    return {key.removeprefix("per_user_"): value for key, value in settings.items()}
 
 
 class LimitsSchema(_Strict):

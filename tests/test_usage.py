@@ -107,8 +107,11 @@ def test_a_per_user_exception_may_name_its_settings_as_limits_does(openai_backen
     config = parse_config(usage_config(openai_backend.url, tmp_path, limits={"per_user_tokens_per_day": 100, "users": users}), "gw.toml", {})
     assert config.limits.users["lee@corp.example"] == {"tokens_per_day": 0, "requests_per_minute": 3}
     both = {"lee@corp.example": {"per_user_tokens_per_day": 0, "tokens_per_day": 5}}
-    with pytest.raises(ConfigError, match=r"limits\.users\.lee@corp\.example\.per_user_tokens_per_day: unknown key"):
+    with pytest.raises(ConfigError, match=r"limits\.users\.lee@corp\.example\.per_user_tokens_per_day: is also set as 'tokens_per_day'"):
         parse_config(usage_config(openai_backend.url, tmp_path, limits={"users": both}), "gw.toml", {})
+    wrong = {"lee@corp.example": {"per_user_tokens_per_day": "x"}}
+    with pytest.raises(ConfigError, match=r"limits\.users\.lee@corp\.example\.per_user_tokens_per_day: must be an integer"):
+        parse_config(usage_config(openai_backend.url, tmp_path, limits={"users": wrong}), "gw.toml", {})
 
 
 def test_per_user_exceptions_override_only_what_they_name(openai_backend, tmp_path):
