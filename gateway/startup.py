@@ -124,10 +124,9 @@ def cgroup_cpu_quota(cgroup_root="/sys/fs/cgroup", self_cgroup="/proc/self/cgrou
     a container the process's cgroup is the root of what it sees."""
     v2_path, v1_path = _own_cgroups(self_cgroup)
     limits = [_cpu_max(os.path.join(d, "cpu.max")) for d in _with_parents(cgroup_root, v2_path)]
-    for mount in _V1_CPU_MOUNTS:
-        if v1_path is not None and os.path.isdir(os.path.join(cgroup_root, mount)):
-            limits += [_cfs_quota(d) for d in _with_parents(os.path.join(cgroup_root, mount), v1_path)]
-            break
+    mounted = [os.path.join(cgroup_root, m) for m in _V1_CPU_MOUNTS if os.path.isdir(os.path.join(cgroup_root, m))]
+    if v1_path is not None and mounted:
+        limits += [_cfs_quota(d) for d in _with_parents(mounted[0], v1_path)]
     limits = [limit for limit in limits if limit]
     return min(limits) if limits else None
 
@@ -167,9 +166,7 @@ def _cfs_quota(directory: str) -> int | None:
             period = int(handle.read().strip())
     except (OSError, ValueError):
         return None
-    if quota <= 0 or period <= 0:
-        return None
-    return math.ceil(quota / period)
+    return _whole_cpus(quota, period)
 
 
 def _cpu_max(path: str) -> int | None:
@@ -185,6 +182,9 @@ def _cpu_max(path: str) -> int | None:
         quota, period = int(fields[0]), int(fields[1])
     except ValueError:
         return None
-    if quota <= 0 or period <= 0:
-        return None
-    return math.ceil(quota / period)
+    return _whole_cpus(quota, period)
+
+
+def _whole_cpus(quota: int, period: int) -> int | None:
+    """A CPU quota (microseconds per period) as whole CPUs, rounded up; None for no limit."""
+    return math.ceil(quota / period) if quota > 0 and period > 0 else None

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import time
+from types import SimpleNamespace
 
 import pytest
 import requests
@@ -155,13 +156,9 @@ def test_a_line_still_too_long_keeps_its_core_fields_alone():
     """An operator's many long backend names, a backend's 4,000-digit token count: the line goes
     out with what identifies the request and how it ended."""
 
-    class Backend:
-        def __init__(self, name):
-            self.name = name
-
     record = RequestRecord("r1", "POST", "/v1/chat/completions")
     record.status, record.model, record.stream, record.outcome = 200, "m", True, "completed"
-    record.route = ("round_robin", [Backend(f"backend-{n}-" + "b" * 60) for n in range(100)], None)
+    record.route = ("round_robin", [SimpleNamespace(name=f"backend-{n}-" + "b" * 60) for n in range(100)], None)
     record.usage = {"prompt_tokens": 12, "completion_tokens": 10 ** 4000, "total_tokens": 2 ** 64}
     data = written(record)
     assert len(data) + 1 <= LINE_LIMIT
@@ -179,15 +176,11 @@ texts = st.text(max_size=3000)
 @given(path=texts, model=st.none() | texts, key=st.none() | texts, backends=st.lists(texts, max_size=40),
        unknown=st.lists(texts, max_size=200), tools=st.lists(texts, max_size=40), error=st.none() | texts)
 def test_every_line_fits_one_pipe_write_and_is_one_json_object_in_printable_ascii(path, model, key, backends, unknown, tools, error):
-    class Backend:
-        def __init__(self, name):
-            self.name = name
-
     record = RequestRecord("r1", "GET", "/" + path)
     record.status, record.model, record.key, record.error = 200, model, key, error
     record.unknown_fields, record.dropped_tools = tuple(unknown), tuple(tools)
     if backends:
-        record.route = ("affinity", [Backend(name) for name in backends], "user")
+        record.route = ("affinity", [SimpleNamespace(name=name) for name in backends], "user")
     data = written(record)
     assert len(data) + 1 <= LINE_LIMIT
     assert all(32 <= byte < 127 for byte in data)

@@ -78,17 +78,14 @@ def test_unknown_fields_pass_and_drop_params_are_removed(app_client, corp_backen
     assert "stream_options" not in received  # a non-streaming backend never gets stream_options
 
 
-def test_a_streaming_backend_is_asked_for_usage_the_client_did_not_ask_for_and_the_client_never_sees_it(app_client, openai_backend):
+def test_a_streaming_backend_is_asked_for_usage_the_client_did_not_ask_for_and_the_client_never_sees_it(app_client, openai_backend, monkeypatch):
     """The usage ledger, budgets and token limits count every answer; Open WebUI asks for usage
     only where a model's usage capability is on. The usage chunk is noted, not sent."""
     lines = []
-    original, access_log.write = access_log.write, lambda line: lines.append(json.loads(line))
-    try:
-        response = post(app_client, {"model": "gpt-stream", "messages": FOUR_TURNS, "stream": True, "stream_options": {"x_vendor": 1}})
-        text = response.get_data(as_text=True)
-        response.close()
-    finally:
-        access_log.write = original
+    monkeypatch.setattr(access_log, "write", lambda line: lines.append(json.loads(line)))
+    response = post(app_client, {"model": "gpt-stream", "messages": FOUR_TURNS, "stream": True, "stream_options": {"x_vendor": 1}})
+    text = response.get_data(as_text=True)
+    response.close()
     assert openai_backend.last.body["stream_options"] == {"x_vendor": 1, "include_usage": True}
     assert '"usage"' not in text and text.rstrip().endswith("data: [DONE]")
     assert lines[-1]["total_tokens"] > 0 and lines[-1]["prompt_tokens"] == 7  # as the backend reported it

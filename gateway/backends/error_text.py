@@ -32,8 +32,14 @@ def backend_words(content_type: str, raw: bytes) -> str:
         return ""
     if "html" in content_type or text.lstrip()[:14].lower().startswith(_HTML_STARTS):
         text = _visible_text(text[:HTML_READ])
-    line = " ".join(_TERMINAL_CODES.sub("", text).split())
-    if not line.isprintable():  # control characters (a terminal's colours): never echoed into a message
+    return _one_line(_TERMINAL_CODES.sub("", text))
+
+
+def _one_line(text: str) -> str:
+    """`text` as one line of at most PLAIN_TEXT_LIMIT characters, blanks collapsed; control
+    characters (a terminal's colours) are never echoed into a message."""
+    line = " ".join(text.split())
+    if not line.isprintable():
         line = "".join(char for char in line if char.isprintable())
     return line if len(line) <= PLAIN_TEXT_LIMIT else line[: PLAIN_TEXT_LIMIT - 1] + "…"
 
@@ -55,14 +61,13 @@ def _json_message(raw: bytes) -> str:
 
 def _validation_errors(items: list) -> str:
     """FastAPI's (pydantic's) list of problems as one line: `body.stream_options: Extra inputs are
-    not permitted; ...`, at most PLAIN_TEXT_LIMIT characters."""
+    not permitted; ...`."""
     said = []
     for item in items:
         if isinstance(item, dict) and isinstance(item.get("msg"), str):
             where = ".".join(str(part) for part in item["loc"]) if isinstance(item.get("loc"), list) else ""
             said.append(f"{where}: {item['msg']}" if where else item["msg"])
-    line = " ".join("; ".join(said).split())
-    return line if len(line) <= PLAIN_TEXT_LIMIT else line[: PLAIN_TEXT_LIMIT - 1] + "…"
+    return _one_line("; ".join(said))
 
 
 class _TextOf(html.parser.HTMLParser):

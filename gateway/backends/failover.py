@@ -200,13 +200,15 @@ def _opening(payloads, hold: bool) -> list:
     opening = []
     for payload in payloads:
         opening.append(payload)
-        if not hold or len(opening) >= _HELD_AT_MOST:
-            break
-        if payload.__class__ is bytes and not shows_nothing(payload):
-            break
-        if payload.__class__ is not bytes and not isinstance(payload, UsageNote):
+        if not hold or len(opening) >= _HELD_AT_MOST or not _may_wait(payload):
             break
     return opening
+
+
+def _may_wait(payload) -> bool:
+    """Whether a payload may be held back for the first content event: a chunk that shows
+    nothing, or a whole answer's token counts (UsageNote)."""
+    return isinstance(payload, UsageNote) if payload.__class__ is not bytes else shows_nothing(payload)
 
 
 def _cooling_down(backend) -> BackendCoolingDown:

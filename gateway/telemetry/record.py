@@ -253,7 +253,8 @@ def _encoded(line: dict) -> bytes:
 
 
 def _clipped(text: str, limit: int) -> str:
-    """`text`, or its start followed by "...", taking at most `limit` bytes as JSON (quotes aside)."""
+    """`text`, or its start followed by "...", taking at most `limit` bytes as JSON (quotes aside).
+    A text too short to pass the limit however escaped (our routes' paths) costs one comparison."""
     if len(text) * ESCAPED_AT_MOST <= limit or len(json.dumps(text)) - 2 <= limit:
         return text
     kept = text[:limit]
@@ -265,10 +266,9 @@ def _clipped(text: str, limit: int) -> str:
 def _fitted(line: dict) -> bytes:
     """The line, encoded, in at most LINE_LIMIT - 1 bytes (see above)."""
     path = line["path"]
-    if len(path) * ESCAPED_AT_MOST > PATH_LIMIT:  # else too short to pass it however escaped: our routes
-        line["path"] = _clipped(path, PATH_LIMIT)
-        if line["path"] is not path:
-            line["truncated"] = True
+    line["path"] = _clipped(path, PATH_LIMIT)
+    if line["path"] is not path:
+        line["truncated"] = True
     for key in CLIENT_LISTS:
         names = line.get(key)
         if names is not None:
@@ -281,12 +281,13 @@ def _fitted(line: dict) -> bytes:
         return data
     core = {}
     for key in CORE_FIELDS:
-        value = line.get(key)
+        if key not in line:
+            continue
+        value = line[key]
         if value.__class__ is str:
             value = _clipped(value, CORE_TEXT_LIMIT)
         elif value.__class__ is int and not -2 ** 63 <= value < 2 ** 63:
             continue  # a token count no backend really gave
-        if key in line:
-            core[key] = value
+        core[key] = value
     core["truncated"] = True
     return _encoded(core)
